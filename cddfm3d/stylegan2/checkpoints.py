@@ -1,0 +1,402 @@
+"""Generator / discriminator checkpoint I/O.
+
+Reads (a) rosinality/stylegan2-pytorch ``.pt`` files (``g_ema`` [+ ``latent_avg``], or training checkpoints with
+``args`` and optimizer states), (b) NVIDIA stylegan2-ada-pytorch network pickles (``G_ema``/``D``) without
+executing pickled code, (c) the native format: one safetensors file whose metadata holds the JSON config.
+Every external file goes through one path: infer the configuration from tensor names and shapes, build our
+model, rename tensors into it, and check that every tensor is present with the expected shape.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .discriminator import Discriminator
+from .generator import Generator
+from .safe_pickle import PersistentRecord, UnsafePickleError, safe_load_pickle
+
+log = logging.getLogger(__name__)
+
+NATIVE_FORMAT = "cddfm3d.stylegan2"
+NATIVE_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read: the message names the file, the field and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------------- sniffing
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: file is too short ({len(head)} bytes) to be a checkpoint")
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    header_len = int.from_bytes(head[:8], "little")
+    if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+        return "safetensors"
+    if head[0] == 0x80:  # pickle protocol opcode: NVIDIA pickle, or a legacy (pre-1.6) torch.save file
+        return "pickle"
+    raise CheckpointError(f"{path}: unrecognised file type (first bytes {head[:8]!r}); expected a rosinality .pt "
+                          f"(torch zip), an NVIDIA .pkl network pickle or a cddfm3d .safetensors file")
+
+
+def _torch_load(path: Path):
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: {e}). "
+                              f"Is the file complete? (truncated downloads are a common cause)") from e
+
+
+def _read_external(path: Path) -> tuple[str, dict]:
+    """-> (format, container dict) for rosinality / NVIDIA files."""
+    kind = _sniff(path)
+    if kind == "torch-zip":
+        return "rosinality", _torch_load(path)
+    if kind == "pickle":
+        try:
+            obj = safe_load_pickle(path)
+        except UnsafePickleError as e:
+            raise CheckpointError(f"{path}: {e}") from e
+        except (EOFError, Exception) as e:  # noqa: BLE001 - any parse failure of a foreign file is reported
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); the file may be "
+                                  f"truncated or not a network pickle") from e
+        if isinstance(obj, int):  # legacy torch.save files start with a pickled magic number
+            return "rosinality", _torch_load(path)
+        return "nvidia", obj
+    raise CheckpointError(f"{path}: expected an external checkpoint, found a {kind} file")
+
+
+# ----------------------------------------------------------------------------------------------- native
+def save_generator(G: Generator, path) -> None:
+    """Write the native format: safetensors with the JSON config in its metadata (atomic write)."""
+    _save_native(G, path, "generator")
+
+
+def save_discriminator(D: Discriminator, path) -> None:
+    _save_native(D, path, "discriminator")
+
+
+def _save_native(module: torch.nn.Module, path, kind: str) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "kind": kind, "config": json.dumps(module.config)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _load_native(path: Path, kind: str) -> torch.nn.Module:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+    if meta.get("format") != NATIVE_FORMAT:
+        raise CheckpointError(f"{path}: safetensors metadata field 'format' is {meta.get('format')!r}, expected "
+                              f"{NATIVE_FORMAT!r} (a file written by cddfm3d.stylegan2.save_generator)")
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: metadata field 'config' is missing or not JSON") from e
+    config["channels"] = {int(k): v for k, v in config["channels"].items()}
+    module = Generator(**config) if kind == "generator" else Discriminator(**config)
+    _assign(module, tensors, path, source_names={k: k for k in tensors})
+    return module
+
+
+# ----------------------------------------------------------------------------------------------- mapping
+def _assign(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, source_names: dict[str, str],
+            transforms: dict | None = None) -> None:
+    """Copy ``tensors`` (already renamed to our names) into ``module``; every persistent tensor must be there with
+    the right number of elements, and nothing may be left over. ``source_names`` maps our name -> file name."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        names = [source_names.get(k, k) for k in missing[:5]]
+        raise CheckpointError(f"{path}: missing tensor(s) {names}{' ...' if len(missing) > 5 else ''} "
+                              f"({len(missing)} of {len(expected)} missing)")
+    extra = [k for k in tensors if k not in expected]
+    if extra:
+        names = [source_names.get(k, k) for k in extra[:5]]
+        raise CheckpointError(f"{path}: unexpected tensor(s) {names} for the inferred configuration")
+    with torch.no_grad():
+        for k, dst in expected.items():
+            src = tensors[k]
+            if not isinstance(src, torch.Tensor):
+                raise CheckpointError(f"{path}: '{source_names.get(k, k)}' is a {type(src).__name__}, not a tensor")
+            if src.numel() != dst.numel() or (src.ndim > 0 and src.squeeze().shape != dst.squeeze().shape):
+                raise CheckpointError(f"{path}: tensor '{source_names.get(k, k)}' has shape {tuple(src.shape)}, "
+                                      f"expected {tuple(dst.shape)}")
+            if not src.is_floating_point():
+                raise CheckpointError(f"{path}: tensor '{source_names.get(k, k)}' has dtype {src.dtype}, expected "
+                                      f"a floating-point tensor")
+            if not torch.isfinite(src).all():
+                raise CheckpointError(f"{path}: tensor '{source_names.get(k, k)}' contains NaN or Inf")
+        state = {k: tensors[k].reshape(expected[k].shape).to(expected[k].dtype) for k in expected}
+        module.load_state_dict(state, strict=True)
+
+
+def _require(sd: dict, key: str, path: Path, ndim: int | None = None) -> torch.Tensor:
+    if key not in sd:
+        raise CheckpointError(f"{path}: missing tensor '{key}'")
+    t = sd[key]
+    if not isinstance(t, torch.Tensor) or (ndim is not None and t.ndim != ndim):
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise CheckpointError(f"{path}: tensor '{key}' has shape {shape}, expected {ndim} dimensions")
+    return t
+
+
+# rosinality names --------------------------------------------------------------------------------------
+_ROS_IGNORED = re.compile(r"(\.blur\.kernel|\.upsample\.kernel|\.kernel)$")
+
+
+def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: 'g_ema' is a {type(sd).__name__}, expected a state dict")
+    n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
+    if n_mlp == 0:
+        raise CheckpointError(f"{path}: no mapping layers ('style.1.weight' ...) in 'g_ema'")
+    w_dim, z_dim = _require(sd, "style.1.weight", path, 2).shape
+    n_blocks = len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k)])
+    resolution = 2 ** (n_blocks + 2)
+    channels = {4: _require(sd, "input.input", path, 4).shape[1]}
+    for i in range(n_blocks):
+        channels[2 ** (i + 3)] = _require(sd, f"convs.{2 * i + 1}.conv.weight", path, 5).shape[1]
+    G = Generator(resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=n_mlp, channels=channels)
+    names: dict[str, str] = {}  # ours -> theirs
+
+    def put(ours, theirs):
+        names["mapping_network." + ours if ours.startswith("fc") or ours == "w_avg" else "synthesis_network." + ours] \
+            = theirs
+
+    for n in range(n_mlp):
+        put(f"fc{n}.weight", f"style.{n + 1}.weight")
+        put(f"fc{n}.bias", f"style.{n + 1}.bias")
+    put("const", "input.input")
+
+    def styled(ours, theirs, noise_j):
+        put(f"{ours}.weight", f"{theirs}.conv.weight")
+        put(f"{ours}.affine.weight", f"{theirs}.conv.modulation.weight")
+        put(f"{ours}.affine.bias", f"{theirs}.conv.modulation.bias")
+        put(f"{ours}.noise_strength", f"{theirs}.noise.weight")
+        put(f"{ours}.bias", f"{theirs}.activate.bias")
+        put(f"{ours}.noise_const", f"noises.noise_{noise_j}")
+
+    def torgb(ours, theirs):
+        put(f"{ours}.weight", f"{theirs}.conv.weight")
+        put(f"{ours}.affine.weight", f"{theirs}.conv.modulation.weight")
+        put(f"{ours}.affine.bias", f"{theirs}.conv.modulation.bias")
+        put(f"{ours}.bias", f"{theirs}.bias")
+
+    styled("b4.conv1", "conv1", 0)
+    torgb("b4.torgb", "to_rgb1")
+    for i in range(n_blocks):
+        k = i + 3
+        styled(f"b{2 ** k}.conv0", f"convs.{2 * i}", 2 * k - 5)
+        styled(f"b{2 ** k}.conv1", f"convs.{2 * i + 1}", 2 * k - 4)
+        torgb(f"b{2 ** k}.torgb", f"to_rgbs.{i}")
+    used = set(names.values())
+    extra = [k for k in sd if k not in used and not _ROS_IGNORED.search(k)]
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensor(s) in 'g_ema': {extra[:5]} (not a StyleGAN2 'skip' "
+                              f"generator of the inferred configuration: {resolution}px, {n_mlp} mapping layers)")
+    tensors = {ours: sd[theirs] for ours, theirs in names.items() if theirs in sd}
+    if latent_avg is not None:
+        tensors["mapping_network.w_avg"] = latent_avg
+        names["mapping_network.w_avg"] = "latent_avg"
+    else:
+        tensors["mapping_network.w_avg"] = torch.zeros(w_dim)  # replaced below
+    _assign(G, tensors, path, names)
+    if latent_avg is None:
+        # rosinality training checkpoints carry no average w; use a reproducible estimate (seed 0, 10k samples)
+        G.mapping_network.w_avg.copy_(G.mean_w(10000, seed=0))
+        G.w_avg_source = "estimated from 10000 samples (seed 0)"
+    return G
+
+
+def _rosinality_discriminator(sd: dict, path: Path) -> Discriminator:
+    convs = sorted({int(m.group(1)) for k in sd if (m := re.match(r"convs\.(\d+)\.", k))})
+    if not convs:
+        raise CheckpointError(f"{path}: 'd' has no 'convs.*' tensors")
+    n_blocks = len(convs) - 1
+    resolution = 2 ** (n_blocks + 2)
+    channels = {resolution: _require(sd, "convs.0.0.weight", path, 4).shape[0]}
+    for j in range(1, n_blocks + 1):
+        res = resolution >> (j - 1)
+        channels[res // 2] = _require(sd, f"convs.{j}.conv2.1.weight", path, 4).shape[0]
+    D = Discriminator(resolution, channels=channels)
+    names = {"fromrgb.weight": "convs.0.0.weight", "fromrgb.bias": "convs.0.1.bias",
+             "conv.weight": "final_conv.0.weight", "conv.bias": "final_conv.1.bias",
+             "fc.weight": "final_linear.0.weight", "fc.bias": "final_linear.0.bias",
+             "out.weight": "final_linear.1.weight", "out.bias": "final_linear.1.bias"}
+    for j in range(1, n_blocks + 1):
+        res = resolution >> (j - 1)
+        names.update({f"b{res}.conv0.weight": f"convs.{j}.conv1.0.weight", f"b{res}.conv0.bias": f"convs.{j}.conv1.1.bias",
+                      f"b{res}.conv1.weight": f"convs.{j}.conv2.1.weight", f"b{res}.conv1.bias": f"convs.{j}.conv2.2.bias",
+                      f"b{res}.skip.weight": f"convs.{j}.skip.1.weight"})
+    _assign(D, {o: sd[t] for o, t in names.items() if t in sd}, path, names)
+    return D
+
+
+# NVIDIA names ------------------------------------------------------------------------------------------
+_NV_GENERATORS = {"training.networks.Generator", "training.networks_stylegan2.Generator"}
+_NV_DISCRIMINATORS = {"training.networks.Discriminator", "training.networks_stylegan2.Discriminator"}
+
+
+def _nvidia_record(obj, key: str, path: Path) -> PersistentRecord:
+    if not isinstance(obj, dict) or key not in obj:
+        found = sorted(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: expected a network pickle with key '{key}', found {found}")
+    rec = obj[key]
+    if not isinstance(rec, PersistentRecord):
+        raise CheckpointError(f"{path}: '{key}' is a {type(rec).__name__}, expected a pickled NVIDIA network")
+    return rec
+
+
+def _nvidia_generator(obj, path: Path) -> Generator:
+    rec = _nvidia_record(obj, "G_ema", path)
+    if rec.class_name not in _NV_GENERATORS:
+        raise CheckpointError(f"{path}: G_ema is a {rec.class_name}; only StyleGAN2 generators "
+                              f"({sorted(_NV_GENERATORS)}) are supported (StyleGAN3 is not)")
+    kw = rec.init_kwargs
+    syn_kw, map_kw = dict(kw.get("synthesis_kwargs") or {}), dict(kw.get("mapping_kwargs") or {})
+    if kw.get("c_dim", 0):
+        raise CheckpointError(f"{path}: conditional generator (c_dim={kw['c_dim']}) is not supported")
+    arch = syn_kw.get("architecture", "skip")
+    if arch != "skip":
+        raise CheckpointError(f"{path}: synthesis architecture '{arch}' is not supported (only 'skip', the "
+                              f"architecture of all official StyleGAN2 generators)")
+    if syn_kw.get("num_fp16_res", 0):
+        log.info("%s: num_fp16_res=%s; running every layer in float32 (NVIDIA's force_fp32 behaviour)", path,
+                 syn_kw["num_fp16_res"])
+    t = rec.tensors()
+    nm = len([k for k in t if re.fullmatch(r"mapping\.fc\d+\.weight", k)])
+    if nm == 0:
+        raise CheckpointError(f"{path}: no mapping layers ('mapping.fc0.weight' ...) in G_ema")
+    if any(k.startswith("mapping.embed") for k in t):
+        raise CheckpointError(f"{path}: conditional generator (mapping.embed) is not supported")
+    w_dim, z_dim = _require(t, "mapping.fc0.weight", path, 2).shape
+    ress = sorted({int(m.group(1)) for k in t if (m := re.match(r"synthesis\.b(\d+)\.", k))})
+    resolution = ress[-1]
+    channels = {4: _require(t, "synthesis.b4.const", path, 3).shape[0]}
+    for r in ress[1:]:
+        channels[r] = _require(t, f"synthesis.b{r}.conv1.weight", path, 4).shape[0]
+    G = Generator(resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=nm, channels=channels,
+                  lr_multiplier=float(map_kw.get("lr_multiplier", 0.01)), conv_clamp=syn_kw.get("conv_clamp"))
+    tensors, names = {}, {}
+    for k, v in t.items():
+        if k.endswith("resample_filter"):
+            continue  # derived filters; regenerated, never copied (rosinality and NVIDIA differ by 4x)
+        if k.startswith("mapping."):
+            ours = "mapping_network." + k[len("mapping."):]
+        elif k == "synthesis.b4.const":
+            ours = "synthesis_network.const"
+        elif k.startswith("synthesis."):
+            ours = "synthesis_network." + k[len("synthesis."):]
+        else:
+            raise CheckpointError(f"{path}: unexpected tensor '{k}' in G_ema")
+        tensors[ours], names[ours] = v, k
+    _assign(G, tensors, path, names)
+    return G
+
+
+def _nvidia_discriminator(obj, path: Path) -> Discriminator:
+    rec = _nvidia_record(obj, "D", path)
+    if rec.class_name not in _NV_DISCRIMINATORS:
+        raise CheckpointError(f"{path}: D is a {rec.class_name}, expected a StyleGAN2 discriminator")
+    kw = rec.init_kwargs
+    if kw.get("c_dim", 0):
+        raise CheckpointError(f"{path}: conditional discriminator (c_dim={kw['c_dim']}) is not supported")
+    if kw.get("architecture", "resnet") != "resnet":
+        raise CheckpointError(f"{path}: discriminator architecture '{kw.get('architecture')}' is not supported "
+                              f"(only 'resnet')")
+    epi = dict(kw.get("epilogue_kwargs") or {})
+    t = {k: v for k, v in rec.tensors().items() if not k.endswith("resample_filter")}
+    ress = sorted({int(m.group(1)) for k in t if (m := re.match(r"b(\d+)\.", k))})
+    resolution = ress[-1]
+    channels = {resolution: _require(t, f"b{resolution}.fromrgb.weight", path, 4).shape[0]}
+    for r in ress[1:]:
+        channels[r // 2] = _require(t, f"b{r}.conv1.weight", path, 4).shape[0]
+    group = epi.get("mbstd_group_size", 4)
+    D = Discriminator(resolution, channels=channels, mbstd_group_size=4 if group is None else group,
+                      mbstd_num_channels=epi.get("mbstd_num_channels", 1), conv_clamp=kw.get("conv_clamp"))
+    tensors, names = {}, {}
+    for k, v in t.items():
+        if k.startswith(f"b{resolution}.fromrgb."):
+            ours = k.split(".", 1)[1]
+        elif k.startswith("b4."):
+            ours = k[len("b4."):]
+        else:
+            ours = k
+        tensors[ours], names[ours] = v, k
+    _assign(D, tensors, path, names)
+    return D
+
+
+# ----------------------------------------------------------------------------------------------- public
+def _check_path(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, expected a checkpoint file")
+    return path
+
+
+def load_generator(path, device=None) -> Generator:
+    """Load a StyleGAN2 generator from a rosinality ``.pt``, an NVIDIA ``.pkl`` or a native ``.safetensors`` file.
+
+    The resolution, channel table, mapping depth and style dimension are inferred from the file. The model is
+    returned in eval mode without gradients on ``device`` (default CPU)."""
+    path = _check_path(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        G = _load_native(path, "generator")
+    else:
+        fmt, obj = _read_external(path)
+        if fmt == "rosinality":
+            if not isinstance(obj, dict) or "g_ema" not in obj:
+                found = sorted(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
+                raise CheckpointError(f"{path}: expected a rosinality checkpoint with key 'g_ema', found {found}")
+            G = _rosinality_generator(obj["g_ema"], obj.get("latent_avg"), path)
+        else:
+            G = _nvidia_generator(obj, path)
+    return G.eval().requires_grad_(False).to(device or "cpu")
+
+
+def load_discriminator(path, device=None) -> Discriminator:
+    """Load the discriminator of a rosinality training checkpoint (``d``), an NVIDIA pickle (``D``) or a native
+    file."""
+    path = _check_path(path)
+    if _sniff(path) == "safetensors":
+        D = _load_native(path, "discriminator")
+    else:
+        fmt, obj = _read_external(path)
+        if fmt == "rosinality":
+            if not isinstance(obj, dict) or "d" not in obj:
+                raise CheckpointError(f"{path}: no discriminator ('d') in this rosinality checkpoint")
+            D = _rosinality_discriminator(obj["d"], path)
+        else:
+            D = _nvidia_discriminator(obj, path)
+    return D.eval().requires_grad_(False).to(device or "cpu")
