@@ -1,0 +1,175 @@
+"""Writers of the two external checkpoint formats, for tests only.
+
+They produce files with the structure the reference projects write: rosinality ``.pt`` dicts with rosinality
+key names and shapes, and NVIDIA network pickles whose networks reduce to
+``torch_utils.persistence._reconstruct_persistent_obj(meta)`` (module source included). No NVIDIA code is
+imported: the two globals the pickle needs are faked in ``sys.modules`` only while dumping.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import pickle
+import sys
+import types
+from collections import OrderedDict
+
+import torch
+
+
+def rosinality_state_dict(G) -> dict[str, torch.Tensor]:
+    """Our generator's tensors under rosinality/stylegan2-pytorch names and shapes."""
+    sd = G.state_dict()
+    out = {}
+    n_mlp = G.mapping_network.num_layers
+    for n in range(n_mlp):
+        out[f"style.{n + 1}.weight"] = sd[f"mapping_network.fc{n}.weight"].clone()
+        out[f"style.{n + 1}.bias"] = sd[f"mapping_network.fc{n}.bias"].clone()
+    s = "synthesis_network."
+    out["input.input"] = sd[s + "const"].unsqueeze(0).clone()
+    blur = torch.tensor([1.0, 3, 3, 1]).outer(torch.tensor([1.0, 3, 3, 1])) / 64 * 4
+
+    def styled(ours, theirs, j, up):
+        out[f"{theirs}.conv.weight"] = sd[f"{s}{ours}.weight"].unsqueeze(0).clone()
+        out[f"{theirs}.conv.modulation.weight"] = sd[f"{s}{ours}.affine.weight"].clone()
+        out[f"{theirs}.conv.modulation.bias"] = sd[f"{s}{ours}.affine.bias"].clone()
+        out[f"{theirs}.noise.weight"] = sd[f"{s}{ours}.noise_strength"].reshape(1).clone()
+        out[f"{theirs}.activate.bias"] = sd[f"{s}{ours}.bias"].clone()
+        out[f"noises.noise_{j}"] = sd[f"{s}{ours}.noise_const"][None, None].clone()
+        if up:
+            out[f"{theirs}.conv.blur.kernel"] = blur.clone()
+
+    def torgb(ours, theirs, up):
+        out[f"{theirs}.conv.weight"] = sd[f"{s}{ours}.weight"].unsqueeze(0).clone()
+        out[f"{theirs}.conv.modulation.weight"] = sd[f"{s}{ours}.affine.weight"].clone()
+        out[f"{theirs}.conv.modulation.bias"] = sd[f"{s}{ours}.affine.bias"].clone()
+        out[f"{theirs}.bias"] = sd[f"{s}{ours}.bias"].reshape(1, -1, 1, 1).clone()
+        if up:
+            out[f"{theirs}.upsample.kernel"] = blur.clone()
+
+    styled("b4.conv1", "conv1", 0, False)
+    torgb("b4.torgb", "to_rgb1", False)
+    for i, k in enumerate(range(3, G.synthesis_network.log2 + 1)):
+        styled(f"b{2 ** k}.conv0", f"convs.{2 * i}", 2 * k - 5, True)
+        styled(f"b{2 ** k}.conv1", f"convs.{2 * i + 1}", 2 * k - 4, False)
+        torgb(f"b{2 ** k}.torgb", f"to_rgbs.{i}", True)
+    return out
+
+
+def write_rosinality(G, path, latent_avg: bool = True, training: bool = False) -> None:
+    sd = rosinality_state_dict(G)
+    if training:  # what rosinality's train.py saves: no latent_avg, args Namespace, optimizer states
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))])
+        ckpt = {"g": sd, "d": {}, "g_ema": sd, "g_optim": opt.state_dict(), "d_optim": opt.state_dict(),
+                "args": argparse.Namespace(size=G.resolution, latent=G.w_dim, n_mlp=2, iter=10), "ada_aug_p": 0.0}
+    else:
+        ckpt = {"g_ema": sd}
+        if latent_avg:
+            ckpt["latent_avg"] = G.w_avg.clone()
+    torch.save(ckpt, path)
+
+
+# ----------------------------------------------------------------------------------------------- NVIDIA
+class _Persistent:
+    """An object that pickles the way NVIDIA's persistent classes do."""
+
+    def __init__(self, class_name, state):
+        self.class_name, self.state = class_name, state
+
+    def __reduce__(self):
+        meta = dict(type="class", version=6, module_src="raise RuntimeError('must never be executed')\n",
+                    class_name=self.class_name, state=self.state)
+        return (_fake_reconstruct, (meta,))
+
+
+def _fake_reconstruct(meta):  # only its qualified name matters; it is replaced by the loader's whitelist
+    raise RuntimeError("the fake reconstructor must not run")
+
+
+class _FakeEasyDict(dict):
+    pass
+
+
+@contextlib.contextmanager
+def _fake_nvidia_modules():
+    tu, per = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
+    dn, util = types.ModuleType("dnnlib"), types.ModuleType("dnnlib.util")
+    per._reconstruct_persistent_obj = _fake_reconstruct
+    util.EasyDict = _FakeEasyDict
+    _fake_reconstruct.__module__, _fake_reconstruct.__qualname__ = "torch_utils.persistence", "_reconstruct_persistent_obj"
+    _FakeEasyDict.__module__, _FakeEasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util")}
+    sys.modules.update({"torch_utils": tu, "torch_utils.persistence": per, "dnnlib": dn, "dnnlib.util": util})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def _module_state(tensors: dict[str, torch.Tensor], prefix: str, children: list[str], params: list[str],
+                  buffers: list[str], extra: dict | None = None) -> dict:
+    state = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(), "_modules": OrderedDict()}
+    for p in params:
+        state["_parameters"][p] = torch.nn.Parameter(tensors[prefix + p].clone(), requires_grad=False)
+    for b in buffers:
+        state["_buffers"][b] = tensors[prefix + b].clone()
+    state.update(extra or {})
+    return state
+
+
+def nvidia_generator_record(G, conv_clamp=None, architecture="skip", c_dim=0, num_fp16_res=0) -> _Persistent:
+    """Our generator as an NVIDIA ``training.networks.Generator`` persistent record."""
+    sd = {k: v for k, v in G.state_dict().items()}
+    filt = torch.tensor([1.0, 3, 3, 1]).outer(torch.tensor([1.0, 3, 3, 1])) / 64
+
+    def layer(prefix, kind):
+        p = ["weight", "bias"] + (["noise_strength"] if kind == "conv" else [])
+        st = _module_state(sd, prefix, [], p, ["noise_const"] if kind == "conv" else [])
+        if kind == "conv":
+            st["_buffers"]["resample_filter"] = filt.clone()
+        aff = _module_state(sd, prefix + "affine.", [], ["weight", "bias"], [])
+        st["_modules"]["affine"] = _Persistent("training.networks.FullyConnectedLayer", aff)
+        return _Persistent(f"training.networks.{'SynthesisLayer' if kind == 'conv' else 'ToRGBLayer'}", st)
+
+    syn = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(), "_modules": OrderedDict()}
+    s = "synthesis_network."
+    for k in range(2, G.synthesis_network.log2 + 1):
+        r = 2 ** k
+        blk = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict({"resample_filter": filt.clone()}),
+               "_modules": OrderedDict()}
+        if r == 4:
+            blk["_parameters"]["const"] = torch.nn.Parameter(sd[s + "const"].clone(), requires_grad=False)
+        else:
+            blk["_modules"]["conv0"] = layer(f"{s}b{r}.conv0.", "conv")
+        blk["_modules"]["conv1"] = layer(f"{s}b{r}.conv1.", "conv")
+        blk["_modules"]["torgb"] = layer(f"{s}b{r}.torgb.", "rgb")
+        syn["_modules"][f"b{r}"] = _Persistent("training.networks.SynthesisBlock", blk)
+    mp = {"training": False, "_parameters": OrderedDict(), "_modules": OrderedDict(),
+          "_buffers": OrderedDict({"w_avg": sd["mapping_network.w_avg"].clone()})}
+    for n in range(G.mapping_network.num_layers):
+        mp["_modules"][f"fc{n}"] = _Persistent("training.networks.FullyConnectedLayer",
+                                               _module_state(sd, f"mapping_network.fc{n}.", [], ["weight", "bias"], []))
+    with _fake_nvidia_modules():
+        init_kwargs = _FakeEasyDict(z_dim=G.z_dim, c_dim=c_dim, w_dim=G.w_dim, img_resolution=G.resolution,
+                                    img_channels=3,
+                                    mapping_kwargs=_FakeEasyDict(num_layers=G.mapping_network.num_layers),
+                                    synthesis_kwargs=_FakeEasyDict(channel_base=512, channel_max=32,
+                                                                   num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
+                                                                   architecture=architecture))
+    top = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(),
+           "_modules": OrderedDict(synthesis=_Persistent("training.networks.SynthesisNetwork", syn),
+                                   mapping=_Persistent("training.networks.MappingNetwork", mp)),
+           "_init_args": (), "_init_kwargs": init_kwargs, "z_dim": G.z_dim, "w_dim": G.w_dim}
+    return _Persistent("training.networks.Generator", top)
+
+
+def write_nvidia(G, path, **kwargs) -> None:
+    rec = nvidia_generator_record(G, **kwargs)
+    with _fake_nvidia_modules():
+        data = dict(G=rec, D=None, G_ema=rec, augment_pipe=None, training_set_kwargs=_FakeEasyDict(resolution=32))
+        with open(path, "wb") as f:
+            pickle.dump(data, f, protocol=4)
