@@ -9,7 +9,7 @@ from .config import device, fast_mode, setup_notebook
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("stylegan2", "face3d", "world", "stylespace", "editing", "adapt", "ui", "assets", "viz")
+_SUBPACKAGES = ("stylegan2", "face3d", "world", "stylespace", "editing", "adapt", "ui", "assets", "viz", "demo", "config")
 
 
 def __getattr__(name):

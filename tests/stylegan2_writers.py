@@ -132,8 +132,8 @@ def nvidia_generator_record(G, conv_clamp=None, architecture="skip", c_dim=0, nu
         if kind == "conv":
             st["_buffers"]["resample_filter"] = filt.clone()
         aff = _module_state(sd, prefix + "affine.", [], ["weight", "bias"], [])
-        st["_modules"]["affine"] = _Persistent("training.networks.FullyConnectedLayer", aff)
-        return _Persistent(f"training.networks.{'SynthesisLayer' if kind == 'conv' else 'ToRGBLayer'}", st)
+        st["_modules"]["affine"] = _Persistent("FullyConnectedLayer", aff)
+        return _Persistent(f"{'SynthesisLayer' if kind == 'conv' else 'ToRGBLayer'}", st)
 
     syn = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(), "_modules": OrderedDict()}
     s = "synthesis_network."
@@ -147,11 +147,11 @@ def nvidia_generator_record(G, conv_clamp=None, architecture="skip", c_dim=0, nu
             blk["_modules"]["conv0"] = layer(f"{s}b{r}.conv0.", "conv")
         blk["_modules"]["conv1"] = layer(f"{s}b{r}.conv1.", "conv")
         blk["_modules"]["torgb"] = layer(f"{s}b{r}.torgb.", "rgb")
-        syn["_modules"][f"b{r}"] = _Persistent("training.networks.SynthesisBlock", blk)
+        syn["_modules"][f"b{r}"] = _Persistent("SynthesisBlock", blk)
     mp = {"training": False, "_parameters": OrderedDict(), "_modules": OrderedDict(),
           "_buffers": OrderedDict({"w_avg": sd["mapping_network.w_avg"].clone()})}
     for n in range(G.mapping_network.num_layers):
-        mp["_modules"][f"fc{n}"] = _Persistent("training.networks.FullyConnectedLayer",
+        mp["_modules"][f"fc{n}"] = _Persistent("FullyConnectedLayer",
                                                _module_state(sd, f"mapping_network.fc{n}.", [], ["weight", "bias"], []))
     with _fake_nvidia_modules():
         init_kwargs = _FakeEasyDict(z_dim=G.z_dim, c_dim=c_dim, w_dim=G.w_dim, img_resolution=G.resolution,
@@ -161,10 +161,10 @@ def nvidia_generator_record(G, conv_clamp=None, architecture="skip", c_dim=0, nu
                                                                    num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
                                                                    architecture=architecture))
     top = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(),
-           "_modules": OrderedDict(synthesis=_Persistent("training.networks.SynthesisNetwork", syn),
-                                   mapping=_Persistent("training.networks.MappingNetwork", mp)),
+           "_modules": OrderedDict(synthesis=_Persistent("SynthesisNetwork", syn),
+                                   mapping=_Persistent("MappingNetwork", mp)),
            "_init_args": (), "_init_kwargs": init_kwargs, "z_dim": G.z_dim, "w_dim": G.w_dim}
-    return _Persistent("training.networks.Generator", top)
+    return _Persistent("Generator", top)
 
 
 def write_nvidia(G, path, **kwargs) -> None:

@@ -8,10 +8,10 @@
 from .checkpoints import CheckpointError, load_discriminator, load_generator, save_discriminator, save_generator
 from .discriminator import Discriminator
 from .generator import Generator, SynthesisNetwork, default_channels
-from .stylespace import (StyleLayer, StyleStats, channel_address, edit_channel, flat_index, flatten_styles,
-                         layer_table, parse_channel_id, style_stats, unflatten_styles)
+from .stylespace import (StyleLayer, StyleStats, channel_address, channel_sensitivity, edit_channel, flat_index,
+                         flatten_styles, layer_table, parse_channel_id, style_stats, top_channels, unflatten_styles)
 
 __all__ = ["Generator", "SynthesisNetwork", "Discriminator", "default_channels", "load_generator", "save_generator",
            "load_discriminator", "save_discriminator", "CheckpointError", "StyleLayer", "StyleStats",
            "flatten_styles", "unflatten_styles", "flat_index", "channel_address", "parse_channel_id", "layer_table",
-           "style_stats", "edit_channel"]
+           "style_stats", "edit_channel", "channel_sensitivity", "top_channels"]

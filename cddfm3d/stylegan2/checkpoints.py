@@ -260,8 +260,9 @@ def _rosinality_discriminator(sd: dict, path: Path) -> Discriminator:
 
 
 # NVIDIA names ------------------------------------------------------------------------------------------
-_NV_GENERATORS = {"training.networks.Generator", "training.networks_stylegan2.Generator"}
-_NV_DISCRIMINATORS = {"training.networks.Discriminator", "training.networks_stylegan2.Discriminator"}
+def _is_stylegan3(rec: PersistentRecord) -> bool:
+    # persistence stores the bare class name; StyleGAN3's source defines a Fourier-feature SynthesisInput
+    return "class SynthesisInput" in rec.module_src or any(k.startswith("synthesis.input.") for k in rec.tensors())
 
 
 def _nvidia_record(obj, key: str, path: Path) -> PersistentRecord:
@@ -276,9 +277,9 @@ def _nvidia_record(obj, key: str, path: Path) -> PersistentRecord:
 
 def _nvidia_generator(obj, path: Path) -> Generator:
     rec = _nvidia_record(obj, "G_ema", path)
-    if rec.class_name not in _NV_GENERATORS:
-        raise CheckpointError(f"{path}: G_ema is a {rec.class_name}; only StyleGAN2 generators "
-                              f"({sorted(_NV_GENERATORS)}) are supported (StyleGAN3 is not)")
+    if rec.class_name.rsplit(".", 1)[-1] != "Generator" or _is_stylegan3(rec):
+        kind = "a StyleGAN3 generator" if _is_stylegan3(rec) else f"a {rec.class_name}"
+        raise CheckpointError(f"{path}: G_ema is {kind}; only StyleGAN2 generators are supported")
     kw = rec.init_kwargs
     syn_kw, map_kw = dict(kw.get("synthesis_kwargs") or {}), dict(kw.get("mapping_kwargs") or {})
     if kw.get("c_dim", 0):
@@ -323,7 +324,7 @@ def _nvidia_generator(obj, path: Path) -> Generator:
 
 def _nvidia_discriminator(obj, path: Path) -> Discriminator:
     rec = _nvidia_record(obj, "D", path)
-    if rec.class_name not in _NV_DISCRIMINATORS:
+    if rec.class_name.rsplit(".", 1)[-1] != "Discriminator":
         raise CheckpointError(f"{path}: D is a {rec.class_name}, expected a StyleGAN2 discriminator")
     kw = rec.init_kwargs
     if kw.get("c_dim", 0):

@@ -110,7 +110,7 @@ class SynthesisNetwork(nn.Module):
                                  f"found {tuple(s.shape)}")
         if fused is None:
             fused = B == 1  # measured on CPU (benchmarks/README.md): grouped conv wins at batch 1 only
-        dtype = torch.float32
+        dtype = styles[0].dtype if styles[0].is_floating_point() else torch.float32
         noise = self.make_noise(noise, B, device=styles[0].device, dtype=dtype)
         x = self.const.to(dtype).unsqueeze(0).expand(B, -1, -1, -1)
         img = None
@@ -173,10 +173,10 @@ class Generator(nn.Module):
             raise ValueError(f"z must have shape [B, {self.z_dim}], found {tuple(z.shape)}")
         w = self.mapping_network(z, update_w_avg=update_w_avg)
         if truncation_cutoff is None:
-            return self.w_avg.lerp(w, truncation_psi) if truncation_psi != 1 else w
+            return self.w_avg.to(w.dtype).lerp(w, truncation_psi) if truncation_psi != 1 else w
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
-            ws[:, :truncation_cutoff] = self.w_avg.lerp(ws[:, :truncation_cutoff], truncation_psi)
+            ws[:, :truncation_cutoff] = self.w_avg.to(w.dtype).lerp(ws[:, :truncation_cutoff], truncation_psi)
         return ws
 
     # ------------------------------------------------------------ synthesis / StyleSpace

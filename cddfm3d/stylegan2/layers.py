@@ -43,7 +43,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, update_w_avg: bool = False) -> torch.Tensor:
-        x = normalize_2nd_moment(z.to(torch.float32))
+        x = normalize_2nd_moment(z if z.is_floating_point() else z.float())
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg:  # EMA of w, used as the truncation centre

@@ -25,7 +25,7 @@ class PersistentRecord:
 
     class_name: str
     state: dict = field(repr=False)
-    module_name: str = ""
+    module_src: str = field(default="", repr=False)  # kept as text, never executed
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Flat {name: tensor} of parameters and buffers, like ``named_parameters() + named_buffers()``."""
@@ -71,7 +71,7 @@ def _reconstruct_persistent_obj(meta):
     if not isinstance(meta, dict) or meta.get("type") != "class":
         raise UnsafePickleError(f"unsupported persistent object record: {type(meta).__name__}")
     return PersistentRecord(class_name=str(meta.get("class_name")), state=meta.get("state") or {},
-                            module_name=str(meta.get("module_name", "")))
+                            module_src=str(meta.get("module_src") or ""))
 
 
 def _load_storage_from_bytes(b: bytes):

@@ -123,3 +123,40 @@ def edit_channel(styles: Sequence[torch.Tensor], layer: int, channel: int, amoun
     out[layer][:, channel] = out[layer][:, channel] + torch.as_tensor(amount, dtype=out[layer].dtype,
                                                                         device=out[layer].device) * scale
     return out
+
+
+def channel_sensitivity(G: "Generator", n: int = 16, probes: int = 4, seed: int = 0, stats: StyleStats | None = None,
+                        truncation_psi: float = 1.0, batch_size: int = 8, noise="const") -> list[torch.Tensor]:
+    """First-order effect of each style channel on the image: the RMS pixel change per unit change of the channel
+    (per 1 std if ``stats`` is given), averaged over ``n`` random samples.
+
+    Uses random probes: for v ~ N(0, I) in image space, E[(v . J_c)^2] = ||J_c||^2, so ``probes`` backward passes
+    per batch estimate every column norm of the Jacobian at once."""
+    g = torch.Generator().manual_seed(seed)
+    dev = G.w_avg.device
+    acc = [torch.zeros(m.channels, dtype=torch.float64) for m in G.style_layers]
+    pixels = 0
+    for i in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - i), G.z_dim, generator=g).to(dev)
+        with torch.no_grad():
+            styles = G.w_to_styles(G.mapping(z, truncation_psi))
+        styles = [s.detach().requires_grad_(True) for s in styles]
+        img = G.synthesis_from_styles(styles, noise=noise)
+        pixels = img[0].numel()
+        for p in range(probes):
+            v = torch.randn(img.shape, generator=g).to(dev)
+            grads = torch.autograd.grad((img * v).sum(), styles, retain_graph=p < probes - 1)
+            for l, gr in enumerate(grads):
+                acc[l] += gr.double().square().sum(0).cpu()
+    out = [(a / (n * probes * pixels)).sqrt().float() for a in acc]
+    if stats is not None:
+        out = [o * s for o, s in zip(out, stats.std)]
+    return out
+
+
+def top_channels(sensitivity: list[torch.Tensor], layers: Sequence[StyleLayer], k: int = 8,
+                 include_torgb: bool = False) -> list[tuple[int, int, float]]:
+    """The ``k`` (layer, channel, score) with the largest score, tRGB layers excluded by default (as StyleSpace)."""
+    cands = [(l, c, float(v)) for l, s in enumerate(sensitivity) if include_torgb or not layers[l].is_torgb
+             for c, v in enumerate(s.tolist())]
+    return sorted(cands, key=lambda t: (-t[2], t[0], t[1]))[:k]

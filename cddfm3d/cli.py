@@ -1,0 +1,50 @@
+"""Command line: ``python -m cddfm3d <command>``. Later stages add their commands here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, generator=args.generator, n_samples=args.n, n_channels=args.channels,
+                      seed=args.seed, truncation_psi=args.truncation, device=args.device)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {args.out}/index.html")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cddfm3d", description="CDDFM3D: StyleSpace face manipulation "
+                                "with 3D guidance. Each command is one stage of the pipeline.")
+    sub = p.add_subparsers(dest="command", metavar="<command>")
+    d = sub.add_parser("demo", help="run the main job on the embedded default and write results to out/")
+    d.add_argument("--out", default="out", help="output directory (default: out)")
+    d.add_argument("--generator", default=None, help="generator checkpoint (.pt, .pkl or .safetensors); "
+                   "default: the embedded one")
+    d.add_argument("--n", type=int, default=16, help="number of samples in the grid")
+    d.add_argument("--channels", type=int, default=4, help="number of StyleSpace channels to edit")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--truncation", type=float, default=0.7, help="truncation psi of the samples")
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

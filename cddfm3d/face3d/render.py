@@ -1,0 +1,128 @@
+"""Render a morphable-model output to an image with the differentiable rasterizer (``raster.py``).
+
+Per-vertex lit colours are interpolated perspective-correctly (Gouraud, like Deep3D's nvdiffrast
+renderer). Antialiasing is supersampling: rasterize at ``supersample`` times the size and average-pool,
+so the mask is fractional at silhouettes. Gradients reach the colours and, through the interior
+barycentrics, the vertex positions; the silhouette itself carries no position gradient.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .raster import interpolate, rasterize
+
+__all__ = ["render"]
+
+
+def _default_camera():
+    try:
+        from .camera import PinholeCamera
+    except ImportError as exc:  # the camera module is part of the package; this guards partial installs
+        raise ImportError("render: camera=None needs cddfm3d.face3d.camera.PinholeCamera; pass a camera") from exc
+    return PinholeCamera()
+
+
+def _background(background, batch: int, size: int, like: Tensor) -> Tensor | None:
+    """Background as a tensor broadcastable to [B, 3, size, size], or None for black."""
+    if background is None:
+        return None
+    if isinstance(background, (int, float)):
+        return like.new_full((1, 3, 1, 1), float(background))
+    if not isinstance(background, Tensor):
+        raise TypeError(f"background: expected None, a float or a tensor, found {type(background).__name__}")
+    bg = background.to(device=like.device, dtype=like.dtype)
+    if bg.dim() == 1 and bg.shape[0] == 3:  # one RGB colour
+        return bg.view(1, 3, 1, 1)
+    if bg.dim() == 3 and tuple(bg.shape) == (3, size, size):
+        return bg.unsqueeze(0)
+    if bg.dim() == 4 and bg.shape[1:] == (3, size, size) and bg.shape[0] in (1, batch):
+        return bg
+    raise ValueError(
+        f"background: expected a float, [3], [3, {size}, {size}] or [{batch}, 3, {size}, {size}], "
+        f"found {list(bg.shape)}"
+    )
+
+
+def render(
+    fm_output,
+    camera=None,
+    size: int = 224,
+    supersample: int = 2,
+    background=None,
+    *,
+    faces: Tensor | None = None,
+    clamp: bool = True,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Render lit per-vertex colours.
+
+    Args:
+        fm_output: morphable-model output with ``vertices`` [B, N, 3] (camera space) and ``colors``
+            [B, N, 3] (lit, 0..1); it may carry ``faces`` [F, 3], otherwise pass ``faces``.
+        camera: object with ``scaled(size)`` returning a camera whose ``project(vertices)`` gives
+            [B, N, 3] (x, y, depth) in the rasterizer's pixel convention (pixel centres on integers);
+            default ``fm_output.camera`` if present, else ``PinholeCamera()``.
+        size: output resolution (square).
+        supersample: k >= 1; rasterize at k*size and average-pool k x k (antialiasing).
+        background: None (black), a float, an RGB [3], or an image [3|B, 3, size, size].
+        faces: triangle list [F, 3] if ``fm_output`` has none.
+        clamp: clip the image to [0, 1] (lit colours are not clamped by the model); False keeps
+            Deep3D's unclamped render.
+        backend: rasterizer visibility backend (see ``rasterize``).
+
+    Returns:
+        (image [B, 3, size, size], mask [B, 1, size, size]); the mask is the covered fraction of each pixel.
+    """
+    for name in ("vertices", "colors"):
+        if not hasattr(fm_output, name):
+            raise TypeError(f"fm_output: expected an object with .vertices and .colors, missing .{name}")
+    verts, colors = fm_output.vertices, fm_output.colors
+    if faces is None:
+        faces = getattr(fm_output, "faces", None)
+        if faces is None:
+            raise ValueError("faces: fm_output has no .faces; pass faces=model.faces")
+    if not isinstance(verts, Tensor) or verts.dim() != 3 or verts.shape[-1] != 3:
+        raise ValueError(f"fm_output.vertices: expected a tensor [B, N, 3], found {_shape(verts)}")
+    if not isinstance(colors, Tensor) or tuple(colors.shape) != tuple(verts.shape):
+        raise ValueError(
+            f"fm_output.colors: expected shape {list(verts.shape)} (like vertices), found {_shape(colors)}"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size: expected a positive int, found {size!r}")
+    if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
+        raise ValueError(f"supersample: expected a positive int, found {supersample!r}")
+    if camera is None:
+        camera = getattr(fm_output, "camera", None) or _default_camera()
+    if not (hasattr(camera, "scaled") and hasattr(camera, "project")):
+        raise TypeError(f"camera: expected an object with .scaled(size) and .project(v), found {type(camera).__name__}")
+    B = verts.shape[0]
+    bg = _background(background, B, size, colors)
+
+    hi = size * supersample
+    screen = camera.scaled(size).project(verts)
+    if supersample > 1:
+        # Output pixel (i, j) covers [j - 0.5, j + 0.5] x [i - 0.5, i + 0.5] around its integer centre; its
+        # k x k sub-samples sit at j - 0.5 + (m + 0.5) / k. Mapping x -> k (x + 0.5) - 0.5 puts them on the
+        # integers of the fine grid. (camera.scaled(k * size) would not: scaling the principal point with the
+        # size assumes pixel corners on integers and shifts the samples by (k - 1) / 2k px.)
+        xy = screen[..., :2] * supersample + (supersample - 1) / 2
+        screen = torch.cat((xy, screen[..., 2:]), -1)
+    rast = rasterize(screen, faces, hi, hi, backend=backend)
+    color = interpolate(colors, rast, faces)  # [B, hi, hi, 3], 0 on background
+    image = color.permute(0, 3, 1, 2)
+    mask = rast.mask.unsqueeze(1).to(image.dtype)
+    if supersample > 1:
+        image = F.avg_pool2d(image, supersample)
+        mask = F.avg_pool2d(mask, supersample)
+    if bg is not None:
+        # The pooled colour is already premultiplied by coverage; the background fills the rest.
+        image = image + bg * (1 - mask)
+    if clamp:
+        image = image.clamp(0, 1)
+    return image.contiguous(), mask
+
+
+def _shape(x) -> str:
+    return str(list(x.shape)) if isinstance(x, Tensor) else type(x).__name__
