@@ -8,7 +8,14 @@ import torch
 from cddfm3d.stylegan2.ops import (bias_act, fir_filter, minibatch_stddev, modulated_conv2d, normalize_2nd_moment,
                                    upfirdn2d, upsample2d)
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def naive_upfirdn(x: np.ndarray, f: np.ndarray, up: int, down: int, pad: tuple) -> np.ndarray:

@@ -29,9 +29,12 @@ import numpy as np
 from .morphable import point_buffer
 
 GRID_N = 101                      # grid points per parameter axis (odd: a centre column at s = 0)
-A, B, C = 0.80, 1.05, 0.75        # ellipsoid half-axes (dm): width, height, depth
+A, B, C = 0.80, 1.00, 0.75        # ellipsoid half-axes (dm): width, height, depth
 LON_MAX, LAT_MAX = np.radians(80.0), np.radians(75.0)
-OUTLINE_HALF_WIDTH, OUTLINE_TOP, OUTLINE_BOTTOM = 0.77, 1.00, 0.85  # egg outline (before jaw narrowing)
+# Rows are denser toward the chin (latitude = LAT_MAX * (t + KAPPA (t^2 - 1))): finer lips, and the vertex
+# centroid -- which the model subtracts -- lands where BFM's does relative to eyes, nose and mouth.
+KAPPA = 0.15
+OUTLINE_HALF_WIDTH, OUTLINE_TOP, OUTLINE_BOTTOM = 0.77, 0.95, 0.90  # egg outline (before jaw narrowing)
 MOUTH_Y, MOUTH_HALF = -0.39, 0.25  # mouth line height and corner x (dm), as BFM's 5-point template
 EYE_X, EYE_Y = 0.31, 0.27
 CAVITY_DEPTH = 0.12
@@ -64,9 +67,19 @@ def _outline(x, y):
     return (x / (OUTLINE_HALF_WIDTH * _width_factor(y))) ** 2 + (y / half_h) ** 2
 
 
+def _latitude(t):
+    return LAT_MAX * (t + KAPPA * (t * t - 1.0))
+
+
+def _row_param(lat):
+    """Inverse of _latitude."""
+    q = lat / LAT_MAX
+    return (-1.0 + np.sqrt(1.0 + 4.0 * KAPPA * (KAPPA + q))) / (2.0 * KAPPA)
+
+
 def _surface(s, t):
     """Parameter (s, t) -> base surface (x, y, z) through ellipsoid longitude/latitude."""
-    lon, lat = s * LON_MAX, t * LAT_MAX
+    lon, lat = s * LON_MAX, _latitude(t)
     y = B * np.sin(lat)
     x = A * np.cos(lat) * np.sin(lon) * _width_factor(y)
     z = C * np.cos(lat) * np.cos(lon)
@@ -97,7 +110,7 @@ def _mesh():
     s[border], t[border] = lo * ds, lo * dt
 
     # Mouth row (nearest to MOUTH_Y) and its half-width in columns (corner nearest to MOUTH_HALF).
-    i_m = c + int(round(np.arcsin(MOUTH_Y / B) / LAT_MAX / h))
+    i_m = c + int(round(_row_param(np.arcsin(MOUTH_Y / B)) / h))
     row_x = _surface((np.arange(n) - c) * h, np.full(n, (i_m - c) * h))[0]
     m = int(np.argmin(np.abs(row_x[c:] - MOUTH_HALF)))
     slit_cols = np.arange(c - m + 1, c + m)  # strictly inside the corners; the corners stay shared
@@ -286,8 +299,9 @@ def _jaw_weight(x, y, side):
     across the mouth line outside the corners, discontinuous only along the slit (the lips part there)."""
     in_slit = 1.0 - _sstep((np.abs(x) - (MOUTH_HALF - 0.06)) / 0.07)
     depth_below = MOUTH_Y - y + 0.12 * in_slit
+    band = 0.12 + 0.2 * (1.0 - in_slit)  # beyond the corners the cheek stretches over a wider band
     lateral = 1.0 - 0.6 * _sstep((np.abs(x) - 0.2) / 0.5)
-    return np.where(side < 0, _sstep(depth_below / 0.12), 0.0) * lateral
+    return np.where(side < 0, _sstep(depth_below / band), 0.0) * lateral
 
 
 def _expression_fields(x, y, z, side, label):
@@ -331,11 +345,11 @@ def _expression_fields(x, y, z, side, label):
         "smile_left": smile_field(smile_l, -1.0),
         "smile_right": smile_field(smile_r, 1.0),
         "mouth_left": f(dx=-0.04 * _g(x, y, 0, ym, 0.3, 0.12)),
-        "jaw_left": f(dx=-0.04 * np.where(label == CAVITY, 0.75, 1.0) * np.maximum(w, 0)),
+        "jaw_left": f(dx=-0.025 * np.where(label == CAVITY, 0.75, 1.0) * np.maximum(w, 0)),
         "nose_wrinkle": f(dy=0.02 * _g2(x, y, 0.08, -0.02, 0.08, 0.08), dz=0.01 * _g2(x, y, 0.08, -0.02, 0.08, 0.08)),
         "upper_lip_raise": f(dy=0.03 * _g(x, y, 0, ym + 0.03, 0.18, 0.06) * upper_only),
         "lower_lip_drop": f(dy=-0.03 * _g(x, y, 0, ym - 0.03, 0.16, 0.06) * lower_only),
-        "lip_stretch": f(dx=0.2 * x * _g(x, y, 0, ym, 0.3, 0.08)),
+        "lip_stretch": f(dx=0.15 * x * _g(x, y, 0, ym, 0.2, 0.07)),
     }
     # The cavity follows only the jaw (and the mouth's sideways moves), not the lips' surface details.
     for name, d in fields.items():
@@ -356,12 +370,12 @@ def _texture_fields(x, y, label, masks, meantex):
     fields = {
         "skin_tone": -0.18 * meantex * (not_eye * face)[:, None],
         "skin_redness": f(skin, (10, -3, -5)),
-        "skin_yellowness": f(skin, (3, 6, -10)),
+        "skin_yellowness": f(skin, (3, 4, -7)),
         "lip_colour": f(lips, (22, -12, -6)),
         "brow_darkness": f(brows, (-35, -28, -22)),
         "eye_colour": f(iris * (1 - masks["pupil"]), (-25, 15, 55)),
         "blush": f(skin * _g2(x, y, 0.38, -0.1, 0.12, 0.1), (22, -6, -4)),
-        "beard_shadow": f(skin * _sstep((-0.3 - y) / 0.3), (-18, -14, -6)),
+        "beard_shadow": f(skin * _sstep((-0.3 - y) / 0.3), (-16, -16, -12)),
         "under_eye": f(skin * _g2(x, y, EYE_X, EYE_Y - 0.1, 0.12, 0.04), (-14, -14, -4)),
         "eyeshadow": f(skin * _g2(x, y, EYE_X, EYE_Y + 0.06, 0.13, 0.035), (-10, -15, 5)),
         "forehead_shine": f(skin * _g(x, y, 0, 0.7, 0.4, 0.2), (14, 14, 14)),
@@ -438,7 +452,7 @@ def build_miniface() -> dict:
     groups = {}
     # Detail bumps: displacements mostly along z; colours mostly lightness and skin-like chroma, so that
     # random texture coefficients give plausible skin rather than rainbow blotches.
-    tex_mix = np.array([[1.0, 0.55, 0.05], [1.0, 0.25, -0.08], [1.0, 0.12, 0.08]])
+    tex_mix = np.array([[1.0, 0.30, 0.03], [1.0, 0.12, -0.04], [1.0, 0.04, 0.04]])
     for group, named, n_cols, amp0, mix in (
             ("id", id_named, 80, 0.008, np.diag([0.5, 0.5, 1.0])),
             ("exp", exp_named, 64, 0.005, np.diag([0.5, 0.7, 1.0])),

@@ -138,7 +138,7 @@ class MorphableModel(nn.Module):
         self.register_buffer("front_faces", _tensor(front, torch.long))
         self.camera = camera or PinholeCamera()
         # Named variations (MiniFace): name -> (group, coefficient vector for +1 std of that variation).
-        self.named_directions = {k: (g, torch.as_tensor(np.asarray(v), dtype=f32).clone())
+        self.named_directions = {k: (g, torch.tensor(np.array(v), dtype=f32))
                                  for k, (g, v) in (named_directions or {}).items()}
         for key, (group, vec) in self.named_directions.items():
             if group not in SLICES or vec.shape != (SLICES[group].stop - SLICES[group].start,):

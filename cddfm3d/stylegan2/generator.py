@@ -100,7 +100,8 @@ class SynthesisNetwork(nn.Module):
     # ---------------------------------------------------------------- synthesis
     def synthesis_from_styles(self, styles: Sequence[torch.Tensor], noise="random", fused: bool | None = None
                               ) -> torch.Tensor:
-        """Render from StyleSpace: ``styles`` is the list of [B, C_l] tensors that `w_to_styles` returns."""
+        """Render from StyleSpace: ``styles`` is the list of [B, C_l] tensors that `w_to_styles` returns.
+        ``fused``: True/False forces the modulated-convolution path; None picks the faster one per layer."""
         if len(styles) != len(self.style_layers):
             raise ValueError(f"expected {len(self.style_layers)} style tensors, found {len(styles)}")
         B = styles[0].shape[0]
@@ -108,8 +109,6 @@ class SynthesisNetwork(nn.Module):
             if s.ndim != 2 or s.shape != (B, meta.channels):
                 raise ValueError(f"style of layer {meta.index} ({meta.name}) must have shape [{B}, {meta.channels}], "
                                  f"found {tuple(s.shape)}")
-        if fused is None:
-            fused = B == 1  # measured on CPU (benchmarks/README.md): grouped conv wins at batch 1 only
         dtype = styles[0].dtype if styles[0].is_floating_point() else torch.float32
         noise = self.make_noise(noise, B, device=styles[0].device, dtype=dtype)
         x = self.const.to(dtype).unsqueeze(0).expand(B, -1, -1, -1)

@@ -70,7 +70,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, fused: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, fused: bool | None) -> torch.Tensor:
         x = modulated_conv2d(x, self.weight.to(x.dtype), style, demodulate=True, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, fused=fused)
         if noise is not None:
@@ -92,7 +92,7 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, fused: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, fused: bool | None) -> torch.Tensor:
         x = modulated_conv2d(x, self.weight.to(x.dtype), style * self.weight_gain, demodulate=False, fused=fused)
         return bias_act(x, self.bias, act="linear", clamp=self.conv_clamp)
 

@@ -106,18 +106,30 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+# Auto policy for the modulated convolution, from benchmarks/README.md (CPU): the grouped (fused) path wins while
+# the per-sample weight tensor is small (batch 1, or lean layers), the shared-weight path wins for wide layers at
+# larger batches, where materialising B copies of the weight dominates.
+FUSED_MAX_WEIGHT_ELEMENTS = 1 << 22
+
+
+def prefer_fused(batch: int, out_channels: int, in_channels: int, kernel_size: int) -> bool:
+    return batch == 1 or batch * out_channels * in_channels * kernel_size * kernel_size <= FUSED_MAX_WEIGHT_ELEMENTS
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
-                     fused: bool = True) -> torch.Tensor:
+                     fused: bool | None = True) -> torch.Tensor:
     """StyleGAN2's modulated convolution.
 
     x [B, Cin, H, W], weight [Cout, Cin, k, k] (raw, unscaled: demodulation makes the scale irrelevant),
     styles [B, Cin]. ``up=2`` is a stride-2 transposed convolution followed by the FIR blur (pad 1 each side,
     gain 4). ``fused`` runs one grouped convolution with per-sample weights; otherwise the input is scaled
     by the styles, a shared-weight convolution runs, and the output is scaled by the demodulation factors
-    (the same function; the unfused path is batch friendly)."""
+    (the same function; the unfused path is batch friendly). ``fused=None`` picks by `prefer_fused`."""
     B, Cin = x.shape[0], x.shape[1]
     Cout, wcin, kh, kw = weight.shape
+    if fused is None:
+        fused = prefer_fused(B, Cout, Cin, kh)
     if wcin != Cin or styles.shape != (B, Cin):
         raise ValueError(f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
                          f"{tuple(styles.shape)} do not agree (expected styles [{B}, {Cin}])")
