@@ -1,0 +1,281 @@
+"""StyleGAN2 training: non-saturating logistic loss, lazy R1, EMA generator, style mixing, optional augmentation.
+
+Resumable: every snapshot is written atomically (temp file + rename) with the networks, optimizer states, the
+step counter and the random-number-generator states, so an interrupted run continues where it stopped. Runs on
+CUDA when given, on the CPU otherwise, and on several GPUs under ``torchrun`` (gradients are all-reduced across
+ranks after every backward pass, i.e. data-parallel training).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .checkpoints import save_generator
+from .discriminator import Discriminator
+from .generator import Generator
+
+
+@dataclass
+class TrainConfig:
+    resolution: int = 64
+    generator: dict = field(default_factory=lambda: dict(z_dim=128, w_dim=128, mapping_layers=4, channel_max=128))
+    discriminator: dict = field(default_factory=lambda: dict(channel_max=128))
+    batch_size: int = 16
+    lr: float = 0.002
+    betas: tuple = (0.0, 0.99)
+    r1_gamma: float = 0.1
+    r1_every: int = 16
+    ema_kimg: float = 10.0          # EMA half-life in thousands of images (rosinality: 0.5 ** (32 / 10000) per step)
+    ema_rampup: float | None = 0.05  # half-life <= this fraction of images seen so far (NVIDIA's ramp-up)
+    mixing_prob: float = 0.9
+    augment: str = "none"           # "none" | "translate_flip" (x-flip and integer translations, applied to D inputs)
+    total_kimg: float = 100.0
+    snapshot_kimg: float = 5.0
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _allreduce_grads(module: torch.nn.Module) -> None:
+    rank, world = _dist()
+    if world == 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= world
+
+
+def augment(images: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable augmentation shared by real and fake D inputs."""
+    if mode == "none":
+        return images
+    if mode != "translate_flip":
+        raise ValueError(f"unknown augmentation {mode!r} (expected 'none' or 'translate_flip')")
+    B, _, H, W = images.shape
+    flip = torch.rand(B, 1, 1, 1, generator=generator).to(images.device) < 0.5
+    images = torch.where(flip, images.flip(3), images)
+    shift = max(1, H // 16)
+    dx, dy = torch.randint(-shift, shift + 1, (2,), generator=generator).tolist()
+    padded = F.pad(images, [shift] * 4, mode="reflect")
+    return padded[:, :, shift + dy: shift + dy + H, shift + dx: shift + dx + W]
+
+
+def sample_ws(G: Generator, batch: int, mixing_prob: float, device, generator: torch.Generator) -> torch.Tensor:
+    """W+ latents with style mixing: with probability ``mixing_prob`` the layers from a random cutoff on use a
+    second z."""
+    z = torch.randn(2, batch, G.z_dim, generator=generator).to(device)
+    w = G.mapping_network(z.reshape(-1, G.z_dim)).reshape(2, batch, -1)
+    ws = w[0].unsqueeze(1).repeat(1, G.num_ws, 1)
+    if mixing_prob > 0:
+        cut = torch.randint(1, G.num_ws, (batch,), generator=generator).to(device)
+        use = (torch.rand(batch, generator=generator).to(device) < mixing_prob)
+        layer = torch.arange(G.num_ws, device=device)[None, :]
+        mask = (use[:, None] & (layer >= cut[:, None]))[..., None]
+        ws = torch.where(mask, w[1].unsqueeze(1), ws)
+    return ws
+
+
+def _item(dataset: Dataset, i: int) -> torch.Tensor:
+    x = dataset[i]
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ training
+class GANTrainer:
+    def __init__(self, config: TrainConfig, out_dir, device=None):
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.device = torch.device(device or "cpu")
+        self.rank, self.world = _dist()
+        torch.manual_seed(config.seed)
+        self.G = Generator(config.resolution, **config.generator).to(self.device).train()
+        self.D = Discriminator(config.resolution, **config.discriminator).to(self.device).train()
+        self.G_ema = Generator(config.resolution, **config.generator).to(self.device).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation: rescale lr and betas
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr * ratio,
+                                      betas=tuple(b ** ratio for b in config.betas))
+        self.step = 0
+        self.images_seen = 0
+        self.rng = torch.Generator().manual_seed(config.seed + 1000 * self.rank)
+        self.log: list[dict] = []
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    # ----------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return dict(G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
+                    opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(), step=self.step,
+                    images_seen=self.images_seen, rng=self.rng.get_state(), torch_rng=torch.get_rng_state(),
+                    config=self.cfg.to_json(), log=json.dumps(self.log))
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = json.loads(state["config"])
+        now = json.loads(self.cfg.to_json())
+        arch_keys = ("resolution", "generator", "discriminator")
+        if any(saved[k] != now[k] for k in arch_keys):
+            raise ValueError(f"{self.checkpoint_path}: the checkpoint's architecture "
+                             f"{ {k: saved[k] for k in arch_keys} } differs from the requested "
+                             f"{ {k: now[k] for k in arch_keys} }; use another output directory")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.log = json.loads(state["log"])
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.state_dict(), self.checkpoint_path)
+        save_generator(self.G_ema, self.out / "generator.safetensors")
+        (self.out / "log.json").write_text(json.dumps(self.log))
+
+    def try_resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.load_state_dict(state)
+        return True
+
+    # ----------------------------------------------------------- one iteration
+    def d_step(self, real: torch.Tensor) -> dict:
+        cfg = self.cfg
+        B = real.shape[0]
+        with torch.no_grad():
+            fake = self.G.synthesis(sample_ws(self.G, B, cfg.mixing_prob, self.device, self.rng), noise="random")
+        logits_fake = self.D(augment(fake, cfg.augment, self.rng))
+        logits_real = self.D(augment(real, cfg.augment, self.rng))
+        loss = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+        stats = dict(loss_D=loss.item(), real_score=logits_real.mean().item(), fake_score=logits_fake.mean().item())
+        if cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.D(augment(real_r1, cfg.augment, self.rng)).sum(), real_r1,
+                                          create_graph=True)
+            penalty = grad.square().sum(dim=[1, 2, 3]).mean()
+            loss = loss + cfg.r1_gamma / 2 * penalty * cfg.r1_every
+            stats["r1"] = penalty.item()
+        self.opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        _allreduce_grads(self.D)
+        self.opt_D.step()
+        return stats
+
+    def g_step(self, batch: int) -> dict:
+        cfg = self.cfg
+        fake = self.G.synthesis(sample_ws(self.G, batch, cfg.mixing_prob, self.device, self.rng), noise="random")
+        loss = F.softplus(-self.D(augment(fake, cfg.augment, self.rng))).mean()
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        _allreduce_grads(self.G)
+        self.opt_G.step()
+        return dict(loss_G=loss.item())
+
+    @torch.no_grad()
+    def update_ema(self, batch_total: int) -> None:
+        cfg = self.cfg
+        half_life = cfg.ema_kimg * 1000
+        if cfg.ema_rampup is not None:
+            half_life = min(half_life, self.images_seen * cfg.ema_rampup)
+        beta = 0.5 ** (batch_total / max(half_life, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ----------------------------------------------------------- loop
+    def train(self, dataset: Dataset, progress: bool = True, max_steps: int | None = None) -> dict:
+        """Train until ``total_kimg`` images (all ranks together) have been shown, or ``max_steps`` more steps."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        per_rank = cfg.batch_size // self.world
+        if per_rank * self.world != cfg.batch_size:
+            raise ValueError(f"batch size {cfg.batch_size} is not divisible by the number of processes {self.world}")
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        total = int(cfg.total_kimg * 1000)
+        next_snapshot = (self.images_seen // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
+        bar = tqdm(total=total, initial=min(self.images_seen, total), unit="img", disable=not progress or self.rank,
+                   desc="train-gan")
+        steps_done, t0 = 0, time.perf_counter()
+        try:
+            while self.images_seen < total and (max_steps is None or steps_done < max_steps):
+                # batches are drawn from the saved generator, so a resumed run sees exactly the same data
+                idx = torch.randint(len(dataset), (per_rank,), generator=self.rng).tolist()
+                real = torch.stack([_item(dataset, i) for i in idx]).to(self.device, torch.float32)
+                stats = self.d_step(real)
+                stats.update(self.g_step(per_rank))
+                self.images_seen += cfg.batch_size
+                self.update_ema(cfg.batch_size)
+                self.step += 1
+                steps_done += 1
+                bar.update(cfg.batch_size)
+                if self.step % 10 == 0:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
+                    self.log.append(dict(step=self.step, kimg=self.images_seen / 1000, **stats))
+                if self.images_seen >= next_snapshot:
+                    self.save()
+                    next_snapshot += int(cfg.snapshot_kimg * 1000)
+        finally:  # an interrupted run (Ctrl-C, time limit) keeps its progress
+            self.save()
+            bar.close()
+        return dict(step=self.step, kimg=self.images_seen / 1000, seconds=time.perf_counter() - t0,
+                    kimg_per_hour=(steps_done * cfg.batch_size / 1000) / max(time.perf_counter() - t0, 1e-9) * 3600)
+
+
+def train_gan(dataset: Dataset, config: TrainConfig, out_dir, device=None, resume: bool = True,
+              progress: bool = True, max_steps: int | None = None) -> GANTrainer:
+    """Train (or resume) a StyleGAN2 on ``dataset`` (items: image tensors in [-1, 1], or tuples starting with one).
+    Writes ``out_dir/checkpoint.pt`` (full state), ``generator.safetensors`` (EMA generator) and ``log.json``."""
+    trainer = GANTrainer(config, out_dir, device)
+    if resume:
+        trainer.try_resume()
+    trainer.train(dataset, progress=progress, max_steps=max_steps)
+    return trainer
+
+
+def init_distributed(device_type: str = "cuda") -> torch.device:
+    """Initialise torch.distributed from torchrun's environment; returns this rank's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return torch.device(device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu")
+    backend = "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+__all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "sample_ws", "init_distributed"]
