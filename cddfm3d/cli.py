@@ -16,6 +16,19 @@ def _demo(args) -> int:
     return 0
 
 
+def _train_gan(args) -> int:
+    from .stylegan2.data import ImageFolderDataset
+    from .stylegan2.training import TrainConfig, init_distributed, train_gan
+
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
+                      snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
+    trainer = train_gan(ImageFolderDataset(args.data, args.resolution), cfg, args.out, device=device,
+                        resume=not args.no_resume)
+    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; EMA generator: {args.out}/generator.safetensors")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cddfm3d", description="CDDFM3D: StyleSpace face manipulation "
                                 "with 3D guidance. Each command is one stage of the pipeline.")
@@ -30,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--truncation", type=float, default=0.7, help="truncation psi of the samples")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     d.set_defaults(func=_demo)
+
+    t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
+                       "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
+    t.add_argument("--data", required=True, help="folder of training images")
+    t.add_argument("--out", required=True, help="run directory (checkpoint.pt, generator.safetensors, log.json)")
+    t.add_argument("--resolution", type=int, default=64)
+    t.add_argument("--batch", type=int, default=16, help="total batch size over all processes")
+    t.add_argument("--kimg", type=float, default=100.0, help="train until this many thousand images were shown")
+    t.add_argument("--snapshot-kimg", type=float, default=5.0)
+    t.add_argument("--gamma", type=float, default=0.1, help="R1 weight")
+    t.add_argument("--augment", default="none", choices=["none", "translate_flip"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.set_defaults(func=_train_gan)
     return p
 
 

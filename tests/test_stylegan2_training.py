@@ -66,3 +66,19 @@ def test_style_mixing_and_augment():
     assert torch.equal(augment(x, "none"), x)
     with pytest.raises(ValueError, match="augmentation"):
         augment(x, "rotate")
+
+
+def test_train_gan_cli_on_image_folder(tmp_path):
+    from PIL import Image
+
+    from cddfm3d.cli import main
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i, img in enumerate(squares(8, 24).tensors[0]):
+        Image.fromarray(((img.permute(1, 2, 0) + 1) * 127.5).byte().numpy()).save(data / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train-gan", "--data", str(data), "--out", str(out), "--resolution", "16", "--batch", "4",
+                 "--kimg", "0.008", "--device", "cpu"]) == 0
+    assert load_generator(out / "generator.safetensors").resolution == 16
+    assert main(["train-gan", "--data", str(tmp_path / "none"), "--out", str(out)]) == 2

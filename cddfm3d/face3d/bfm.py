@@ -64,7 +64,8 @@ def _check_shape(arr: np.ndarray, name: str, expected: tuple, path: Path, what: 
 
 
 def _finite(arr: np.ndarray, name: str, path: Path) -> np.ndarray:
-    arr = arr.astype(np.float32)
+    # float32 fields stay float32; float64 ones (exBase) stay float64 until the model casts them.
+    arr = arr.astype(np.promote_types(arr.dtype, np.float32), copy=False)
     if not np.isfinite(arr).all():
         raise BFMFormatError(f"{path}: field '{name}' contains NaN or Inf")
     return arr
@@ -84,7 +85,8 @@ def _index(arr: np.ndarray, name: str, upper: int, path: Path) -> np.ndarray:
 def load_bfm_front(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read and validate ``BFM_model_front.mat`` (reference face3d.md §1.2) of any vertex count N.
 
-    Returns float32 ``meanshape`` [3N], ``idBase`` [3N, 80], ``exBase`` [3N, 64], ``meantex`` [3N] (0-255),
+    Returns floating (float32, or float64 where the file has it) ``meanshape`` [3N], ``idBase`` [3N, 80],
+    ``exBase`` [3N, 64], ``meantex`` [3N] (0-255),
     ``texBase`` [3N, 80]; 0-based int64 ``tri`` [F, 3], ``point_buf`` [N, K] (padding = F), ``keypoints`` [68];
     and when present ``frontmask2_idx`` [M], ``tri_mask2`` [F2, 3] (positions in ``frontmask2_idx``),
     ``skinmask`` [N] bool.

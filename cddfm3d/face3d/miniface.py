@@ -17,8 +17,8 @@ Construction:
               plus smooth random detail fields of decaying size filling the group to its width. The exact
               PCA of that population (SVD of D) gives the basis U*S, ordered by variance, like BFM's
               PC*EV; a named variation k is the coefficient vector V[k] (unit norm), see named_directions.
-Everything is deterministic (fixed seeds, no threads-dependent reductions in the construction) and
-cached per process.
+Everything is deterministic (fixed seeds; bit-for-bit for a given numpy/LAPACK build) and cached per process
+(about 0.3 s to build).
 """
 from __future__ import annotations
 
@@ -204,21 +204,32 @@ def _paint_masks(x, y, label, side):
     # Brows: arched bands, thick at the inner end, tapering outward.
     ax = np.abs(x)
     centre_y = 0.405 + 0.045 * np.exp(-0.5 * ((ax - 0.32) / 0.12) ** 2)
-    thick = 0.028 - 0.012 * np.clip((ax - 0.12) / 0.38, 0, 1)
-    brows = _sstep((thick - np.abs(y - centre_y)) / 0.012 + 0.5) * _sstep((ax - 0.10) / 0.03) \
+    thick = 0.034 - 0.016 * np.clip((ax - 0.12) / 0.38, 0, 1)
+    brows = _sstep((thick - np.abs(y - centre_y)) / 0.016 + 0.5) * _sstep((ax - 0.10) / 0.03) \
         * _sstep((0.52 - ax) / 0.04)
     # Lips: between the mouth line and the lip outlines (Cupid's bow on top).
-    xm = x / 0.27
-    top = MOUTH_Y + np.clip(1 - xm ** 2, 0, None) ** 0.7 * (0.05 + 0.012 * np.exp(-0.5 * ((ax - 0.07) / 0.04) ** 2)
-                                                             - 0.012 * np.exp(-0.5 * (x / 0.025) ** 2))
-    bottom = MOUTH_Y - 0.075 * np.clip(1 - xm ** 2, 0, None) ** 0.6
-    lips = _sstep((np.minimum(top - y, y - bottom)) / 0.012 + 0.5) * (np.abs(xm) < 1)
+    xm = x / LIP_HALF
+    lips = _sstep((np.minimum(_lip_top(x) - y, y - _lip_bottom(x))) / 0.012 + 0.5) * (np.abs(xm) < 1)
     seam = np.exp(-0.5 * ((y - MOUTH_Y) / 0.007) ** 2) * (np.abs(xm) < 1)
     nostrils = _sstep((1 - (((ax - 0.055) / 0.03) ** 2 + ((y + 0.135) / 0.016) ** 2)) * 3)
     skin = 1 - np.clip(eyes + brows + lips + nostrils + lash, 0, 1)
     skin = np.where(label == CAVITY, 0.0, skin)
     return dict(eyes=eyes, iris=iris, pupil=pupil, lash=lash, brows=brows, lips=lips, seam=seam,
                 nostrils=nostrils, skin=skin)
+
+
+LIP_HALF = 0.29  # painted lips reach a little beyond the slit's corners
+
+
+def _lip_top(x):
+    """Upper outline of the painted lips (Cupid's bow), dm."""
+    lid = np.clip(1 - (x / LIP_HALF) ** 2, 0, None)
+    return MOUTH_Y + lid ** 0.7 * (0.05 + 0.012 * np.exp(-0.5 * ((np.abs(x) - 0.07) / 0.04) ** 2)
+                                  - 0.012 * np.exp(-0.5 * (x / 0.025) ** 2))
+
+
+def _lip_bottom(x):
+    return MOUTH_Y - 0.075 * np.clip(1 - (x / LIP_HALF) ** 2, 0, None) ** 0.6
 
 
 def _eye_dist(x, y):
@@ -346,7 +357,7 @@ def _expression_fields(x, y, z, side, label):
         "smile_right": smile_field(smile_r, 1.0),
         "mouth_left": f(dx=-0.04 * _g(x, y, 0, ym, 0.3, 0.12)),
         "jaw_left": f(dx=-0.025 * np.where(label == CAVITY, 0.75, 1.0) * np.maximum(w, 0)),
-        "nose_wrinkle": f(dy=0.02 * _g2(x, y, 0.08, -0.02, 0.08, 0.08), dz=0.01 * _g2(x, y, 0.08, -0.02, 0.08, 0.08)),
+        "nose_wrinkle": f(dy=0.03 * _g2(x, y, 0.08, -0.02, 0.08, 0.08), dz=0.015 * _g2(x, y, 0.08, -0.02, 0.08, 0.08)),
         "upper_lip_raise": f(dy=0.03 * _g(x, y, 0, ym + 0.03, 0.18, 0.06) * upper_only),
         "lower_lip_drop": f(dy=-0.03 * _g(x, y, 0, ym - 0.03, 0.16, 0.06) * lower_only),
         "lip_stretch": f(dx=0.15 * x * _g(x, y, 0, ym, 0.2, 0.07)),
@@ -527,13 +538,19 @@ def _landmarks(mesh, x, y, label, side) -> np.ndarray:
     above = face & (side >= 0) & (label != LOWER_LIP)
     below = face & (side <= 0)
     row = np.abs(t - (mesh["i_m"] - mesh["c"]) * mesh["h"]) < 1e-9
-    row_y = lambda px: float(np.interp(px, np.sort(x[row & face]), y[row & face][np.argsort(x[row & face])]))  # noqa: E731
-    corner = MOUTH_HALF + 0.0
-    outer = [(-corner - 0.02, 0.0, above), (-0.17, 0.045, above), (-0.08, 0.062, above), (0.0, 0.05, above),
-             (0.08, 0.062, above), (0.17, 0.045, above), (corner + 0.02, 0.0, above),
-             (0.17, -0.06, below), (0.08, -0.075, below), (0.0, -0.078, below), (-0.08, -0.075, below),
-             (-0.17, -0.06, below)]
-    ids += [nearest(px, row_y(px) + dy, allowed) for px, dy, allowed in outer]           # 48-59
+    order = np.argsort(x[row & face])
+    row_xs, row_ys = x[row & face][order], y[row & face][order]
+
+    def row_y(px):
+        return float(np.interp(px, row_xs, row_ys))
+    corner = MOUTH_HALF
+    # Outer lip points: 80% of the way from the mouth line to the painted outline (inside the red).
+    outer = [(-LIP_HALF + 0.01, "row", above)] + [(px, "top", above) for px in (-0.17, -0.08, 0.0, 0.08, 0.17)] \
+        + [(LIP_HALF - 0.01, "row", above)] + [(px, "bottom", below) for px in (0.17, 0.08, 0.0, -0.08, -0.17)]
+    for px, where, allowed in outer:
+        ry = row_y(px)
+        py = ry if where == "row" else ry + 0.8 * ((_lip_top(px) if where == "top" else _lip_bottom(px)) - MOUTH_Y)
+        ids.append(nearest(px, py, allowed))                                             # 48-59
     slit_upper = row & (label == FACE) & (side > 0)
     slit_lower = label == LOWER_LIP
     corner_l = nearest(-corner, row_y(-corner), row & (label == FACE) & (side == 0) & (x < 0))

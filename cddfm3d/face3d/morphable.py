@@ -82,12 +82,13 @@ class MorphableModel(nn.Module):
     mean_shape [3N] (dm, need not be centred), id_base [3N, 80], exp_base [3N, 64], mean_tex [3N] (0-255),
     tex_base [3N, 80], faces [F, 3], keypoints [68]; optional point_buf [N, K] (padding = F; built from faces
     when omitted), skin_mask [N] bool, front_faces [F2, 3] (photometric region), named_directions
-    {name: (group, coefficients)}.
+    {name: (group, coefficients)}. ``dtype`` of the floating buffers (float32; float64 for exact checks).
     """
 
     def __init__(self, mean_shape, id_base, exp_base, mean_tex, tex_base, faces, keypoints, point_buf=None,
                  skin_mask=None, front_faces=None, camera: Optional[PinholeCamera] = None,
-                 named_directions: Optional[dict] = None, name: str = "morphable model"):
+                 named_directions: Optional[dict] = None, name: str = "morphable model",
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         self.name = name
         mean = np.asarray(mean_shape, dtype=np.float64).reshape(-1)
@@ -118,11 +119,12 @@ class MorphableModel(nn.Module):
         # Centre once on the mean shape's centroid (a constant), as Deep3D does at load time.
         mean = mean.reshape(n, 3)
         mean = mean - mean.mean(0, keepdims=True)
-        f32 = torch.float32
+        f32 = dtype  # float64 keeps a file's float64 fields exact (tests against float64 references)
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
         self.register_buffer("mean_shape", _tensor(mean, f32))                       # [N, 3]
         # id and exp share one matrix so shape is one matmul; id_base/exp_base are views of it.
-        self.register_buffer("shape_base", _tensor(np.concatenate([np.asarray(id_base, np.float64),
-                                                                   np.asarray(exp_base, np.float64)], 1), f32))
+        self.register_buffer("shape_base", _tensor(np.concatenate([np.asarray(id_base, np_dtype),
+                                                                   np.asarray(exp_base, np_dtype)], 1), f32))
         self.register_buffer("mean_tex", _tensor(np.reshape(mean_tex, (n, 3)), f32))  # [N, 3], 0-255
         self.register_buffer("tex_base", _tensor(tex_base, f32))                     # [3N, 80]
         self.register_buffer("faces", _tensor(faces, torch.long))
@@ -138,7 +140,7 @@ class MorphableModel(nn.Module):
         self.register_buffer("front_faces", _tensor(front, torch.long))
         self.camera = camera or PinholeCamera()
         # Named variations (MiniFace): name -> (group, coefficient vector for +1 std of that variation).
-        self.named_directions = {k: (g, torch.tensor(np.array(v), dtype=f32))
+        self.named_directions = {k: (g, torch.tensor(np.array(v), dtype=torch.float32))
                                  for k, (g, v) in (named_directions or {}).items()}
         for key, (group, vec) in self.named_directions.items():
             if group not in SLICES or vec.shape != (SLICES[group].stop - SLICES[group].start,):
@@ -146,8 +148,8 @@ class MorphableModel(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_bfm(cls, path, camera: Optional[PinholeCamera] = None,
-                 compat_sicxu_front_mask: bool = False) -> "MorphableModel":
+    def from_bfm(cls, path, camera: Optional[PinholeCamera] = None, compat_sicxu_front_mask: bool = False,
+                 dtype: torch.dtype = torch.float32) -> "MorphableModel":
         """Load ``BFM_model_front.mat`` (validated field by field, see :func:`cddfm3d.face3d.bfm.load_bfm_front`).
 
         ``front_faces`` is ``frontmask2_idx[tri_mask2]`` (the correct map, face3d.md §1.6-a); with
@@ -162,10 +164,10 @@ class MorphableModel(nn.Module):
             front = m["tri_mask2"] if compat_sicxu_front_mask else m["frontmask2_idx"][m["tri_mask2"]]
         return cls(m["meanshape"], m["idBase"], m["exBase"], m["meantex"], m["texBase"], m["tri"],
                    m["keypoints"], point_buf=m["point_buf"], skin_mask=m.get("skinmask"), front_faces=front,
-                   camera=camera, name=f"BFM ({path})")
+                   camera=camera, name=f"BFM ({path})", dtype=dtype)
 
     @classmethod
-    def mini(cls, camera: Optional[PinholeCamera] = None) -> "MorphableModel":
+    def mini(cls, camera: Optional[PinholeCamera] = None, dtype: torch.dtype = torch.float32) -> "MorphableModel":
         """The built-in procedural MiniFace (no external data); see :mod:`cddfm3d.face3d.miniface`."""
         from .miniface import build_miniface
 
@@ -173,7 +175,7 @@ class MorphableModel(nn.Module):
         return cls(m["meanshape"], m["idBase"], m["exBase"], m["meantex"], m["texBase"], m["tri"],
                    m["keypoints"], point_buf=m["point_buf"], skin_mask=m["skinmask"],
                    front_faces=m["front_faces"], camera=camera, named_directions=m["named_directions"],
-                   name="MiniFace")
+                   name="MiniFace", dtype=dtype)
 
     # ------------------------------------------------------------------ layout helpers
     layout = LAYOUT
