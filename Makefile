@@ -27,13 +27,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) tools/clean_notebooks.py --check notebooks
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) tests
-	$(TEST_ENV) $(PY) -m pytest -n 2 --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS) notebooks
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS) notebooks
 
 unit: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 notebooks: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -n 2 --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_generator.py
