@@ -4,6 +4,12 @@ from .bfm import BFMFormatError, convert_bfm09, convert_bfm09_dir, load_bfm_fron
 from .camera import PinholeCamera, rotation_matrix
 from .lighting import sh_basis, shade
 from .morphable import LAYOUT, N_COEFFS, SLICES, FaceOutput, MorphableModel, point_buffer
+from .align import (TEMPLATE_5P, Aligned, align_image, align_landmarks, align_tensor, extract_5p, pos, pos_torch,
+                    unalign_landmarks)
+from .fitting import FitResult, fit
+from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, identity_loss, landmark_loss, landmark_weights,
+                     photometric_loss, reflectance_loss)
+from .recon import ReconCheckpointError, ReconNet
 from .viz import draw_landmarks, overlay_render, plot_mesh_2d, plotly_mesh, show_image, to_numpy_image
 
 # The rasterizer and renderer live in their own modules (written separately); keep the package importable
@@ -27,4 +33,7 @@ __all__ = [
     "LAYOUT", "N_COEFFS", "SLICES", "FaceOutput", "MorphableModel", "point_buffer",
     "draw_landmarks", "overlay_render", "plot_mesh_2d", "plotly_mesh", "show_image", "to_numpy_image",
     "rasterize", "render",
+    "ReconNet", "ReconCheckpointError", "TEMPLATE_5P", "Aligned", "extract_5p", "pos", "pos_torch", "align_image",
+    "align_tensor", "align_landmarks", "unalign_landmarks", "DEEP3D_WEIGHTS", "photometric_loss", "landmark_loss",
+    "landmark_weights", "coeff_reg_loss", "gamma_loss", "reflectance_loss", "identity_loss", "fit", "FitResult",
 ]

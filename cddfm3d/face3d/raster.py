@@ -249,8 +249,9 @@ def _zbuffer_torch(verts: Tensor, faces: Tensor, height: int, width: int, perspe
         b = gid.div(F, rounding_mode="floor")
         key = _depth_key(d, perspective).add_(gid - b * F)
         # Pairs outside the triangle get the empty key; arithmetic is 3x faster than torch.where here.
-        outside = inside.logical_not_().long()
-        key = key.add_(outside.mul_(_SENTINEL - key))
+        # (key * in + S * out: no intermediate overflows, also for the negative keys of orthographic depth)
+        keep = inside.long()
+        key = key.mul_(keep).add_(keep.sub_(1).mul_(-_SENTINEL))
         flat = b.mul_(height).add_(py).mul_(width).add_(px)
         zbuf.scatter_reduce_(0, flat, key, reduce="amin", include_self=True)
     return zbuf

@@ -105,7 +105,7 @@ def _kernel(interpret: bool):
         b = gid // F
         key = (bits.to(tl.int64) << 32) + (gid - b * F)
         flat = (b * H + py) * W + px
-        tl.atomic_min(zbuf_ptr + flat, key, mask=valid & inside)
+        tl.atomic_min(zbuf_ptr + flat, key, mask=valid & inside, sem="relaxed")  # order-free: min commutes
 
     return zbuffer_kernel
 

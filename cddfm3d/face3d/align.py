@@ -1,0 +1,313 @@
+"""5-point face alignment to the reconstruction network's input, as Deep3DFaceRecon's ``align_img``
+(reference face3d.md §3.2).
+
+Pipeline: (68 landmarks -> 5 points) -> POS least-squares fit of an affine camera to the 5-point 3D
+template -> scale s (pixels per dm) and the image position t of the template origin -> resize the whole
+image by s' = rescale / s (102 px/dm at 224 px) -> crop size x size centred on t.
+
+Coordinates. All landmarks given to and returned by this module use the package's image convention:
+x right, y **down**, pixel centres on integers (as detectors and ``FaceOutput.landmarks``). Deep3D works
+with y up (y' = H - 1 - y); we convert internally, so the numbers match Deep3D's exactly after that flip.
+``trans_params = [w0, h0, s', t_x, t_y]`` as in Deep3D (t in Deep3D's y-up original-image coordinates).
+
+Two implementations:
+
+* :func:`align_image` -- numpy + PIL (bicubic resize, then crop), bit-for-bit Deep3D's procedure.
+* :func:`align_tensor` -- batched torch, differentiable w.r.t. the images: one ``affine_grid`` /
+  ``grid_sample`` per batch that samples the original image where PIL's resize-then-crop would. When the
+  image is shrunk (s' < 1) and ``antialias=True`` it first resizes with ``F.interpolate(antialias=True)``
+  (PIL-like filtering) and then crops with ``grid_sample`` at integer offsets (an exact copy).
+  ``exact=False`` uses the untruncated geometry (no ``int()``), so gradients also reach the landmarks.
+
+Landmarks follow Deep3D's formula ``(lm - t + (w0/2, h0/2)) * s' - (w/2 - size/2, h/2 - size/2)`` (in y-up
+coordinates). Note: that formula and the image resampling disagree by up to ~1 px (half-pixel terms
+and the int truncation of w, h, left, up); we keep it unchanged because the official network was trained
+with it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# The 5-point 3D template (dm, y up) in 5-point order: left eye, right eye, nose tip, left and right mouth
+# corner (image-left/right). From Deep3D's similarity_Lm3D_all.mat (face3d.md §3.2).
+TEMPLATE_5P = np.array([[-0.3115, 0.2904, 0.1338],
+                        [0.3098, 0.2897, 0.1318],
+                        [0.0033, -0.0462, 0.5524],
+                        [-0.2522, -0.3813, 0.2241],
+                        [0.2485, -0.3813, 0.2224]], dtype=np.float64)
+DEEP3D_SIZE = 224
+DEEP3D_RESCALE = 102.0
+
+
+def default_rescale(size: int) -> float:
+    """Pixels per dm of the aligned crop: 102 at 224 px, proportional at other sizes."""
+    return DEEP3D_RESCALE * size / DEEP3D_SIZE
+
+
+# --------------------------------------------------------------------------------------------- 68 -> 5
+def extract_5p(landmarks):
+    """68 iBUG landmarks [..., 68, 2] -> 5 points [..., 5, 2] (numpy or torch, same type out).
+
+    Order (0-based ids): mean(36, 39) left eye, mean(42, 45) right eye, 30 nose tip, 48 and 54 mouth corners.
+    """
+    if tuple(landmarks.shape[-2:]) != (68, 2):
+        raise ValueError(f"extract_5p: expected landmarks [..., 68, 2], found {tuple(landmarks.shape)}")
+    lm = landmarks
+    parts = [(lm[..., 36, :] + lm[..., 39, :]) / 2, (lm[..., 42, :] + lm[..., 45, :]) / 2,
+             lm[..., 30, :], lm[..., 48, :], lm[..., 54, :]]
+    if isinstance(lm, torch.Tensor):
+        return torch.stack(parts, -2)
+    return np.stack(parts, -2)
+
+
+def _five(landmarks, who: str):
+    n = landmarks.shape[-2]
+    if landmarks.shape[-1] != 2 or n not in (5, 68):
+        raise ValueError(f"{who}: expected landmarks [..., 5, 2] or [..., 68, 2], found {tuple(landmarks.shape)}")
+    return landmarks if n == 5 else extract_5p(landmarks)
+
+
+# --------------------------------------------------------------------------------------------- POS
+def pos(points_2d, points_3d=TEMPLATE_5P):
+    """Least-squares affine camera (Deep3D's POS): points_2d [K, 2] ~ A @ [points_3d, 1]^T.
+
+    Solves the 8 unknowns (two rows (r, t) of an affine camera) by least squares; the scale is the mean of
+    the norms of the two 3-vectors r1, r2, the translation is (t1, t2) = the image of the 3D origin.
+    Works in whatever 2D frame the points are given (Deep3D: y up). Returns (t [2], s) as float64 numpy.
+    """
+    xp = np.asarray(points_2d, dtype=np.float64)
+    x = np.asarray(points_3d, dtype=np.float64)
+    if xp.ndim != 2 or xp.shape[1] != 2 or x.shape != (xp.shape[0], 3) or xp.shape[0] < 4:
+        raise ValueError(f"pos: expected points_2d [K, 2] and points_3d [K, 3] with K >= 4, found "
+                         f"{xp.shape} and {x.shape}")
+    k = xp.shape[0]
+    a = np.zeros((2 * k, 8))
+    a[0::2, 0:3], a[0::2, 3] = x, 1.0
+    a[1::2, 4:7], a[1::2, 7] = x, 1.0
+    b = xp.reshape(-1)
+    sol = np.linalg.lstsq(a, b, rcond=None)[0]
+    s = (np.linalg.norm(sol[0:3]) + np.linalg.norm(sol[4:7])) / 2.0
+    return np.array([sol[3], sol[7]]), float(s)
+
+
+def pos_torch(points_2d: torch.Tensor, points_3d=TEMPLATE_5P):
+    """Batched, differentiable :func:`pos`: points_2d [B, K, 2] -> (t [B, 2], s [B]), computed in float64
+    (normal equations; the template's 4 x 4 moment matrix is well conditioned) and cast back."""
+    if points_2d.ndim != 3 or points_2d.shape[-1] != 2:
+        raise ValueError(f"pos_torch: expected points_2d [B, K, 2], found {tuple(points_2d.shape)}")
+    x = torch.as_tensor(np.asarray(points_3d, np.float64), device=points_2d.device)
+    if x.shape != (points_2d.shape[1], 3):
+        raise ValueError(f"pos_torch: points_3d must be [{points_2d.shape[1]}, 3], found {tuple(x.shape)}")
+    xh = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)                  # [K, 4]
+    # The two rows decouple: [r1 t1] = lstsq(xh, u), [r2 t2] = lstsq(xh, v).
+    rows = torch.linalg.solve(xh.T @ xh, xh.T @ points_2d.double())     # [B, 4, 2]
+    r1, r2 = rows[:, :3, 0], rows[:, :3, 1]
+    s = (r1.norm(dim=-1) + r2.norm(dim=-1)) / 2.0
+    t = rows[:, 3, :]
+    return t.to(points_2d.dtype), s.to(points_2d.dtype)
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def crop_geometry(trans_params, size: int = DEEP3D_SIZE, exact: bool = True):
+    """(w, h, left, up) of Deep3D's resize-and-crop for ``trans_params = [w0, h0, s', t_x, t_y]``.
+
+    ``exact``: Deep3D's int() truncations (toward zero); otherwise the continuous values.
+    """
+    w0, h0, s, tx, ty = (float(v) for v in np.asarray(trans_params, np.float64).reshape(5))
+    w, h = w0 * s, h0 * s
+    if exact:
+        w, h = int(w), int(h)
+    left = w / 2 - size / 2 + (tx - w0 / 2) * s
+    up = h / 2 - size / 2 + (h0 / 2 - ty) * s
+    if exact:
+        left, up = int(left), int(up)
+    return w, h, left, up
+
+
+def _to_up(lm, height):
+    """y-down <-> y-up (an involution): (x, H - 1 - y)."""
+    if isinstance(lm, torch.Tensor):
+        return torch.stack([lm[..., 0], (height - 1) - lm[..., 1]], -1)
+    lm = np.asarray(lm, np.float64)
+    return np.stack([lm[..., 0], (height - 1) - lm[..., 1]], -1)
+
+
+def align_landmarks(landmarks, trans_params, size: int = DEEP3D_SIZE):
+    """Map landmarks [K, 2] (y down, original image) into the aligned crop (y down), Deep3D's formula."""
+    w0, h0, s, tx, ty = np.asarray(trans_params, np.float64).reshape(5)
+    w, h, _, _ = crop_geometry(trans_params, size)
+    up = _to_up(np.asarray(landmarks, np.float64), h0)
+    new = (up - np.array([tx, ty]) + np.array([w0 / 2, h0 / 2])) * s - np.array([w / 2 - size / 2, h / 2 - size / 2])
+    return _to_up(new, size)
+
+
+def unalign_landmarks(landmarks, trans_params, size: int = DEEP3D_SIZE):
+    """Inverse of :func:`align_landmarks`: crop landmarks [..., K, 2] (y down) -> original image (y down).
+
+    Accepts numpy or torch (differentiable) landmarks; ``trans_params`` [5] or [B, 5] for [B, K, 2].
+    """
+    tp = np.asarray(trans_params.detach().cpu() if isinstance(trans_params, torch.Tensor) else trans_params,
+                    np.float64)
+    single = tp.ndim == 1
+    tp = tp.reshape(-1, 5)
+    offs, scales, shifts, heights = [], [], [], []
+    for row in tp:
+        w0, h0, s, tx, ty = row
+        w, h, _, _ = crop_geometry(row, size)
+        offs.append([w / 2 - size / 2, h / 2 - size / 2])
+        scales.append(s)
+        shifts.append([tx - w0 / 2, ty - h0 / 2])
+        heights.append(h0)
+    offs, scales, shifts, heights = (np.array(v, np.float64) for v in (offs, scales, shifts, heights))
+    if isinstance(landmarks, torch.Tensor):
+        lm = landmarks if not single else landmarks[None]
+        cv = lambda a: torch.as_tensor(a, dtype=lm.dtype, device=lm.device)  # noqa: E731
+        up = _to_up(lm, size)
+        orig = (up + cv(offs)[:, None]) / cv(scales)[:, None, None] + cv(shifts)[:, None]
+        out = torch.stack([orig[..., 0], (cv(heights)[:, None] - 1) - orig[..., 1]], -1)
+        return out[0] if single else out
+    lm = np.asarray(landmarks, np.float64)
+    lm = lm[None] if single else lm
+    up = _to_up(lm, size)
+    orig = (up + offs[:, None]) / scales[:, None, None] + shifts[:, None]
+    out = np.stack([orig[..., 0], (heights[:, None] - 1) - orig[..., 1]], -1)
+    return out[0] if single else out
+
+
+# --------------------------------------------------------------------------------------------- PIL path
+@dataclass
+class Aligned:
+    """Result of :func:`align_image`: the crop, the landmarks in it (y down), trans_params, and the mask."""
+
+    image: "object"              # PIL.Image, size x size
+    landmarks: np.ndarray        # [K, 2] float64, y down, crop pixels
+    trans_params: np.ndarray     # [5] = [w0, h0, s', t_x, t_y]
+    mask: Optional[object] = None
+
+    def tensor(self, device=None) -> torch.Tensor:
+        """The crop as [1, 3, S, S] float32 RGB in [0, 1] (the official net's input)."""
+        arr = np.asarray(self.image.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous().to(device)
+
+
+def _as_pil(image, who: str):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{who}: expected a PIL image or a uint8 array [H, W(, 3)], found {arr.dtype} "
+                         f"{arr.shape}")
+    return Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
+
+
+def align_image(image, landmarks, mask=None, size: int = DEEP3D_SIZE, rescale: Optional[float] = None,
+                template=TEMPLATE_5P) -> Aligned:
+    """Deep3D's ``align_img`` with numpy/PIL. ``image``: PIL image or uint8 array [H, W, 3]; ``landmarks``
+    [68, 2] or [5, 2] (y down, pixels); optional ``mask`` (PIL or uint8 array) transformed the same way.
+
+    Returns :class:`Aligned` with the size x size crop (bicubic resize by s' = rescale / s, then crop; the
+    area outside the image is black), the transformed landmarks (all K given) and ``trans_params``.
+    """
+    from PIL import Image
+
+    img = _as_pil(image, "align_image")
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim != 2:
+        raise ValueError(f"align_image: expected landmarks [68, 2] or [5, 2], found {lm.shape}")
+    lm5 = _five(lm, "align_image")
+    w0, h0 = img.size
+    rescale = default_rescale(size) if rescale is None else float(rescale)
+    t, s = pos(_to_up(lm5, h0), template)
+    if not s > 0:
+        raise ValueError(f"align_image: degenerate landmarks (fitted scale {s}); check the 5 points {lm5.tolist()}")
+    trans_params = np.array([w0, h0, rescale / s, t[0], t[1]], np.float64)
+    w, h, left, up = crop_geometry(trans_params, size)
+    box = (left, up, left + size, up + size)
+    out = img.resize((w, h), resample=Image.BICUBIC).crop(box)
+    out_mask = None
+    if mask is not None:
+        m = _as_pil(mask, "align_image (mask)")
+        if m.size != img.size:
+            raise ValueError(f"align_image: mask size {m.size} differs from the image size {img.size}")
+        out_mask = m.resize((w, h), resample=Image.BICUBIC).crop(box)
+    return Aligned(out, align_landmarks(lm, trans_params, size), trans_params, out_mask)
+
+
+# --------------------------------------------------------------------------------------------- torch path
+def _theta(w, h, left, up, size, dtype, device):
+    """affine_grid matrix (align_corners=False) that samples, for crop pixel (r, c), the original image at
+    ((c + left + 0.5) w0 / w - 0.5, (r + up + 0.5) h0 / h - 0.5): PIL's resize-then-crop geometry."""
+    return torch.tensor([[size / w, 0.0, (size + 2 * left) / w - 1.0],
+                         [0.0, size / h, (size + 2 * up) / h - 1.0]], dtype=dtype, device=device)
+
+
+def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP3D_SIZE,
+                 rescale: Optional[float] = None, template=TEMPLATE_5P, mode: str = "bicubic",
+                 antialias: bool = True, exact: bool = True):
+    """Batched, differentiable :func:`align_image`.
+
+    Args:
+        images: [B, C, H, W] float (any range; zeros outside the image).
+        landmarks: [B, 68, 2] or [B, 5, 2], y down, pixels.
+        mode: grid_sample interpolation ("bicubic", "bilinear", "nearest").
+        antialias: when shrinking (s' < 1) and ``exact``, resize with ``F.interpolate(antialias=True)`` first.
+        exact: Deep3D's integer sizes/offsets (matches :func:`align_image`); False: continuous geometry,
+            differentiable w.r.t. the landmarks as well.
+
+    Returns: (aligned [B, C, size, size], landmarks in the crop [B, K, 2] (y down), trans_params [B, 5]).
+    """
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"align_tensor: expected float images [B, C, H, W], found {images.dtype} "
+                         f"{tuple(images.shape)}")
+    if landmarks.ndim != 3 or landmarks.shape[0] != images.shape[0]:
+        raise ValueError(f"align_tensor: expected landmarks [B={images.shape[0]}, 68|5, 2], found "
+                         f"{tuple(landmarks.shape)}")
+    lm5 = _five(landmarks, "align_tensor")
+    b, c, h0, w0 = images.shape
+    rescale = default_rescale(size) if rescale is None else float(rescale)
+    t, s = pos_torch(_to_up(lm5.double(), h0), template)
+    if not bool((s > 0).all()):
+        raise ValueError(f"align_tensor: degenerate landmarks (fitted scales {s.tolist()})")
+    sp = rescale / s                                                   # [B]
+    trans_params = torch.stack([torch.full_like(sp, w0), torch.full_like(sp, h0), sp, t[:, 0], t[:, 1]], 1)
+    out, lms = [], []
+    for i in range(b):
+        tp = trans_params[i].detach().cpu().numpy()
+        w, h, left, up = crop_geometry(tp, size, exact=exact)
+        img = images[i:i + 1]
+        if exact:
+            if antialias and tp[2] < 1.0:
+                img = F.interpolate(img, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+            # Normalised coordinates of the resized image equal those of the original, so the same matrix
+            # crops either; on the resized image it lands on pixel centres (an exact copy).
+            theta = _theta(w, h, left, up, size, img.dtype, img.device)
+        else:
+            # Continuous geometry, differentiable in (s', t): the same formulas with tensors.
+            spi, txi, tyi = sp[i].to(img.dtype), t[i, 0].to(img.dtype), t[i, 1].to(img.dtype)
+            wt, ht = w0 * spi, h0 * spi
+            lt = wt / 2 - size / 2 + (txi - w0 / 2) * spi
+            ut = ht / 2 - size / 2 + (h0 / 2 - tyi) * spi
+            z = torch.zeros_like(wt)
+            theta = torch.stack([torch.stack([size / wt, z, (size + 2 * lt) / wt - 1]),
+                                 torch.stack([z, size / ht, (size + 2 * ut) / ht - 1])])
+        grid = F.affine_grid(theta[None], [1, c, size, size], align_corners=False)
+        out.append(F.grid_sample(img, grid, mode=mode, padding_mode="zeros", align_corners=False))
+        # Landmarks (Deep3D's formula, y up), differentiable in the landmarks.
+        lm_up = _to_up(landmarks[i], h0)
+        if exact:
+            off = lm_up.new_tensor([w / 2 - size / 2, h / 2 - size / 2])
+            ti, spi = t[i].to(lm_up).detach(), sp[i].to(lm_up).detach()
+            new = (lm_up - ti + lm_up.new_tensor([w0 / 2, h0 / 2])) * spi - off
+        else:
+            spi = sp[i].to(lm_up)
+            off = torch.stack([w0 * spi / 2 - size / 2, h0 * spi / 2 - size / 2])
+            new = (lm_up - t[i].to(lm_up) + lm_up.new_tensor([w0 / 2, h0 / 2])) * spi - off
+        lms.append(_to_up(new, size))
+    return torch.cat(out), torch.stack(lms), trans_params.to(images.dtype)
