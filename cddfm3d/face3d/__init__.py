@@ -12,27 +12,15 @@ from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, identity_loss, 
 from .recon import ReconCheckpointError, ReconNet
 from .viz import draw_landmarks, overlay_render, plot_mesh_2d, plotly_mesh, show_image, to_numpy_image
 
-# The rasterizer and renderer live in their own modules (written separately); keep the package importable
-# while they are absent.
-try:
-    from .raster import rasterize
-except ImportError as _exc:  # only a missing raster.py is tolerated; its own import errors propagate
-    if getattr(_exc, "name", None) != f"{__name__}.raster":
-        raise
-    rasterize = None
-try:
-    from .render import render
-except ImportError as _exc:
-    if getattr(_exc, "name", None) != f"{__name__}.render":
-        raise
-    render = None
+from .raster import Fragments, interpolate, interpolate_packed, rasterize
+from .render import render
 
 __all__ = [
     "BFMFormatError", "convert_bfm09", "convert_bfm09_dir", "load_bfm_front",
     "PinholeCamera", "rotation_matrix", "sh_basis", "shade",
     "LAYOUT", "N_COEFFS", "SLICES", "FaceOutput", "MorphableModel", "point_buffer",
     "draw_landmarks", "overlay_render", "plot_mesh_2d", "plotly_mesh", "show_image", "to_numpy_image",
-    "rasterize", "render",
+    "rasterize", "render", "interpolate", "interpolate_packed", "Fragments",
     "ReconNet", "ReconCheckpointError", "TEMPLATE_5P", "Aligned", "extract_5p", "pos", "pos_torch", "align_image",
     "align_tensor", "align_landmarks", "unalign_landmarks", "DEEP3D_WEIGHTS", "photometric_loss", "landmark_loss",
     "landmark_weights", "coeff_reg_loss", "gamma_loss", "reflectance_loss", "identity_loss", "fit", "FitResult",
