@@ -4,7 +4,8 @@
 
 Fused = one grouped convolution with per-sample weights; unfused = shared-weight convolution with the input
 scaled by the styles and the output by the demodulation factors. `auto` is what `G.synthesis` does by default.
-Both variants are timed in the same run, alternating, so the ratio is meaningful even on a busy machine.
+All variants are timed in the same run, alternating round by round, so the ratios are meaningful even on a
+busy machine.
 """
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ CONFIGS = [  # (label, constructor kwargs)
 ]
 
 
-def time_call(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN primitive cache)
-    best = float("inf")
+def time_interleaved(fns: dict, repeats: int) -> dict:
+    """Best time of each function; the variants alternate within every round, so a slow phase of a shared
+    machine hits all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up (allocator, oneDNN primitive cache)
+    best = {k: float("inf") for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
     return best
 
 
@@ -60,9 +65,9 @@ def main() -> None:
                 sync()
 
             with torch.inference_mode():
-                tf = time_call(lambda: run(True), args.repeats)
-                tu = time_call(lambda: run(False), args.repeats)
-                ta = time_call(lambda: run(None), args.repeats)
+                t = time_interleaved({"fused": lambda: run(True), "unfused": lambda: run(False),
+                                      "auto": lambda: run(None)}, args.repeats)
+            tf, tu, ta = t["fused"], t["unfused"], t["auto"]
             rows.append(f"| {label} | {b} | {b / tf:.2f} | {b / tu:.2f} | {b / ta:.2f} | {tu / tf:.2f} | "
                         f"{min(tf, tu) / ta:.2f} |")
             print(rows[-1], flush=True)

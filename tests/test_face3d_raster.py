@@ -5,9 +5,6 @@ The reference is a brute-force float64 rasterizer written here independently (ba
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -376,6 +373,9 @@ def test_render_supersampling_antialiases_the_edges():
         assert row[:5].sum() == 0 and row[11:].sum() == 0
         torch.testing.assert_close(image[0, 0], mask[0, 0])  # white on black: image = coverage
         torch.testing.assert_close(mask.sum(), torch.tensor(25.0))  # the exact area, 5 x 5 px
+        _, _, depth = render(out, _StandInCamera(), size=16, supersample=k, return_depth=True)
+        torch.testing.assert_close(depth[mask > 0], torch.full((36,), 2.0))  # mean over covered sub-samples
+        assert depth[mask == 0].abs().max() == 0
 
 
 def test_render_gradients_reach_colours_and_vertices():

@@ -35,7 +35,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["Fragments", "rasterize", "interpolate"]
+__all__ = ["Fragments", "rasterize", "interpolate", "interpolate_packed"]
 
 _SENTINEL = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
@@ -354,6 +354,17 @@ def interpolate(attr: Tensor, rast: Fragments, faces: Tensor) -> Tensor:
 
     Background pixels get 0. Differentiable w.r.t. ``attr`` and (through ``rast``) the vertex positions.
     """
+    B, H, W = rast.size if isinstance(rast, Fragments) else (0, 0, 0)
+    val = interpolate_packed(attr, rast, faces)
+    out = val.new_zeros(B * H * W, val.shape[1]).index_copy(0, rast.pix_index, val)
+    return out.view(B, H, W, -1)
+
+
+def interpolate_packed(attr: Tensor, rast: Fragments, faces: Tensor) -> Tensor:
+    """Like ``interpolate`` but only at the covered pixels: [P, C], row k at flat pixel ``rast.pix_index[k]``.
+
+    Saves the dense [B, H, W, C] buffer when the caller reduces the pixels anyway (e.g. supersampling).
+    """
     if not isinstance(rast, Fragments):
         raise TypeError(f"rast: expected the Fragments returned by rasterize(), found {type(rast).__name__}")
     if not isinstance(attr, Tensor):
@@ -377,6 +388,4 @@ def interpolate(attr: Tensor, rast: Fragments, faces: Tensor) -> Tensor:
         vid = (faces.index_select(0, rast.pix_face).t() + b * N).reshape(-1)  # corner-major
     a = attr.reshape(B * N, C).index_select(0, vid).view(3, P, C)
     bary = rast.pix_bary.to(attr.dtype).t()  # [3, P]; rows are contiguous when it comes from rasterize()
-    val = a[0] * bary[0].unsqueeze(1) + a[1] * bary[1].unsqueeze(1) + a[2] * bary[2].unsqueeze(1)
-    out = attr.new_zeros(B * H * W, C).index_copy(0, pix, val)
-    return out.view(B, H, W, C)
+    return a[0] * bary[0].unsqueeze(1) + a[1] * bary[1].unsqueeze(1) + a[2] * bary[2].unsqueeze(1)
