@@ -75,12 +75,6 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return y[:, :, c: c + H * up, c: c + W * up]
 
 
-def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
-    fh, fw = f.shape
-    p = fw - down
-    return upfirdn2d(x, f, down=down, padding=((p + 1) // 2, p // 2, (p + 1) // 2, p // 2))
-
-
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "lrelu", gain: float | None = None,
              clamp: float | None = None) -> torch.Tensor:
     """Add a per-channel bias (dim 1), apply the activation, multiply by the gain, clamp to +-clamp."""
