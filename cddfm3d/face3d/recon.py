@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
+from ..serialization import read_safetensors, save_safetensors
 from .morphable import N_COEFFS
 
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)  # id, exp, tex, angle, gamma, trans xy, trans z
@@ -231,31 +231,17 @@ class ReconNet(nn.Module):
     # ------------------------------------------------------------------ native format
     def save(self, path) -> None:
         """Write safetensors with the JSON config in its metadata (atomic: temp file + rename)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": json.dumps(self.config)}
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        save_safetensors(self, path, meta)
 
     @classmethod
     def load(cls, path, device=None) -> "ReconNet":
         """Read a file written by :meth:`save` (strict), in eval mode."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ReconNet.load: {path} does not exist")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors, meta = read_safetensors(path)
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
             raise ReconCheckpointError(f"{path}: cannot read safetensors file ({e}); for the official "
                                        f"epoch_20.pth use ReconNet.from_deep3d") from e

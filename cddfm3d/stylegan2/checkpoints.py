@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import pickle
 import re
 import zipfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..serialization import read_safetensors, save_safetensors
 from .discriminator import Discriminator
 from .generator import Generator
 from .safe_pickle import PersistentRecord, UnsafePickleError, safe_load_pickle
@@ -91,23 +91,13 @@ def save_discriminator(D: Discriminator, path) -> None:
 
 
 def _save_native(module: torch.nn.Module, path, kind: str) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "kind": kind, "config": json.dumps(module.config)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_safetensors(module, path, meta)
 
 
 def _load_native(path: Path, kind: str) -> torch.nn.Module:
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, meta = read_safetensors(path)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
     if meta.get("format") != NATIVE_FORMAT:

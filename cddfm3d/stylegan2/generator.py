@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .layers import MappingNetwork, SynthesisLayer, ToRGBLayer
-from .ops import upsample2d
+from .ops import fir_filter, upsample2d
 from .stylespace import StyleLayer, channel_address, flat_index, flatten_styles, unflatten_styles
 
 
@@ -56,8 +56,7 @@ class SynthesisNetwork(nn.Module):
         self.style_layers: tuple[StyleLayer, ...] = tuple(meta)
         self.num_ws = 2 * self.log2 - 2
         self.num_noise = noise_j  # = 2 * log2 - 3
-        self.register_buffer("resample_filter", torch.tensor([1.0, 3.0, 3.0, 1.0]).outer(
-            torch.tensor([1.0, 3.0, 3.0, 1.0])) / 64, persistent=False)
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     # ---------------------------------------------------------------- styles
     def w_to_styles(self, ws: torch.Tensor) -> list[torch.Tensor]:

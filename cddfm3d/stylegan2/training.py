@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..serialization import atomic_write
 from .checkpoints import save_generator
 from .discriminator import Discriminator
 from .generator import Generator
@@ -97,12 +98,6 @@ def _item(dataset: Dataset, i: int) -> torch.Tensor:
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------------ training
 class GANTrainer:
     def __init__(self, config: TrainConfig, out_dir, device=None):
@@ -157,7 +152,8 @@ class GANTrainer:
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.state_dict(), self.checkpoint_path)
+        state = self.state_dict()
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
         save_generator(self.G_ema, self.out / "generator.safetensors")
         (self.out / "log.json").write_text(json.dumps(self.log))
 
