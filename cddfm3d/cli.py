@@ -16,14 +16,52 @@ def _demo(args) -> int:
     return 0
 
 
-def _train_gan(args) -> int:
+def _make_world(args) -> int:
+    from .world.datasets import write_dataset
+
+    out = write_dataset(args.out, args.n, seed=args.seed, domains=args.domains, size=args.size,
+                        shard_size=args.shard_size)
+    print(f"wrote {args.n} samples ({', '.join(args.domains)}, {args.size} px) to {out}")
+    return 0
+
+
+def _training_images(path, resolution: int, domain: str = "human"):
+    """A mini-world dataset folder (dataset.json) or a folder of image files."""
+    from pathlib import Path
+
     from .stylegan2.data import ImageFolderDataset
+    from .world.datasets import META_FILE, WorldDataset
+
+    if (Path(path) / META_FILE).is_file():
+        ds = WorldDataset(path, domain=domain)
+        if ds.size != resolution:
+            raise ValueError(f"{path}: dataset images are {ds.size} px, --resolution is {resolution}")
+        return ds
+    return ImageFolderDataset(path, resolution)
+
+
+def _train_recon(args) -> int:
+    from .face3d.recon_training import ReconTrainConfig, train_recon
+    from .world.datasets import WorldDataset
+
+    from . import config
+
+    ds = WorldDataset(args.data, domain=args.domain)
+    cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
+                           lr=args.lr, seed=args.seed)
+    trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
+                          resume=not args.no_resume)
+    print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
+    return 0
+
+
+def _train_gan(args) -> int:
     from .stylegan2.training import TrainConfig, init_distributed, train_gan
 
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
-    trainer = train_gan(ImageFolderDataset(args.data, args.resolution), cfg, args.out, device=device,
+    trainer = train_gan(_training_images(args.data, args.resolution, args.domain), cfg, args.out, device=device,
                         resume=not args.no_resume)
     print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; EMA generator: {args.out}/generator.safetensors")
     return 0
@@ -44,9 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     d.set_defaults(func=_demo)
 
+    w = sub.add_parser("make-world", help="render a mini-world dataset (sharded, resumable)")
+    w.add_argument("--out", required=True, help="dataset folder")
+    w.add_argument("--n", type=int, required=True, help="number of samples")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--domains", nargs="+", default=["human"], choices=["human", "toon"])
+    w.add_argument("--size", type=int, default=64)
+    w.add_argument("--shard-size", type=int, default=1000)
+    w.set_defaults(func=_make_world)
+
+    r = sub.add_parser("train-recon", help="train (or resume) the small reconstruction network on a mini-world "
+                       "dataset (renders with known coefficients)")
+    r.add_argument("--data", required=True, help="mini-world dataset folder (make-world)")
+    r.add_argument("--domain", default="human")
+    r.add_argument("--out", required=True, help="run directory (checkpoint.pt, recon.safetensors, log.json)")
+    r.add_argument("--steps", type=int, default=4000)
+    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--lr", type=float, default=2e-3)
+    r.add_argument("--width", type=int, default=16, help="base width of the small backbone")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    r.set_defaults(func=_train_recon)
+
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
-    t.add_argument("--data", required=True, help="folder of training images")
+    t.add_argument("--data", required=True, help="mini-world dataset folder (make-world) or folder of images")
+    t.add_argument("--domain", default="human", help="domain to read from a mini-world dataset (default: human)")
     t.add_argument("--out", required=True, help="run directory (checkpoint.pt, generator.safetensors, log.json)")
     t.add_argument("--resolution", type=int, default=64)
     t.add_argument("--batch", type=int, default=16, help="total batch size over all processes")

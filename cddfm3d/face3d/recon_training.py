@@ -1,0 +1,234 @@
+"""Training and evaluating a reconstruction network on renders with known coefficients.
+
+Supervision (all three available only because the data is rendered from coefficients we know):
+
+* coefficient loss: squared error of each coefficient in units of its prior standard deviation (so the 257
+  outputs are on one scale whatever their group);
+* landmark loss: Deep3D-weighted squared distance of the 68 projected landmarks, in pixels of the image;
+* photometric loss: Deep3D's masked colour distance between the re-rendered prediction and the input.
+
+Resumable like every long job here: the full state (network, optimizer, step, RNG) is saved atomically every
+``checkpoint_every`` steps and when the run is interrupted, and a second call continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..serialization import atomic_write
+from .losses import landmark_loss, photometric_loss
+from .morphable import SLICES, MorphableModel
+from .recon import ReconNet
+from .render import render
+
+
+@dataclass
+class ReconTrainConfig:
+    image_size: int = 64
+    width: int = 16
+    norm: str = "batch"
+    batch_size: int = 32
+    photo_batch: int = 16          # images of each batch that are re-rendered for the photometric loss (cost)
+    steps: int = 4000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    w_coeff: float = 1.0
+    w_landmark: float = 0.05
+    w_photo: float = 2.0
+    noise_std: float = 0.02        # Gaussian pixel noise on inputs (robustness to generator artefacts)
+    checkpoint_every: int = 250
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+def coefficient_scale(coeffs: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """Per-coefficient standard deviation [257] of a coefficient sample (the loss's units)."""
+    return coeffs.double().std(0).clamp_min(floor).float()
+
+
+class ReconTrainer:
+    """Trains ``ReconNet("small")`` on ``(images [-1, 1], coeffs)`` pairs; see the module docstring."""
+
+    def __init__(self, config: ReconTrainConfig, model: MorphableModel, coeff_scale: torch.Tensor, out_dir,
+                 device=None):
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.device = torch.device(device or "cpu")
+        torch.manual_seed(config.seed)
+        self.fm = model.to(self.device)
+        self.net = ReconNet("small", image_size=config.image_size, width=config.width, norm=config.norm,
+                            input_range="-1_1").to(self.device)
+        self.scale = coeff_scale.to(self.device)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.log: list[dict] = []
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 0 at ``steps``."""
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    # ----------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return dict(net=self.net.state_dict(), opt=self.opt.state_dict(), step=self.step, rng=self.rng.get_state(),
+                    torch_rng=torch.get_rng_state(), scale=self.scale.cpu(), config=self.cfg.to_json(),
+                    log=json.dumps(self.log))
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        self.net.save(self.out / "recon.safetensors")
+        (self.out / "log.json").write_text(json.dumps(self.log))
+
+    def try_resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ("image_size", "width", "norm"):
+            if saved[key] != getattr(self.cfg, key):
+                raise ValueError(f"{self.checkpoint_path}: checkpoint has {key}={saved[key]!r}, requested "
+                                 f"{getattr(self.cfg, key)!r}; use another output directory")
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.scale = state["scale"].to(self.device)
+        self.log = json.loads(state["log"])
+        return True
+
+    # ----------------------------------------------------------- one iteration
+    def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
+        cfg = self.cfg
+        pred = self.net(images)
+        coeff = (((pred - target) / self.scale) ** 2).mean()
+        out_p = self.fm(pred, image_size=cfg.image_size, check=False)
+        with torch.no_grad():
+            lm_target = self.fm(target, image_size=cfg.image_size, check=False).landmarks
+        lm = landmark_loss(out_p.landmarks, lm_target)
+        k = min(cfg.photo_batch, len(images))
+        sub = type(out_p)(**{f.name: getattr(out_p, f.name) for f in dataclasses.fields(out_p)})
+        sub.vertices, sub.colors = out_p.vertices[:k], out_p.colors[:k]
+        rendered, mask = render(sub, size=cfg.image_size, supersample=1, clamp=False)
+        photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
+        total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo
+        return dict(total=total, coeff=coeff, landmark=lm, photo=photo)
+
+    def train(self, images_u8: torch.Tensor, coeffs: torch.Tensor, progress: bool = True,
+              max_steps: int | None = None) -> dict:
+        """``images_u8`` [N, 3, S, S] uint8 and ``coeffs`` [N, 257]; trains until ``cfg.steps``."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if len(images_u8) == 0 or len(images_u8) != len(coeffs):
+            raise ValueError(f"train: need as many images as coefficient rows (>0), found {len(images_u8)} "
+                             f"and {len(coeffs)}")
+        self.net.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train-recon", disable=not progress)
+        done, t0 = 0, time.perf_counter()
+        try:
+            while self.step < cfg.steps and (max_steps is None or done < max_steps):
+                idx = torch.randint(len(images_u8), (cfg.batch_size,), generator=self.rng)
+                x = images_u8[idx].to(self.device, torch.float32) / 127.5 - 1
+                x = x + torch.randn(x.shape, generator=self.rng).to(x) * cfg.noise_std
+                y = coeffs[idx].to(self.device, torch.float32)
+                for group in self.opt.param_groups:
+                    group["lr"] = self.lr_at(self.step)
+                terms = self.losses(x, y)
+                self.opt.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                self.opt.step()
+                self.step += 1
+                done += 1
+                bar.update(1)
+                if self.step % 10 == 0:
+                    stats = {k: float(v.detach()) for k, v in terms.items()}
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items()})
+                    self.log.append(dict(step=self.step, lr=self.lr_at(self.step), **stats))
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+        finally:  # an interrupted run keeps its progress
+            self.save()
+            bar.close()
+        self.net.eval()
+        return dict(step=self.step, seconds=time.perf_counter() - t0)
+
+
+def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrainConfig, out_dir,
+                model: MorphableModel | None = None, device=None, resume: bool = True, progress: bool = True,
+                max_steps: int | None = None) -> ReconTrainer:
+    """Train (or resume) a small ReconNet; writes ``out_dir/{checkpoint.pt, recon.safetensors, log.json}``."""
+    fm = model or MorphableModel.mini()
+    trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device)
+    if resume:
+        trainer.try_resume()
+    trainer.train(images_u8, coeffs, progress=progress, max_steps=max_steps)
+    return trainer
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, coeffs: torch.Tensor | None = None,
+                   batch: int = 256) -> dict:
+    """Metrics of ``net`` on images [N, 3, S, S] in [-1, 1] (float, or uint8 in [0, 255]).
+
+    Always: ``photometric`` -- Deep3D's masked colour distance (0-1 RGB units) between each image and the
+    render of its predicted coefficients, averaged over images. With ground-truth ``coeffs`` also:
+    ``landmark_px`` (mean 68-landmark distance in pixels), per-group coefficient RMSE ``rmse_<group>`` (id, exp,
+    tex, gamma in coefficient units; ``angle_deg`` mean absolute angle error per axis; ``trans`` RMSE in dm).
+    """
+    size = images.shape[-1]
+    dev = next(net.parameters()).device
+    sums: dict[str, float] = {}
+    n = len(images)
+    for i in range(0, n, batch):
+        x = images[i:i + batch]
+        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+        x = x.to(dev)
+        pred = net(x).float()
+        out_p = model(pred, image_size=size, check=False)
+        rendered, mask = render(out_p, size=size, supersample=2)
+        per_image = [float(photometric_loss(rendered[k:k + 1], (x[k:k + 1] + 1) / 2, mask[k:k + 1]))
+                     for k in range(len(x))]
+        _acc(sums, "photometric", sum(per_image))
+        if coeffs is not None:
+            y = coeffs[i:i + batch].to(dev).float()
+            lm_t = model(y, image_size=size, check=False).landmarks
+            _acc(sums, "landmark_px", float((out_p.landmarks - lm_t).norm(dim=-1).mean(1).sum()))
+            for g in ("id", "exp", "tex", "gamma", "trans"):
+                _acc(sums, f"sq_{g}", float(((pred[:, SLICES[g]] - y[:, SLICES[g]]) ** 2).mean(1).sum()))
+            ang = (pred[:, SLICES["angle"]] - y[:, SLICES["angle"]]).abs().rad2deg()
+            for k, name in enumerate(("pitch", "yaw", "roll")):
+                _acc(sums, f"angle_deg_{name}", float(ang[:, k].sum()))
+    out = {"n": n, "photometric": sums["photometric"] / n}
+    if coeffs is not None:
+        out["landmark_px"] = sums["landmark_px"] / n
+        for g in ("id", "exp", "tex", "gamma", "trans"):
+            out[f"rmse_{g}"] = math.sqrt(sums[f"sq_{g}"] / n)
+        for name in ("pitch", "yaw", "roll"):
+            out[f"angle_deg_{name}"] = sums[f"angle_deg_{name}"] / n
+    return out
+
+
+def _acc(sums: dict, key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value

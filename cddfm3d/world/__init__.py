@@ -1,0 +1,5 @@
+"""The mini world: coefficient priors, the human and toon domains, and rendered datasets."""
+from .domains import DOMAINS, mini_model, render
+from .priors import sample_coeffs
+
+__all__ = ["DOMAINS", "mini_model", "render", "sample_coeffs"]

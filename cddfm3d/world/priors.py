@@ -1,0 +1,88 @@
+"""Coefficient priors of the mini world: which faces, expressions, poses and lights the datasets contain.
+
+All draws are in MiniFace's 257-coefficient layout (id 80, exp 64, tex 80, angle 3, gamma 27, trans 3), whose
+shape and texture bases are scaled by their standard deviations (unit coefficients are one standard deviation).
+
+* identity, expression, texture: N(0, s^2 I) with s = ID_SCALE, EXP_SCALE, TEX_SCALE (below 1: the tails of
+  MiniFace's synthetic population look caricatured or blotchy at 64 px);
+* pose (radians): yaw, pitch, roll from normals truncated to +-35, +-20, +-8 degrees;
+* light: one dominant light from the front-top (elevation ~ N(25, 15) deg, azimuth ~ N(0, 30) deg) written as
+  first-order SH, an ambient level, a slightly tinted colour per light, and small second-order terms;
+* translation: a few pixels of jitter in x, y and a few percent of scale through z.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..face3d.morphable import N_COEFFS, SLICES
+from ..face3d.lighting import A1, C1, INIT_AMBIENT
+
+ID_SCALE = 0.9    # the outer tails of MiniFace identity look caricatured
+EXP_SCALE = 0.8
+TEX_SCALE = 0.7   # full-std texture detail reads as blotches at 64 px
+# (std, limit) in degrees for pitch (x), yaw (y), roll (z): Deep3D's Euler order.
+POSE_DEG = {"pitch": (10.0, 20.0), "yaw": (18.0, 35.0), "roll": (4.0, 8.0)}
+LIGHT_ELEVATION_DEG = (25.0, 15.0)   # mean, std (positive: from above)
+LIGHT_AZIMUTH_DEG = (0.0, 30.0)      # mean, std (positive: from the face's left, the viewer's right)
+LIGHT_STRENGTH = (0.35, 0.10)        # first-order magnitude (in units of the DC term), mean, std
+AMBIENT_STD = 0.10                   # std of the DC offset added to Deep3D's 0.8
+TINT_STD = 0.04                      # per-channel colour variation of the light
+SECOND_ORDER_STD = 0.03
+TRANS_STD = (0.06, 0.06, 0.25)       # dm: x, y (about 1.7 px at 64 px per 0.06) and z (2.5 % scale per 0.25)
+TRANS_LIMIT = (0.15, 0.15, 0.6)
+
+
+def _truncated_normal(n: int, std: float, limit: float, gen: torch.Generator) -> torch.Tensor:
+    """Normal(0, std) conditioned on |x| <= limit (rejection by redraw; cheap for limit >= std)."""
+    out = torch.randn(n, generator=gen, dtype=torch.float64) * std
+    bad = out.abs() > limit
+    while bool(bad.any()):
+        out[bad] = torch.randn(int(bad.sum()), generator=gen, dtype=torch.float64) * std
+        bad = out.abs() > limit
+    return out
+
+
+def light_gamma(n: int, gen: torch.Generator) -> torch.Tensor:
+    """SH gamma [n, 27] (colour-major R0..R8, G0..G8, B0..B8) of the light prior."""
+    elev = torch.deg2rad(torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_ELEVATION_DEG[1]
+                         + LIGHT_ELEVATION_DEG[0])
+    azim = torch.deg2rad(torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_AZIMUTH_DEG[1]
+                         + LIGHT_AZIMUTH_DEG[0])
+    # Unit direction toward the light in the world frame (x right, y up, z toward the camera).
+    d = torch.stack([torch.cos(elev) * torch.sin(azim), torch.sin(elev), torch.cos(elev) * torch.cos(azim)], -1)
+    strength = (torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_STRENGTH[1]
+                + LIGHT_STRENGTH[0]).clamp(0.05, 0.8)
+    ambient = torch.randn(n, generator=gen, dtype=torch.float64) * AMBIENT_STD
+    tint = 1.0 + torch.randn(n, 3, generator=gen, dtype=torch.float64) * TINT_STD
+    gamma = torch.zeros(n, 3, 9, dtype=torch.float64)
+    # Irradiance = sum_k gamma_k * basis_k(normal); basis 1..3 are k1 * (-y, z, -x) with k1 = A1 * C1, and the
+    # DC basis is A0 * C0 = 1 / (4 * C0^-1 ...) -- scale so that `strength` is relative to the DC irradiance.
+    dc_irradiance = (INIT_AMBIENT + ambient) * 0.886227  # A0 * C0 = sqrt(pi) / 2
+    first = (strength * dc_irradiance / (A1 * C1))[:, None] * torch.stack([-d[:, 1], d[:, 2], -d[:, 0]], -1)
+    gamma[:, :, 0] = ambient[:, None]
+    gamma[:, :, 1:4] = first[:, None, :]
+    gamma[:, :, 4:] = torch.randn(n, 3, 5, generator=gen, dtype=torch.float64) * SECOND_ORDER_STD
+    # Tint scales each colour's whole SH vector (DC offset included: INIT_AMBIENT is added inside shade()).
+    gamma = gamma * tint[:, :, None]
+    gamma[:, :, 0] += (tint - 1.0) * INIT_AMBIENT
+    return gamma.reshape(n, 27)
+
+
+def sample_coeffs(n: int, seed: int = 0) -> torch.Tensor:
+    """Coefficients [n, 257] (float32) drawn from the mini world's priors; deterministic in ``seed``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"sample_coeffs: n must be a non-negative int, found {n!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    out = torch.zeros(n, N_COEFFS, dtype=torch.float64)
+    out[:, SLICES["id"]] = torch.randn(n, 80, generator=gen, dtype=torch.float64) * ID_SCALE
+    out[:, SLICES["exp"]] = torch.randn(n, 64, generator=gen, dtype=torch.float64) * EXP_SCALE
+    out[:, SLICES["tex"]] = torch.randn(n, 80, generator=gen, dtype=torch.float64) * TEX_SCALE
+    angle = [_truncated_normal(n, math.radians(POSE_DEG[k][0]), math.radians(POSE_DEG[k][1]), gen)
+             for k in ("pitch", "yaw", "roll")]
+    out[:, SLICES["angle"]] = torch.stack(angle, -1)
+    out[:, SLICES["gamma"]] = light_gamma(n, gen)
+    out[:, SLICES["trans"]] = torch.stack(
+        [_truncated_normal(n, s, lim, gen) for s, lim in zip(TRANS_STD, TRANS_LIMIT)], -1)
+    return out.float()

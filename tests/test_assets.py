@@ -1,0 +1,361 @@
+"""cddfm3d.assets: manifest of shipped assets (sha256, size, caching, errors) and user-supplied asset paths."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cddfm3d import assets
+from cddfm3d.assets import AssetError, AssetIntegrityError, AssetValidationError
+from cddfm3d.face3d.recon import ReconNet
+from cddfm3d.stylegan2.checkpoints import save_generator
+from cddfm3d.stylegan2.generator import Generator
+
+REPO_ASSETS = Path(assets.__file__).resolve().parent.parent / "assets"
+REAL_ENVS = [a.env for a in assets.REAL_ASSETS.values()]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test sees an empty assets folder, no config file and no real-asset env vars."""
+    for var in REAL_ENVS + [assets.CONFIG_ENV]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # the vgg16 default lookup
+    monkeypatch.setenv(assets.ASSETS_ENV, str(tmp_path / "assets"))
+    (tmp_path / "assets" / "mini").mkdir(parents=True)
+    assets.clear_verification_cache()
+    yield
+    assets.clear_verification_cache()
+
+
+def tiny_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(16, z_dim=8, w_dim=8, mapping_layers=1, channels={4: 8, 8: 8, 16: 8}).eval()
+
+
+@pytest.fixture
+def shipped_generator(tmp_path):
+    G = tiny_generator()
+    save_generator(G, tmp_path / "assets" / "mini" / "generator.safetensors")
+    assets.register("mini/generator", "mini/generator.safetensors", "stylegan2.Generator", config=G.config,
+                    command="python -m cddfm3d train-gan --world mini", metrics={"fid": 1.5}, description="tiny")
+    return G
+
+
+def bump_mtime(p: Path) -> None:
+    # file systems stamp mtimes with a coarse clock; an edit right after writing may keep the same mtime_ns,
+    # while a real edit by hand happens much later. Move the clock forward as that later edit would.
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def write_manifest(tmp_path, data) -> Path:
+    p = tmp_path / "assets" / "MANIFEST.json"
+    p.write_text(data if isinstance(data, str) else json.dumps(data))
+    return p
+
+
+# ============================================================================================ shipped assets
+def test_assets_dir_default_and_env(monkeypatch, tmp_path):
+    assert assets.assets_dir() == tmp_path / "assets"
+    monkeypatch.delenv(assets.ASSETS_ENV)
+    assert assets.assets_dir() == REPO_ASSETS
+
+
+def test_register_load_generator_roundtrip(shipped_generator, tmp_path):
+    G = shipped_generator
+    G2 = assets.load("mini/generator")
+    assert not G2.training and not any(p.requires_grad for p in G2.parameters())
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(G(z, noise="const"), G2(z, noise="const"))
+    file = tmp_path / "assets" / "mini" / "generator.safetensors"
+    e = assets.entry("mini/generator")
+    assert e["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert e["size"] == file.stat().st_size
+    assert e["kind"] == "stylegan2.Generator" and e["config"] == G.config and e["metrics"] == {"fid": 1.5}
+    assert e["command"].startswith("python -m cddfm3d") and e["created"] and e["description"] == "tiny"
+    assert assets.path("mini/generator") == file
+    assert assets.available() == ["mini/generator"]
+    raw = json.loads((tmp_path / "assets" / "MANIFEST.json").read_text())
+    assert raw["format"] == "cddfm3d.assets" and raw["version"] == 1
+
+
+def test_reconnet_and_json_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = ReconNet("small", image_size=16, width=4)
+    for layer in net.final_layers:  # non-zero heads, so the comparison means something
+        torch.nn.init.normal_(layer.weight)
+    net.eval()
+    net.save(tmp_path / "assets" / "mini" / "recon.safetensors")
+    assets.register("mini/recon", "mini/recon.safetensors", "face3d.ReconNet", net.config, "cmd r", {})
+    (tmp_path / "assets" / "mini" / "metrics.json").write_text(json.dumps({"psnr": [1, 2]}))
+    assets.register("mini/metrics", "mini/metrics.json", "json", {}, "cmd m", {})
+    net2 = assets.load("mini/recon")
+    assert isinstance(net2, ReconNet) and not net2.training
+    assert not any(p.requires_grad for p in net2.parameters())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(net(x), net2(x))
+    assert assets.load("mini/metrics") == {"psnr": [1, 2]}
+
+
+def test_tampered_byte_reports_hashes_and_command(shipped_generator, tmp_path):
+    file = tmp_path / "assets" / "mini" / "generator.safetensors"
+    expected = assets.entry("mini/generator")["sha256"]
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+    bump_mtime(file)
+    found = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(AssetError) as info:
+        assets.load("mini/generator")
+    msg = str(info.value)
+    assert isinstance(info.value, AssetIntegrityError) and isinstance(info.value, AssetValidationError)
+    assert str(file) in msg and expected in msg and found in msg
+    assert "damaged or was changed by hand" in msg and "python -m cddfm3d train-gan --world mini" in msg
+    # verify=False skips the check (the file is still a readable generator: only a weight changed)
+    assets.load("mini/generator", verify=False)
+
+
+def test_size_mismatch(shipped_generator, tmp_path):
+    file = tmp_path / "assets" / "mini" / "generator.safetensors"
+    with open(file, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(AssetIntegrityError, match="bytes, expected"):
+        assets.path("mini/generator")
+
+
+def test_hash_is_cached_per_file_state(shipped_generator, tmp_path, monkeypatch):
+    calls = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda p: calls.append(p) or real(p))
+    assets.clear_verification_cache()
+    assets.path("mini/generator")
+    assets.load("mini/generator")
+    assert len(calls) == 1
+    bump_mtime(tmp_path / "assets" / "mini" / "generator.safetensors")  # a rewritten file is hashed again
+    assets.path("mini/generator")
+    assert len(calls) == 2
+
+
+def test_missing_file_and_unknown_name(shipped_generator, tmp_path):
+    with pytest.raises(AssetError, match=r"unknown asset 'mini/nope'.*\['mini/generator'\]"):
+        assets.load("mini/nope")
+    (tmp_path / "assets" / "mini" / "generator.safetensors").unlink()
+    with pytest.raises(AssetError) as info:
+        assets.load("mini/generator")
+    assert "generator.safetensors" in str(info.value) and "not found" in str(info.value)
+    assert "train-gan" in str(info.value)
+
+
+def test_manifest_errors_name_file_and_field(tmp_path):
+    with pytest.raises(AssetError, match="MANIFEST.json: asset manifest not found"):
+        assets.load("mini/generator")
+    assert assets.available() == []
+    p = write_manifest(tmp_path, "{not json")
+    with pytest.raises(AssetValidationError, match=f"{p}: not valid JSON"):
+        assets.load("mini/generator")
+    write_manifest(tmp_path, {"format": "something.else", "version": 1, "assets": {}})
+    with pytest.raises(AssetValidationError, match=r"MANIFEST.json: field 'format' is 'something.else', "
+                                                   r"expected 'cddfm3d.assets'"):
+        assets.available()
+    write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 2, "assets": {}})
+    with pytest.raises(AssetValidationError, match="field 'version' is 2, expected 1"):
+        assets.available()
+    write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 1, "assets": []})
+    with pytest.raises(AssetValidationError, match="field 'assets'"):
+        assets.available()
+    write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 1,
+                              "assets": {"mini/x": {"file": "x.bin", "kind": "pickle", "sha256": "0" * 64,
+                                                    "size": 1}}})
+    with pytest.raises(AssetValidationError, match=r"assets\['mini/x'\].kind is 'pickle'"):
+        assets.entry("mini/x")
+    write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 1, "assets": {"mini/x": {"file": "x"}}})
+    with pytest.raises(AssetValidationError, match=r"missing field\(s\) \['kind', 'sha256', 'size'\]"):
+        assets.entry("mini/x")
+
+
+def test_register_keeps_other_entries_sorted(shipped_generator, tmp_path):
+    d = tmp_path / "assets" / "mini"
+    (d / "b.json").write_text("[1]")
+    (d / "a.json").write_text("[2]")
+    before = assets.entry("mini/generator")
+    assets.register("mini/b", d / "b.json", "json", {}, "cmd b", {})  # absolute path inside the folder
+    assets.register("mini/a", "mini/a.json", "json", {}, "cmd a", {})
+    raw = json.loads((tmp_path / "assets" / "MANIFEST.json").read_text())
+    assert list(raw["assets"]) == ["mini/a", "mini/b", "mini/generator"]
+    assert raw["assets"]["mini/generator"] == before
+    assert raw["assets"]["mini/b"]["file"] == "mini/b.json"
+    (d / "a.json").write_text("[3, 4]")  # re-registering replaces the entry
+    assets.register("mini/a", "mini/a.json", "json", {}, "cmd a2", {})
+    assert assets.load("mini/a") == [3, 4] and assets.entry("mini/a")["command"] == "cmd a2"
+    assert not list((tmp_path / "assets").glob("*.tmp"))
+    with pytest.raises(ValueError, match="kind"):
+        assets.register("mini/c", "mini/a.json", "numpy", {}, "", {})
+    with pytest.raises(ValueError, match="relative path"):
+        assets.register("mini/c", "../a.json", "json", {}, "", {})
+    with pytest.raises(ValueError, match="real/"):
+        assets.register("real/bfm", "mini/a.json", "json", {}, "", {})
+
+
+# ============================================================================================ real assets
+def test_real_unset_names_env_var_config_key_and_how(tmp_path):
+    for name, a in assets.REAL_ASSETS.items():
+        with pytest.raises(AssetError) as info:
+            assets.load(name)
+        msg = str(info.value)
+        assert a.env in msg and f'{a.key} = "' in msg and "[real]" in msg and "config.toml" in msg
+        assert "How to obtain it" in msg and "never downloads" in msg
+    with pytest.raises(AssetError, match="stylegan2-ffhq-config-f.pt"):
+        assets.real_path("real/generator")
+    with pytest.raises(AssetError, match="convert_bfm09"):
+        assets.real_path("real/bfm")
+    with pytest.raises(AssetError, match="unknown asset 'real/nope'"):
+        assets.load("real/nope")
+
+
+def test_real_env_var_to_missing_file(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere" / "BFM_model_front.mat"
+    monkeypatch.setenv("CDDFM3D_BFM", str(missing))
+    with pytest.raises(AssetError) as info:
+        assets.real_path("real/bfm")
+    assert str(missing) in str(info.value) and "environment variable CDDFM3D_BFM" in str(info.value)
+
+
+def test_real_generator_from_config_relative_path_and_env_precedence(tmp_path, monkeypatch):
+    G = tiny_generator()
+    cfg_dir = tmp_path / "home" / ".config" / "cddfm3d"
+    (cfg_dir / "weights").mkdir(parents=True)
+    save_generator(G, cfg_dir / "weights" / "ffhq.safetensors")
+    (cfg_dir / "config.toml").write_text('[real]\ngenerator = "weights/ffhq.safetensors"\n')
+    assert assets.real_path("real/generator") == cfg_dir / "weights" / "ffhq.safetensors"
+    G2 = assets.load("real/generator")
+    z = torch.randn(1, 8)
+    with torch.no_grad():
+        assert torch.equal(G(z, noise="const"), G2(z, noise="const"))
+    rows = {r["name"]: r for r in assets.describe()}
+    assert rows["real/generator"]["source"] == "config" and rows["real/generator"]["ok"]
+    # the environment variable beats the config file
+    other = tmp_path / "env.safetensors"
+    save_generator(G, other)
+    monkeypatch.setenv("CDDFM3D_FFHQ_GENERATOR", str(other))
+    assert assets.real_path("real/generator") == other
+    assert {r["name"]: r for r in assets.describe()}["real/generator"]["source"] == "env"
+    # a missing file named in the config file names the file, the key and the config file
+    monkeypatch.delenv("CDDFM3D_FFHQ_GENERATOR")
+    (cfg_dir / "config.toml").write_text('[real]\ngenerator = "weights/gone.pt"\n')
+    with pytest.raises(AssetError) as info:
+        assets.real_path("real/generator")
+    msg = str(info.value)
+    assert str(cfg_dir / "weights" / "gone.pt") in msg and "[real] generator" in msg and "config.toml" in msg
+
+
+def test_config_env_var_and_bad_config(tmp_path, monkeypatch):
+    cfg = tmp_path / "my.toml"
+    monkeypatch.setenv(assets.CONFIG_ENV, str(cfg))
+    with pytest.raises(AssetError, match=f"{cfg}: config file not found"):
+        assets.real_path("real/arcface")
+    cfg.write_text("[real\narcface = 1")
+    with pytest.raises(AssetValidationError, match=f"{cfg}: not a valid TOML"):
+        assets.real_path("real/arcface")
+    cfg.write_text("[real]\narcface = 1\n")
+    with pytest.raises(AssetValidationError, match=r"\[real\] arcface must be a non-empty path string"):
+        assets.real_path("real/arcface")
+
+
+def test_vgg16_validation_and_default_location(tmp_path, monkeypatch):
+    bad = tmp_path / "vgg.pth"
+    torch.save({"conv.weight": torch.zeros(2)}, bad)
+    monkeypatch.setenv("CDDFM3D_VGG16", str(bad))
+    with pytest.raises(AssetValidationError) as info:
+        assets.load("real/vgg16")
+    assert str(bad) in str(info.value) and "features.0.weight" in str(info.value)
+    torch.save({"features.0.weight": torch.zeros(64, 3, 5, 5)}, bad)
+    with pytest.raises(AssetValidationError, match=r"shape \[64, 3, 5, 5\], expected \[64, 3, 3, 3\]"):
+        assets.load("real/vgg16")
+    bad.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(AssetValidationError, match="not a readable PyTorch checkpoint"):
+        assets.load("real/vgg16")
+    # nothing configured: the torch hub cache is looked up
+    monkeypatch.delenv("CDDFM3D_VGG16")
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    assert str(tmp_path) in str(hub)
+    with pytest.raises(AssetError, match="default location"):
+        assets.real_path("real/vgg16")
+    hub.parent.mkdir(parents=True)
+    torch.save({"features.0.weight": torch.ones(64, 3, 3, 3)}, hub)
+    sd = assets.load("real/vgg16")
+    assert torch.equal(sd["features.0.weight"], torch.ones(64, 3, 3, 3))
+    assert {r["name"]: r for r in assets.describe()}["real/vgg16"]["source"] == "default"
+
+
+def test_arcface_state_dict(tmp_path, monkeypatch):
+    f = tmp_path / "backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3), "fc.weight": torch.zeros(512, 10)}, f)
+    monkeypatch.setenv("CDDFM3D_ARCFACE", str(f))
+    assert set(assets.load("real/arcface")) == {"conv1.weight", "fc.weight"}
+    torch.save({"state": {"a": torch.zeros(1)}, "epoch": 3}, f)
+    with pytest.raises(AssetValidationError, match=f"{f}: expected a state dict of tensors"):
+        assets.load("real/arcface")
+
+
+def test_loader_errors_pass_through_with_asset_name(tmp_path, monkeypatch):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00" * 64)
+    for name, env in (("real/bfm", "CDDFM3D_BFM"), ("real/recon", "CDDFM3D_DEEP3D"),
+                      ("real/generator", "CDDFM3D_FFHQ_GENERATOR")):
+        monkeypatch.setenv(env, str(junk))
+        with pytest.raises(AssetValidationError) as info:
+            assets.load(name)
+        msg = str(info.value)
+        assert msg.startswith(f"{name} (path from environment variable {env}): ") and str(junk) in msg
+    monkeypatch.setenv("CDDFM3D_BFM", str(tmp_path))  # a directory
+    with pytest.raises(AssetValidationError, match="is not a file"):
+        assets.real_path("real/bfm")
+
+
+def test_describe_never_raises_and_reports_sources(tmp_path, monkeypatch):
+    rows = assets.describe()  # nothing at all: no manifest, nothing configured
+    assert {r["name"] for r in rows} >= set(assets.REAL_ASSETS) | {"mini/*"}
+    assert all(set(r) == {"name", "kind", "source", "path", "ok", "message"} for r in rows)
+    assert all(not r["ok"] for r in rows)
+    assert {r["source"] for r in rows if r["name"].startswith("real/")} == {"unset"}
+    write_manifest(tmp_path, "{broken")
+    monkeypatch.setenv(assets.CONFIG_ENV, str(tmp_path / "broken.toml"))
+    (tmp_path / "broken.toml").write_text("[[[")
+    monkeypatch.setenv("CDDFM3D_BFM", str(tmp_path / "missing.mat"))
+    rows = {r["name"]: r for r in assets.describe()}
+    assert not rows["mini/*"]["ok"] and "not valid JSON" in rows["mini/*"]["message"]
+    assert rows["real/bfm"]["source"] == "env" and "missing.mat" in rows["real/bfm"]["message"]
+    assert rows["real/arcface"]["source"] == "config" and "not a valid TOML" in rows["real/arcface"]["message"]
+
+
+def test_describe_shipped_rows(shipped_generator, tmp_path):
+    rows = {r["name"]: r for r in assets.describe()}
+    assert rows["mini/generator"] == {"name": "mini/generator", "kind": "stylegan2.Generator",
+                                      "source": "shipped", "ok": True, "message": "tiny",
+                                      "path": str(tmp_path / "assets" / "mini" / "generator.safetensors")}
+
+
+# ============================================================================================ the repository
+def test_repository_manifest_entries_verify(monkeypatch):
+    monkeypatch.delenv(assets.ASSETS_ENV)
+    manifest = REPO_ASSETS / "MANIFEST.json"
+    if not manifest.is_file():
+        pytest.skip(f"{manifest} does not exist yet (the shipped assets are built by the pipeline)")
+    raw = json.loads(manifest.read_text())
+    assert raw["format"] == "cddfm3d.assets" and raw["version"] == 1
+    assert assets.available() == sorted(raw["assets"])
+    for name, e in raw["assets"].items():
+        file = REPO_ASSETS / e["file"]
+        assert file.is_file(), f"{name}: {file} is missing"
+        assert file.stat().st_size == e["size"], name
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == e["sha256"], name
+        assert e.get("command"), f"{name}: no command recorded"
+        assert assets.path(name) == file
