@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16
 TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit notebooks bench clean-notebooks install
+.PHONY: demo test unit notebooks bench clean-notebooks install mini-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,16 @@ bench: $(STAMP)
 
 clean-notebooks: $(STAMP)
 	$(PY) tools/clean_notebooks.py notebooks
+
+# Rebuild the shipped mini-world weights (assets/) from scratch: render the datasets, train the generator and the
+# reconstruction network (resumable: re-run after an interruption), evaluate and register them in
+# assets/MANIFEST.json. Hours on 2 CPU cores; minutes on one GPU (the trainers use CUDA when present).
+WORLD_DIR ?= out/world
+GAN_KIMG ?= 400
+mini-assets: $(STAMP)
+	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/train --n 30000 --seed 0 --domains human
+	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
+	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
+	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg $(GAN_KIMG) --snapshot-kimg 4 --gamma 0.1 --seed 0
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 4000
+	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor

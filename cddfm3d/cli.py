@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 
 
@@ -19,6 +21,9 @@ def _demo(args) -> int:
 def _make_world(args) -> int:
     from .world.datasets import write_dataset
 
+    from .world.ship import record_command
+
+    record_command(args.out, args.argv)
     out = write_dataset(args.out, args.n, seed=args.seed, domains=args.domains, size=args.size,
                         shard_size=args.shard_size)
     print(f"wrote {args.n} samples ({', '.join(args.domains)}, {args.size} px) to {out}")
@@ -46,12 +51,24 @@ def _train_recon(args) -> int:
 
     from . import config
 
+    from .world.ship import record_command
+
     ds = WorldDataset(args.data, domain=args.domain)
+    record_command(args.out, args.argv)
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
                            lr=args.lr, seed=args.seed)
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
                           resume=not args.no_resume)
     print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
+    return 0
+
+
+def _ship_mini(args) -> int:
+    from .world.ship import ship_mini_assets
+
+    report = ship_mini_assets(args.gan, args.recon, args.train_data, args.heldout, args.floor, n_fd=args.n_fd,
+                              n_photo=args.n_photo, ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -61,6 +78,10 @@ def _train_gan(args) -> int:
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
+    from .world.ship import record_command
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        record_command(args.out, args.argv)
     trainer = train_gan(_training_images(args.data, args.resolution, args.domain), cfg, args.out, device=device,
                         resume=not args.no_resume)
     print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; EMA generator: {args.out}/generator.safetensors")
@@ -105,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.set_defaults(func=_train_recon)
 
+    s = sub.add_parser("ship-mini", help="evaluate a trained mini generator and ReconNet and ship them into "
+                       "assets/ (files + MANIFEST.json with sha256, config, commands, metrics)")
+    s.add_argument("--gan", required=True, help="train-gan run directory")
+    s.add_argument("--recon", required=True, help="train-recon run directory")
+    s.add_argument("--train-data", required=True, help="the dataset both were trained on")
+    s.add_argument("--heldout", required=True, help="held-out dataset (other seed) for the metrics")
+    s.add_argument("--floor", required=True, help="a second held-out dataset: the Fréchet-distance floor")
+    s.add_argument("--n-fd", type=int, default=10000)
+    s.add_argument("--n-photo", type=int, default=1000)
+    s.set_defaults(func=_ship_mini)
+
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
     t.add_argument("--data", required=True, help="mini-world dataset folder (make-world) or folder of images")
@@ -125,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -1,7 +1,8 @@
-"""The main job on the embedded default: sample grid and StyleSpace single-channel edit grid, written to out/.
+"""The main job on the embedded default (``python -m cddfm3d demo``, ``make demo``).
 
-Until the shipped mini-world generator exists, the default generator is a small, seeded, *untrained* StyleGAN2
-(its images are abstract patterns); pass ``generator=`` (any checkpoint `load_generator` reads) for a real one.
+Writes to ``out/``: generator samples, their reconstructions by the mini ReconNet (render overlay and 68
+landmarks), the same identities in the toon domain, single-channel StyleSpace edits, the shipped metrics and
+the metrics of this run, as PNG grids plus ``demo.json`` and ``index.html``.
 """
 from __future__ import annotations
 
@@ -10,37 +11,75 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import viz
-from .stylegan2 import Generator, channel_sensitivity, edit_channel, load_generator, style_stats, top_channels
+from . import assets, viz
+from .face3d.render import render as render_face
+from .stylegan2 import channel_sensitivity, edit_channel, load_generator, style_stats, top_channels
 
 EDIT_SIGMAS = (-10.0, -5.0, 0.0, 5.0, 10.0)
+ZOOM = 4  # reconstruction panels are upscaled so that 68 landmarks are visible on 64 px faces
 
 
-def default_generator(seed: int = 0) -> Generator:
-    """A lean 64 px generator with seeded random weights (stand-in until a trained one ships)."""
-    torch.manual_seed(seed)
-    G = Generator(64, z_dim=128, w_dim=128, mapping_layers=4, channel_max=128)
-    with torch.no_grad():
-        G.mapping_network.w_avg.copy_(G.mean_w(2000, seed=seed))
-    return G.eval().requires_grad_(False)
+def load_default_networks(device=None, generator: str | None = None):
+    """(generator, reconstruction network) of the embedded world, or ``generator`` from a checkpoint path."""
+    G = load_generator(generator, device=device).eval() if generator else assets.load("mini/generator", device)
+    return G, assets.load("mini/recon", device)
+
+
+def landmark_panel(images: torch.Tensor, landmarks: torch.Tensor, zoom: int = ZOOM) -> torch.Tensor:
+    """Images [B, 3, S, S] in [-1, 1] upscaled ``zoom`` times (nearest) with landmarks [B, K, 2] drawn as dots."""
+    big = images.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3).clone()
+    size = big.shape[-1]
+    centres = ((landmarks + 0.5) * zoom - 0.5).round().long()   # pixel centres stay centres after upscaling
+    for b in range(len(big)):
+        for x, y in centres[b].tolist():
+            if 0 <= x < size and 0 <= y < size:
+                big[b, :, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = torch.tensor([-1.0, 1.0, -1.0]).view(3, 1, 1)
+    return big
+
+
+def reconstruction_rows(G_samples: torch.Tensor, coeffs: torch.Tensor, fm) -> dict:
+    """Render the predicted coefficients: the render alone, and blended over the sample where the face is."""
+    size = G_samples.shape[-1]
+    out = fm(coeffs, image_size=size)
+    rendered, mask = render_face(out, size=size, supersample=2)
+    rendered = rendered * 2 - 1
+    overlay = G_samples * (1 - 0.6 * mask) + rendered * 0.6 * mask
+    return {"render": rendered, "overlay": overlay, "landmarks": out.landmarks,
+            "mask": mask}
 
 
 def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n_channels: int = 4, seed: int = 0,
              truncation_psi: float = 0.7, device: str | None = None) -> dict:
-    """Write ``samples.png``, ``stylespace_edits.png``, ``demo.json`` and ``index.html`` to ``out_dir``."""
+    """Write the demo page and its images to ``out_dir``; returns the report (also ``demo.json``)."""
+    from .face3d.losses import photometric_loss
+    from .world import mini_model, render as render_world
+
     t0 = time.perf_counter()
     dev = torch.device(device or "cpu")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    G = (load_generator(generator, device=dev) if generator else default_generator(seed).to(dev))
+    G, net = load_default_networks(dev, generator)
+    if net.image_size != G.resolution:
+        raise ValueError(f"the reconstruction network takes {net.image_size} px images, the generator makes "
+                         f"{G.resolution} px; pass a generator of the mini world's size")
+    fm = mini_model().to(dev)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_samples, G.z_dim, generator=g).to(dev)
     with torch.no_grad():
         ws = G.mapping(z, truncation_psi=truncation_psi)
-        samples = G.synthesis(ws, noise="const")
-    viz.save_png(viz.grid(samples, nrow=min(8, n_samples)), out / "samples.png")
+        samples = G.synthesis(ws, noise="const").clamp(-1, 1)
+        coeffs = net(samples)
+        rec = reconstruction_rows(samples, coeffs, fm)
+        photo = float(photometric_loss((rec["render"] + 1) / 2, (samples + 1) / 2, rec["mask"]))
+        toon = render_world(coeffs.cpu(), "toon", G.resolution, seed=seed)
+    nrow = min(8, n_samples)
+    viz.save_png(viz.grid(samples, nrow=nrow), out / "samples.png")
+    viz.save_png(viz.grid(rec["overlay"], nrow=nrow), out / "reconstruction_overlay.png")
+    viz.save_png(viz.grid(landmark_panel(samples, rec["landmarks"]), nrow=nrow), out / "landmarks.png")
+    viz.save_png(viz.grid(toon, nrow=nrow), out / "toon.png")
 
     stats = style_stats(G, n=2000, seed=seed)
     sens = channel_sensitivity(G, n=8, probes=2, seed=seed, stats=stats)
@@ -53,20 +92,53 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
                 rows.append(G.synthesis_from_styles(edit_channel(base, layer, channel, a, stats), noise="const"))
     viz.save_png(viz.grid(torch.cat(rows), nrow=len(EDIT_SIGMAS)), out / "stylespace_edits.png")
 
-    report = dict(generator=generator or "untrained lean 64 px StyleGAN2 (seeded)", resolution=G.resolution,
-                  style_layers=len(G.style_layers), style_dim=G.style_dim, truncation_psi=truncation_psi,
-                  edit_sigmas=list(EDIT_SIGMAS),
-                  edited_channels=[dict(layer=l, channel=c, name=G.style_layers[l].name,
-                                        rms_change_per_sigma=round(s, 5)) for l, c, s in chosen],
-                  seconds=round(time.perf_counter() - t0, 2))
+    shipped = {}
+    for name in ("mini/generator", "mini/recon"):
+        try:
+            shipped[name] = assets.entry(name).get("metrics", {})
+        except (assets.AssetError, assets.AssetValidationError):
+            shipped[name] = {}
+    report = dict(
+        generator=generator or "mini/generator (shipped)", recon="mini/recon (shipped)", resolution=G.resolution,
+        n_samples=n_samples, truncation_psi=truncation_psi, style_layers=len(G.style_layers), style_dim=G.style_dim,
+        run_metrics={"photometric_samples": photo},
+        shipped_metrics=shipped,
+        edit_sigmas=list(EDIT_SIGMAS),
+        edited_channels=[dict(layer=l, channel=c, name=G.style_layers[l].name, rms_change_per_sigma=round(s, 5))
+                         for l, c, s in chosen],
+        seconds=round(time.perf_counter() - t0, 2))
     (out / "demo.json").write_text(json.dumps(report, indent=2))
-    items = "".join(f"<li>{html.escape(G.style_layers[l].name)} (layer {l}), channel {c}</li>" for l, c, _ in chosen)
-    (out / "index.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>cddfm3d demo</title>"
-        f"<h1>cddfm3d demo</h1><p>Generator: {html.escape(report['generator'])}, {G.resolution} px, "
-        f"{len(G.style_layers)} style layers, {G.style_dim} StyleSpace dims.</p>"
-        "<h2>Samples</h2><img src='samples.png' style='image-rendering:pixelated;width:100%;max-width:1100px'>"
-        f"<h2>Single-channel StyleSpace edits</h2><p>Rows: the channels with the largest image effect per std; "
-        f"columns: {', '.join(f'{a:+g}' for a in EDIT_SIGMAS)} std.</p><ul>{items}</ul>"
-        "<img src='stylespace_edits.png' style='image-rendering:pixelated;width:60%;max-width:700px'>")
+    (out / "index.html").write_text(_page(report, chosen, G))
     return report
+
+
+def _table(metrics: dict) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metrics.items())
+    return f"<table border='1' cellpadding='3' style='border-collapse:collapse'>{rows}</table>"
+
+
+def _page(report: dict, chosen, G) -> str:
+    px = "style='image-rendering:pixelated;width:100%;max-width:1100px'"
+    items = "".join(f"<li>{html.escape(G.style_layers[l].name)} (layer {l}), channel {c}</li>" for l, c, _ in chosen)
+    shipped = "".join(f"<h3>{html.escape(k)}</h3>{_table(v)}" for k, v in report["shipped_metrics"].items())
+    return (
+        "<!doctype html><meta charset='utf-8'><title>cddfm3d demo</title>"
+        "<h1>cddfm3d demo: the mini world</h1>"
+        f"<p>Generator: {html.escape(report['generator'])} ({report['resolution']} px, {report['style_layers']} "
+        f"style layers, {report['style_dim']} StyleSpace dims); reconstruction: {html.escape(report['recon'])}. "
+        f"Samples at truncation {report['truncation_psi']}.</p>"
+        f"<h2>Generator samples</h2><img src='samples.png' {px}>"
+        "<h2>Reconstructions</h2><p>The MiniFace render of each sample's predicted coefficients, blended over it:</p>"
+        f"<img src='reconstruction_overlay.png' {px}><p>The 68 projected landmarks of the prediction:</p>"
+        f"<img src='landmarks.png' {px}>"
+        "<h2>The same identities in the toon domain</h2><p>The predicted coefficients rendered by the toon domain "
+        f"(cel shading, outlines, enlarged eyes, cartoon palette):</p><img src='toon.png' {px}>"
+        f"<h2>Single-channel StyleSpace edits</h2><p>Rows: the channels with the largest image effect per std; "
+        f"columns: {', '.join(f'{a:+g}' for a in report['edit_sigmas'])} std.</p><ul>{items}</ul>"
+        "<img src='stylespace_edits.png' style='image-rendering:pixelated;width:60%;max-width:700px'>"
+        f"<h2>Metrics of this run</h2>{_table(report['run_metrics'])}"
+        f"<h2>Shipped metrics (assets/MANIFEST.json)</h2>{shipped}"
+        f"<p>Written in {report['seconds']} s.</p>")

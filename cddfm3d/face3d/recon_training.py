@@ -102,7 +102,8 @@ class ReconTrainer:
     def try_resume(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        # CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["config"])
         for key in ("image_size", "width", "norm"):
             if saved[key] != getattr(self.cfg, key):
@@ -164,7 +165,7 @@ class ReconTrainer:
                 if self.step % 10 == 0:
                     stats = {k: float(v.detach()) for k, v in terms.items()}
                     bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items()})
-                    self.log.append(dict(step=self.step, lr=self.lr_at(self.step), **stats))
+                    self.log.append(dict(step=self.step, lr=self.lr_at(self.step - 1), **stats))
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
         finally:  # an interrupted run keeps its progress
@@ -197,6 +198,8 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     ``landmark_px`` (mean 68-landmark distance in pixels), per-group coefficient RMSE ``rmse_<group>`` (id, exp,
     tex, gamma in coefficient units; ``angle_deg`` mean absolute angle error per axis; ``trans`` RMSE in dm).
     """
+    if len(images) == 0:
+        raise ValueError("evaluate_recon: no images")
     size = images.shape[-1]
     dev = next(net.parameters()).device
     sums: dict[str, float] = {}

@@ -163,7 +163,8 @@ class GANTrainer:
     def try_resume(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        # CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         self.load_state_dict(state)
         return True
 

@@ -1,0 +1,292 @@
+"""Training and evaluating the small reconstruction network on renders with known coefficients: the learning-rate
+schedule, checkpoints and exact resume, the three loss terms (against independent formulas), loss reduction,
+``evaluate_recon`` (against brute-force metrics) and ``coefficient_scale``."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cddfm3d.face3d.morphable import SLICES
+from cddfm3d.face3d.recon import ReconNet
+from cddfm3d.face3d.recon_training import (ReconTrainConfig, ReconTrainer, coefficient_scale, evaluate_recon,
+                                           train_recon)
+from cddfm3d.face3d.render import render
+from cddfm3d.world import mini_model
+from cddfm3d.world.datasets import WorldDataset, write_dataset
+
+SIZE = 32
+TINY = dict(image_size=SIZE, width=4, batch_size=4, photo_batch=2, steps=6, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def fm():
+    return mini_model()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """16 human renders (uint8 [16, 3, 32, 32]) and their coefficients [16, 257]."""
+    root = write_dataset(tmp_path_factory.mktemp("recon_data"), 16, seed=3, size=SIZE, progress=False)
+    ds = WorldDataset(root)
+    return ds.images, ds.coeffs
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float() / 127.5 - 1
+
+
+def photo_by_hand(rendered, target, mask, eps=1e-6) -> float:
+    """Deep3D's masked colour distance, written out in float64."""
+    r, t, m = rendered.double(), target.double(), mask.double()
+    dist = torch.sqrt(eps + ((r - t) ** 2).sum(1, keepdim=True))
+    return float((dist * m).sum() / max(float(m.sum()), 1.0))
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+@pytest.mark.parametrize("lr, warmup, steps", [(2e-3, 10, 50), (1.0, 1, 7), (0.5, 0, 20), (1e-3, 30, 30)])
+def test_lr_schedule(fm, tmp_path, lr, warmup, steps):
+    cfg = ReconTrainConfig(image_size=SIZE, width=1, lr=lr, warmup=warmup, steps=steps)
+    tr = ReconTrainer(cfg, fm, torch.ones(257), tmp_path)
+
+    def expected(step):
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        frac = min((step - warmup) / max(steps - warmup, 1), 1.0)
+        return lr / 2 * (1 + np.cos(np.pi * frac))
+
+    got = [tr.lr_at(s) for s in range(steps + 5)]
+    assert got == pytest.approx([expected(s) for s in range(steps + 5)], rel=1e-12, abs=1e-15)
+    if warmup:
+        assert got[0] == pytest.approx(lr / warmup) and got[warmup - 1] == pytest.approx(lr)
+    if warmup < steps:
+        assert got[steps] == pytest.approx(0.0, abs=1e-15) and got[-1] == pytest.approx(0.0, abs=1e-15)
+    decay = got[warmup:steps + 1]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))  # monotone after the warm-up
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_training_writes_checkpoint_and_loadable_net(data, fm, tmp_path):
+    images, coeffs = data
+    tr = train_recon(images, coeffs, ReconTrainConfig(**TINY), tmp_path, model=fm, progress=False)
+    assert tr.step == 6
+    for name in ("checkpoint.pt", "recon.safetensors", "log.json"):
+        assert (tmp_path / name).is_file(), name
+    assert not list(tmp_path.glob("*.tmp"))
+    assert isinstance(json.loads((tmp_path / "log.json").read_text()), list)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 6 and json.loads(state["config"])["width"] == 4
+    assert not tr.net.training  # train() leaves the net in eval mode
+    # the heads moved away from their zero initialisation
+    assert any(float(h.weight.detach().abs().sum()) > 0 for h in tr.net.final_layers)
+
+    net = ReconNet.load(tmp_path / "recon.safetensors")
+    assert net.config == tr.net.config
+    x = to_float(images[:5])
+    with torch.no_grad():
+        assert torch.equal(net(x), tr.net(x))
+
+
+def test_train_rejects_mismatched_inputs(data, fm, tmp_path):
+    images, coeffs = data
+    tr = ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path)
+    with pytest.raises(ValueError, match="16 and 15"):
+        tr.train(images, coeffs[:15], progress=False)
+    with pytest.raises(ValueError):
+        tr.train(images[:0], coeffs[:0], progress=False)
+
+
+def test_resume_is_exact(data, fm, tmp_path):
+    images, coeffs = data
+    cfg = ReconTrainConfig(**TINY)
+    straight = train_recon(images, coeffs, cfg, tmp_path / "a", model=fm, progress=False)
+    first = train_recon(images, coeffs, cfg, tmp_path / "b", model=fm, progress=False, max_steps=3)
+    assert first.step == 3 and torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 3
+    resumed = train_recon(images, coeffs, cfg, tmp_path / "b", model=fm, progress=False)
+    assert straight.step == resumed.step == 6
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:  # weights and BatchNorm running statistics
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = straight.opt.state_dict()["state"], resumed.opt.state_dict()["state"]
+    for i in sa:
+        for k in sa[i]:
+            assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (i, k)
+    assert torch.equal(straight.rng.get_state(), resumed.rng.get_state())
+
+
+def test_resume_refuses_other_architecture_and_no_resume_ignores_it(data, fm, tmp_path):
+    images, coeffs = data
+    train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=1)), tmp_path, model=fm, progress=False)
+    other = ReconTrainConfig(**dict(TINY, steps=1, width=8))
+    with pytest.raises(ValueError, match="width") as err:
+        train_recon(images, coeffs, other, tmp_path, model=fm, progress=False)
+    assert str(tmp_path / "checkpoint.pt") in str(err.value)
+    with pytest.raises(ValueError, match="norm"):
+        train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=1, norm="group")), tmp_path, model=fm,
+                    progress=False)
+    # resume=False starts afresh (and overwrites the run)
+    tr = train_recon(images, coeffs, other, tmp_path, model=fm, progress=False, resume=False)
+    assert tr.step == 1 and ReconNet.load(tmp_path / "recon.safetensors").config["width"] == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(data, fm, tmp_path):
+    images, coeffs = data
+    cfg = ReconTrainConfig(**TINY)
+    train_recon(images, coeffs, cfg, tmp_path, model=fm, progress=False, device="cuda", max_steps=2)
+    tr = train_recon(images, coeffs, cfg, tmp_path, model=fm, progress=False, device="cuda")
+    assert tr.step == 6
+
+
+def test_training_reduces_the_loss(data, fm, tmp_path):
+    images, coeffs = data
+    cfg = ReconTrainConfig(image_size=SIZE, width=4, norm="group", batch_size=8, photo_batch=2, steps=25,
+                           warmup=5, lr=3e-3, noise_std=0.0, checkpoint_every=1000)
+    tr = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path)
+    x, y = to_float(images), coeffs
+    with torch.no_grad():
+        before = {k: float(v) for k, v in tr.losses(x, y).items()}
+    tr.train(images, coeffs, progress=False)
+    with torch.no_grad():
+        after = {k: float(v) for k, v in tr.losses(x, y).items()}
+    assert all(math.isfinite(v) for v in list(before.values()) + list(after.values()))
+    assert after["total"] < 0.85 * before["total"], (before, after)
+    assert after["coeff"] < before["coeff"] and after["landmark"] < before["landmark"], (before, after)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [e["step"] for e in log] == [10, 20]
+    assert set(log[0]) == {"step", "lr", "total", "coeff", "landmark", "photo"}
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def test_losses_against_independent_formulas(data, fm, tmp_path, monkeypatch):
+    images, coeffs = data
+    cfg = ReconTrainConfig(**TINY)
+    scale = coefficient_scale(coeffs)
+    tr = ReconTrainer(cfg, fm, scale, tmp_path)
+    x, y = to_float(images[:4]), coeffs[:4]
+    k = cfg.photo_batch
+
+    # prediction == target: coefficient and landmark terms vanish, the photometric term is the distance between
+    # the (unclamped, not supersampled) render of the ground truth and the image
+    monkeypatch.setattr(tr.net, "forward", lambda imgs: y.clone())
+    with torch.no_grad():
+        terms = tr.losses(x, y)
+    assert float(terms["coeff"]) == 0.0 and float(terms["landmark"]) == 0.0
+    rendered, mask = render(fm(y, image_size=SIZE), size=SIZE, supersample=1, clamp=False)
+    photo = photo_by_hand(rendered[:k], (x[:k] + 1) / 2, mask[:k])
+    assert photo > 0  # the renders carry a background and antialiasing the model render does not
+    assert float(terms["photo"]) == pytest.approx(photo, rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(cfg.w_photo * photo, rel=1e-5)
+
+    # a known error: coefficient term in prior-std units, Deep3D-weighted landmark term
+    delta = torch.zeros_like(y)
+    delta[:, SLICES["id"]] = 0.3
+    delta[:, SLICES["angle"]] = torch.tensor([0.05, -0.1, 0.02])
+    delta[:, SLICES["trans"]] = torch.tensor([0.1, 0.0, 0.0])
+    pred = y + delta
+    monkeypatch.setattr(tr.net, "forward", lambda imgs: pred.clone())
+    with torch.no_grad():
+        terms = tr.losses(x, y)
+    coeff = float((((pred - y).double() / scale.double()) ** 2).mean())
+    assert float(terms["coeff"]) == pytest.approx(coeff, rel=1e-5)
+    lp = fm(pred, image_size=SIZE).landmarks.double()
+    lt = fm(y, image_size=SIZE).landmarks.double()
+    weights = [20.0 if j in (28, 29, 30) or 60 <= j <= 67 else 1.0 for j in range(68)]
+    lm = sum(weights[j] * float(((lp[b, j] - lt[b, j]) ** 2).sum()) for b in range(4) for j in range(68)) / (4 * 68)
+    assert lm > 0 and float(terms["landmark"]) == pytest.approx(lm, rel=1e-4)
+    rendered, mask = render(fm(pred, image_size=SIZE), size=SIZE, supersample=1, clamp=False)
+    photo = photo_by_hand(rendered[:k], (x[:k] + 1) / 2, mask[:k])
+    assert float(terms["photo"]) == pytest.approx(photo, rel=1e-5)
+    total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo
+    assert float(terms["total"]) == pytest.approx(total, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+class FakeNet(nn.Module):
+    """Returns the given coefficients in order, batch after batch (and checks what it is fed)."""
+
+    def __init__(self, coeffs: torch.Tensor):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.coeffs, self.i, self.batches = coeffs, 0, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.float32 and float(x.min()) >= -1 and float(x.max()) <= 1
+        out = self.coeffs[self.i:self.i + len(x)]
+        self.i += len(x)
+        self.batches.append(len(x))
+        return out.clone()
+
+
+GROUPS = ("id", "exp", "tex", "gamma", "trans")
+ANGLES = ("pitch", "yaw", "roll")
+
+
+def test_evaluate_recon_on_ground_truth(data, fm):
+    images, coeffs = data
+    imgs, y = images[:5], coeffs[:5]
+    net = FakeNet(y)
+    m = evaluate_recon(net, fm, imgs, y, batch=2)
+    assert net.batches == [2, 2, 1]
+    assert m["n"] == 5
+    assert m["landmark_px"] == 0.0
+    for g in GROUPS:
+        assert m[f"rmse_{g}"] == 0.0, g
+    for a in ANGLES:
+        assert m[f"angle_deg_{a}"] == 0.0, a
+    # photometric: mean over images of the per-image distance to the supersampled, clamped render
+    rendered, mask = render(fm(y, image_size=SIZE), size=SIZE, supersample=2)
+    x = to_float(imgs)
+    per_image = [photo_by_hand(rendered[i:i + 1], (x[i:i + 1] + 1) / 2, mask[i:i + 1]) for i in range(5)]
+    assert m["photometric"] == pytest.approx(sum(per_image) / 5, rel=1e-5)
+    # float images in [-1, 1] give the same numbers as uint8 ones
+    assert evaluate_recon(FakeNet(y), fm, x, y, batch=2) == pytest.approx(m, rel=1e-6, abs=1e-9)
+    # without coefficients: photometric only
+    assert set(evaluate_recon(FakeNet(y), fm, imgs)) == {"n", "photometric"}
+
+
+def test_evaluate_recon_with_known_errors(data, fm):
+    images, coeffs = data
+    imgs, y = images[:5], coeffs[:5]
+    pred = y.clone()
+    pred[:, SLICES["id"]] += 0.1
+    pred[:, SLICES["angle"].start + 1] += math.radians(2.0)  # yaw
+    m = evaluate_recon(FakeNet(pred), fm, imgs, y, batch=3)
+    assert m["rmse_id"] == pytest.approx(0.1, abs=1e-5)
+    assert m["angle_deg_yaw"] == pytest.approx(2.0, abs=1e-4)
+    for g in ("exp", "tex", "gamma", "trans"):
+        assert m[f"rmse_{g}"] == 0.0, g
+    assert m["angle_deg_pitch"] == 0.0 and m["angle_deg_roll"] == 0.0
+    lp, lt = fm(pred, image_size=SIZE).landmarks.tolist(), fm(y, image_size=SIZE).landmarks.tolist()
+    dists = [math.hypot(lp[b][j][0] - lt[b][j][0], lp[b][j][1] - lt[b][j][1]) for b in range(5) for j in range(68)]
+    assert m["landmark_px"] > 0
+    assert m["landmark_px"] == pytest.approx(sum(dists) / len(dists), rel=1e-5)
+
+
+def test_evaluate_recon_rmse_is_root_mean_square_over_images(data, fm):
+    images, coeffs = data
+    y = coeffs[:4]
+    pred = y.clone()
+    offsets = torch.tensor([0.0, 0.1, 0.2, 0.4])
+    pred[:, SLICES["exp"]] += offsets[:, None]
+    m = evaluate_recon(FakeNet(pred), fm, images[:4], y)
+    assert m["rmse_exp"] == pytest.approx(math.sqrt(float((offsets.double() ** 2).mean())), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ scale
+def test_coefficient_scale():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(10, 257, generator=g) * torch.linspace(0.0, 3.0, 257)
+    c[:, 5] = 1.25                     # constant column: the floor
+    c[:, 7] = 1e-5 * torch.arange(10)  # tiny spread: the floor too
+    expected = np.maximum(np.std(c.double().numpy(), axis=0, ddof=1), 1e-3)
+    s = coefficient_scale(c)
+    assert s.shape == (257,) and s.dtype == torch.float32
+    np.testing.assert_allclose(s.numpy(), expected, rtol=1e-6)
+    assert float(s[5]) == pytest.approx(1e-3) and float(s[7]) == pytest.approx(1e-3)
+    np.testing.assert_allclose(coefficient_scale(c, floor=0.5).numpy(), np.maximum(expected, 0.5), rtol=1e-6)

@@ -1,0 +1,218 @@
+"""Shipping the mini world's networks: ``ship_mini_assets`` end to end on tiny datasets and networks (files in
+``assets/mini``, manifest entries with sha256, size, config, recorded commands and finite metrics), its errors,
+``record_command``/``read_commands`` and the ``ship-mini`` command."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+import shutil
+
+import pytest
+import torch
+
+from cddfm3d import assets, cli
+from cddfm3d.face3d.recon import ReconNet
+from cddfm3d.stylegan2.checkpoints import save_generator
+from cddfm3d.stylegan2.generator import Generator
+from cddfm3d.world.datasets import write_dataset
+from cddfm3d.world.ship import COMMANDS_FILE, read_commands, record_command, ship_mini_assets
+
+# tiny held-out sets: fewer samples than feature dimensions, so the Fréchet distances see singular covariances
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::scipy.linalg.LinAlgWarning")
+
+SIZE, N_FD, N_PHOTO = 32, 20, 4
+GEN_KEYS = {"fd_recon_features", "fd_floor_renders_vs_renders", "fd_ratio_to_floor", "n_fd", "feature_dim",
+            "latency_ms_batch1_cpu", "cpu_threads"}
+RECON_KEYS = {"n", "landmark_px", "rmse_id", "rmse_exp", "rmse_tex", "rmse_gamma", "rmse_trans", "angle_deg_pitch",
+              "angle_deg_yaw", "angle_deg_roll", "photometric_heldout_renders", "photometric_generator_samples",
+              "n_generator_samples"}
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    return Generator(SIZE, z_dim=8, w_dim=8, mapping_layers=1, channels={4: 8, 8: 8, 16: 8, 32: 8}).eval()
+
+
+def line(argv) -> str:
+    return "python -m cddfm3d " + shlex.join(argv)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Three datasets, a GAN run and a recon run, each with the commands.txt its commands would write."""
+    root = tmp_path_factory.mktemp("world")
+    dirs = {k: root / k for k in ("train", "heldout", "floor", "gan", "recon")}
+    cmds = {}
+    for name, n, seed in (("train", 4, 0), ("heldout", N_FD, 1), ("floor", N_FD, 2)):
+        argv = ["make-world", "--out", str(dirs[name]), "--n", str(n), "--seed", str(seed), "--size", str(SIZE)]
+        record_command(dirs[name], argv)
+        write_dataset(dirs[name], n, seed=seed, size=SIZE, progress=False)
+        cmds[name] = [line(argv)]
+    gan_argv = ["train-gan", "--data", str(dirs["train"]), "--out", str(dirs["gan"]), "--resolution", str(SIZE)]
+    record_command(dirs["gan"], gan_argv)
+    record_command(dirs["gan"], gan_argv + ["--kimg", "2"])  # a resumed run appends its own line
+    cmds["gan"] = [line(gan_argv), line(gan_argv + ["--kimg", "2"])]
+    G = tiny_generator()
+    save_generator(G, dirs["gan"] / "generator.safetensors")
+    torch.save({"images_seen": 1234, "step": 77}, dirs["gan"] / "checkpoint.pt")
+    recon_argv = ["train-recon", "--data", str(dirs["train"]), "--out", str(dirs["recon"]), "--note", "a b 'c'"]
+    record_command(dirs["recon"], recon_argv)
+    cmds["recon"] = [line(recon_argv)]
+    torch.manual_seed(1)
+    net = ReconNet("small", image_size=SIZE, width=4, input_range="-1_1").eval()
+    net.save(dirs["recon"] / "recon.safetensors")
+    return dict(dirs=dirs, cmds=cmds, G=G, net=net)
+
+
+@pytest.fixture
+def assets_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(assets.ASSETS_ENV, str(tmp_path / "assets"))
+    assets.clear_verification_cache()
+    yield tmp_path / "assets"
+    assets.clear_verification_cache()
+
+
+def ship(world, **kw):
+    d = world["dirs"]
+    args = dict(gan_dir=d["gan"], recon_dir=d["recon"], train_data=d["train"], heldout_data=d["heldout"],
+                floor_data=d["floor"], n_fd=N_FD, n_photo=N_PHOTO)
+    args.update(kw)
+    return ship_mini_assets(**args)
+
+
+def assert_same_module(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_record_and_read_commands(tmp_path):
+    argv = ["make-world", "--out", "my dir", "--n", "3", "--note", "it's"]
+    record_command(tmp_path / "new", argv)   # creates the folder
+    record_command(tmp_path / "new", ["train-recon", "--steps", "5"])
+    (tmp_path / "new" / COMMANDS_FILE).open("a").write("\n   \n")  # blank lines are skipped
+    got = read_commands(tmp_path / "new")
+    assert got == [line(argv), "python -m cddfm3d train-recon --steps 5"]
+    assert shlex.split(got[0])[3:] == argv   # quoting round-trips
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "other" / COMMANDS_FILE)):
+        read_commands(tmp_path / "new", tmp_path / "other")
+
+
+def test_ship_mini_assets_end_to_end(world, assets_root):
+    d, cmds = world["dirs"], world["cmds"]
+    report = ship(world, ship_command="python -m cddfm3d ship-mini --test")
+    assert set(report) == {"generator", "recon", "seconds"}
+    for name in ("generator", "recon"):
+        assert (assets_root / "mini" / f"{name}.safetensors").is_file()
+    assert (assets_root / "mini" / "generator.safetensors").read_bytes() == \
+        (d["gan"] / "generator.safetensors").read_bytes()
+    assert (assets_root / "mini" / "recon.safetensors").read_bytes() == (d["recon"] / "recon.safetensors").read_bytes()
+
+    # the loader verifies the files against the manifest and returns the original networks
+    G = assets.load("mini/generator")
+    assert isinstance(G, Generator) and G.config == world["G"].config
+    assert_same_module(G, world["G"])
+    net = assets.load("mini/recon")
+    assert isinstance(net, ReconNet) and net.config == world["net"].config
+    assert_same_module(net, world["net"])
+
+    manifest = json.loads((assets_root / "MANIFEST.json").read_text())
+    assert sorted(manifest["assets"]) == ["mini/generator", "mini/recon"]
+    evaluated = cmds["heldout"] + cmds["floor"]
+    expected_cmds = {
+        "mini/generator": cmds["train"] + cmds["gan"] + evaluated + ["python -m cddfm3d ship-mini --test"],
+        "mini/recon": cmds["train"] + cmds["recon"] + evaluated + ["python -m cddfm3d ship-mini --test"],
+    }
+    for name, module, kind in (("mini/generator", world["G"], "stylegan2.Generator"),
+                               ("mini/recon", world["net"], "face3d.ReconNet")):
+        e = manifest["assets"][name]
+        f = assets_root / e["file"]
+        assert e["kind"] == kind
+        assert e["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert e["size"] == f.stat().st_size
+        assert e["config"] == json.loads(json.dumps(module.config))
+        assert e["command"].splitlines() == expected_cmds[name], name
+        assert e["description"]
+    gen, rec = manifest["assets"]["mini/generator"]["metrics"], manifest["assets"]["mini/recon"]["metrics"]
+    assert gen == report["generator"] and rec == report["recon"]
+
+    assert GEN_KEYS | {"train_kimg", "train_steps"} == set(gen)
+    assert gen["train_kimg"] == pytest.approx(1.234) and gen["train_steps"] == 77   # from the GAN checkpoint
+    assert gen["n_fd"] == N_FD and gen["feature_dim"] == world["net"].feature_dim
+    assert gen["cpu_threads"] == torch.get_num_threads()
+    assert gen["fd_ratio_to_floor"] == pytest.approx(gen["fd_recon_features"] / gen["fd_floor_renders_vs_renders"])
+    assert gen["latency_ms_batch1_cpu"] > 0
+    assert set(rec) == RECON_KEYS
+    assert rec["n"] == N_FD and rec["n_generator_samples"] == N_PHOTO
+    for group, metrics in (("generator", gen), ("recon", rec)):
+        for k, v in metrics.items():
+            assert isinstance(v, (int, float)) and math.isfinite(v), (group, k, v)
+    # two disjoint sets of renders are closer to each other than random-generator samples are to renders
+    assert 0 < gen["fd_floor_renders_vs_renders"] < gen["fd_recon_features"]
+    assert rec["landmark_px"] > 0 and rec["rmse_id"] > 0   # an untrained net predicts the mean face
+
+
+def test_ship_without_gan_checkpoint_and_reship_replaces_entries(world, assets_root, tmp_path):
+    d = world["dirs"]
+    gan2 = tmp_path / "gan2"
+    gan2.mkdir()
+    G2 = tiny_generator(seed=5)
+    save_generator(G2, gan2 / "generator.safetensors")
+    shutil.copy(d["gan"] / COMMANDS_FILE, gan2 / COMMANDS_FILE)
+    (assets_root / "mini").mkdir(parents=True)
+    (assets_root / "mini" / "notes.json").write_text("{}")
+    assets.register("mini/notes", "mini/notes.json", "json", {}, "", {})   # another entry: kept
+    ship(world)
+    report = ship(world, gan_dir=gan2)
+    assert "train_kimg" not in report["generator"]           # no checkpoint.pt in the run folder
+    assert_same_module(assets.load("mini/generator"), G2)
+    assert assets.available() == ["mini/generator", "mini/notes", "mini/recon"]
+    assert not assets.entry("mini/generator")["command"].endswith("\n")
+
+
+def test_missing_commands_file_is_named(world, assets_root, tmp_path):
+    d = world["dirs"]
+    heldout = tmp_path / "heldout_copy"
+    shutil.copytree(d["heldout"], heldout)
+    (heldout / COMMANDS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=str(heldout / COMMANDS_FILE)):
+        ship(world, heldout_data=heldout)
+
+
+def test_failed_ship_keeps_shipped_assets_consistent(world, assets_root, tmp_path):
+    ship(world)
+    gan2 = tmp_path / "gan2"
+    gan2.mkdir()
+    save_generator(tiny_generator(seed=5), gan2 / "generator.safetensors")   # and no commands.txt
+    with pytest.raises(FileNotFoundError, match=COMMANDS_FILE):
+        ship(world, gan_dir=gan2)
+    assert_same_module(assets.load("mini/generator"), world["G"])   # the previously shipped generator
+
+
+def test_too_small_heldout_or_floor_set(world, assets_root):
+    with pytest.raises(ValueError, match=f"need {N_FD + 1} held-out and floor images, found {N_FD} and {N_FD}"):
+        ship(world, n_fd=N_FD + 1)
+    d = world["dirs"]
+    with pytest.raises(ValueError, match=f"found {N_FD} and 4"):
+        ship(world, floor_data=d["train"])
+    assert not (assets_root / "MANIFEST.json").exists()
+
+
+def test_ship_mini_cli(world, assets_root, capsys):
+    d = world["dirs"]
+    argv = ["ship-mini", "--gan", str(d["gan"]), "--recon", str(d["recon"]), "--train-data", str(d["train"]),
+            "--heldout", str(d["heldout"]), "--floor", str(d["floor"]), "--n-fd", str(N_FD),
+            "--n-photo", str(N_PHOTO)]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"generator", "recon", "seconds"}
+    for name in ("mini/generator", "mini/recon"):
+        command = assets.entry(name)["command"].splitlines()
+        assert command[-1] == "python -m cddfm3d " + " ".join(argv)
+        assert "ship-mini" in command[-1]
+    # user errors are one line on stderr and exit status 2
+    assert cli.main(argv[:-4] + ["--n-fd", str(N_FD + 1)]) == 2
+    assert "error: need" in capsys.readouterr().err
