@@ -20,6 +20,8 @@ from cddfm3d.stylegan2 import Generator
 CONFIGS = [  # (label, constructor kwargs)
     ("64 px config-f (27.0 M params)", dict(resolution=64)),
     ("64 px lean (channel_max 128)", dict(resolution=64, channel_max=128, w_dim=128, z_dim=128, mapping_layers=4)),
+    ("64 px mini (shipped: channel_base 2048, max 128)", dict(resolution=64, channel_base=2048, channel_max=128,
+                                                              w_dim=128, z_dim=128, mapping_layers=4)),
     ("256 px config-f (30.0 M params)", dict(resolution=256)),
 ]
 

@@ -16,19 +16,45 @@ def test_help_lists_commands():
 
 
 def test_demo_writes_outputs(tmp_path):
-    G = small_generator()
-    gpath = tmp_path / "g.safetensors"
-    save_generator(G, gpath)
-    assert main(["demo", "--out", str(tmp_path / "out"), "--generator", str(gpath), "--n", "4",
-                 "--channels", "2"]) == 0
-    for name in ("samples.png", "stylespace_edits.png", "index.html", "demo.json"):
+    """The main job on the shipped mini world: every image, the report and the page."""
+    assert main(["demo", "--out", str(tmp_path / "out"), "--n", "4", "--channels", "2"]) == 0
+    names = ("samples.png", "reconstruction_overlay.png", "landmarks.png", "toon.png", "stylespace_edits.png",
+             "index.html", "demo.json")
+    for name in names:
         assert (tmp_path / "out" / name).stat().st_size > 0
     report = json.loads((tmp_path / "out" / "demo.json").read_text())
-    assert len(report["edited_channels"]) == 2 and report["style_dim"] == G.style_dim
+    assert len(report["edited_channels"]) == 2 and report["resolution"] == 64
+    assert set(report["shipped_metrics"]) == {"mini/generator", "mini/recon"}
+    assert "fd_recon_features" in report["shipped_metrics"]["mini/generator"]
+    assert 0 < report["run_metrics"]["photometric_samples"] < 1
+    page = (tmp_path / "out" / "index.html").read_text()
+    for name in names[:5]:
+        assert f"src='{name}'" in page
     from PIL import Image
 
-    im = Image.open(tmp_path / "out" / "samples.png")
-    assert im.size[0] > 4 * 32
+    assert Image.open(tmp_path / "out" / "samples.png").size[0] > 4 * 64
+    assert Image.open(tmp_path / "out" / "landmarks.png").size[0] > 4 * 64 * 4  # zoomed for the landmarks
+
+
+def test_demo_refuses_a_generator_of_another_size(tmp_path, capsys):
+    gpath = tmp_path / "g.safetensors"
+    save_generator(small_generator(), gpath)
+    assert main(["demo", "--out", str(tmp_path / "out"), "--generator", str(gpath), "--n", "2"]) == 2
+    assert "64 px" in capsys.readouterr().err
+
+
+def test_landmark_panel_marks_the_landmark_pixels():
+    from cddfm3d.demo import ZOOM, landmark_panel
+
+    images = -torch.ones(1, 3, 8, 8)
+    panel = landmark_panel(images, torch.tensor([[[2.0, 5.0]]]))
+    assert panel.shape == (1, 3, 8 * ZOOM, 8 * ZOOM)
+    green = (panel[0, 1] > 0) & (panel[0, 0] < 0)
+    # A 3 x 3 dot centred on the zoomed landmark: pixel centre x maps to (x + 0.5) * ZOOM - 0.5.
+    cx, cy = round((2 + 0.5) * ZOOM - 0.5), round((5 + 0.5) * ZOOM - 0.5)
+    expected = torch.zeros_like(green)
+    expected[cy - 1:cy + 2, cx - 1:cx + 2] = True
+    assert torch.equal(green, expected)
 
 
 def test_demo_reports_missing_generator(tmp_path, capsys):
