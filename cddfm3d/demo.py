@@ -65,7 +65,7 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
     if net.image_size != G.resolution:
         raise ValueError(f"the reconstruction network takes {net.image_size} px images, the generator makes "
                          f"{G.resolution} px; pass a generator of the mini world's size")
-    fm = mini_model().to(dev)
+    fm = mini_model(dev)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_samples, G.z_dim, generator=g).to(dev)
     with torch.no_grad():

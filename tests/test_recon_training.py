@@ -239,6 +239,8 @@ def test_evaluate_recon_on_ground_truth(data, fm):
         assert m[f"rmse_{g}"] == 0.0, g
     for a in ANGLES:
         assert m[f"angle_deg_{a}"] == 0.0, a
+    for g in GROUPS + ("angle",):
+        assert m[f"r2_{g}"] == pytest.approx(1.0, abs=1e-9), g
     # photometric: mean over images of the per-image distance to the supersampled, clamped render
     rendered, mask = render(fm(y, image_size=SIZE), size=SIZE, supersample=2)
     x = to_float(imgs)
@@ -266,6 +268,21 @@ def test_evaluate_recon_with_known_errors(data, fm):
     dists = [math.hypot(lp[b][j][0] - lt[b][j][0], lp[b][j][1] - lt[b][j][1]) for b in range(5) for j in range(68)]
     assert m["landmark_px"] > 0
     assert m["landmark_px"] == pytest.approx(sum(dists) / len(dists), rel=1e-5)
+
+
+def test_evaluate_recon_r2_against_numpy(data, fm):
+    images, coeffs = data
+    y = coeffs[:6]
+    g = torch.Generator().manual_seed(3)
+    pred = y + torch.randn(y.shape, generator=g) * 0.3
+    pred[:, SLICES["tex"]] = y[:, SLICES["tex"]].mean(0)       # the average face: R^2 exactly 0
+    m = evaluate_recon(FakeNet(pred), fm, images[:6], y, batch=4)
+    yn, pn = y.double().numpy(), pred.double().numpy()
+    for group in GROUPS + ("angle",):
+        a, b = yn[:, SLICES[group]], pn[:, SLICES[group]]
+        expected = 1 - ((a - b) ** 2).sum() / ((a - a.mean(0)) ** 2).sum()
+        assert m[f"r2_{group}"] == pytest.approx(expected, abs=1e-5), group
+    assert m["r2_tex"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_evaluate_recon_rmse_is_root_mean_square_over_images(data, fm):

@@ -196,7 +196,9 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     Always: ``photometric`` -- Deep3D's masked colour distance (0-1 RGB units) between each image and the
     render of its predicted coefficients, averaged over images. With ground-truth ``coeffs`` also:
     ``landmark_px`` (mean 68-landmark distance in pixels), per-group coefficient RMSE ``rmse_<group>`` (id, exp,
-    tex, gamma in coefficient units; ``angle_deg`` mean absolute angle error per axis; ``trans`` RMSE in dm).
+    tex, gamma in coefficient units; ``angle_deg`` mean absolute angle error per axis; ``trans`` RMSE in dm), and
+    per-group ``r2_<group>`` = 1 - SSE / SST, the fraction of the coefficients' variance (around the evaluation
+    set's mean) that the predictions explain: 0 is no better than always predicting the average face.
     """
     if len(images) == 0:
         raise ValueError("evaluate_recon: no images")
@@ -218,20 +220,34 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
             y = coeffs[i:i + batch].to(dev).float()
             lm_t = model(y, image_size=size, check=False).landmarks
             _acc(sums, "landmark_px", float((out_p.landmarks - lm_t).norm(dim=-1).mean(1).sum()))
-            for g in ("id", "exp", "tex", "gamma", "trans"):
+            for g in GROUPS:
                 _acc(sums, f"sq_{g}", float(((pred[:, SLICES[g]] - y[:, SLICES[g]]) ** 2).mean(1).sum()))
+                yd = y[:, SLICES[g]].double()
+                _acc(sums, f"sum_{g}", yd.sum(0))
+                _acc(sums, f"sumsq_{g}", (yd ** 2).sum(0))
             ang = (pred[:, SLICES["angle"]] - y[:, SLICES["angle"]]).abs().rad2deg()
+            _acc(sums, "sq_angle", float(((pred[:, SLICES["angle"]] - y[:, SLICES["angle"]]) ** 2).mean(1).sum()))
+            ya = y[:, SLICES["angle"]].double()
+            _acc(sums, "sum_angle", ya.sum(0))
+            _acc(sums, "sumsq_angle", (ya ** 2).sum(0))
             for k, name in enumerate(("pitch", "yaw", "roll")):
                 _acc(sums, f"angle_deg_{name}", float(ang[:, k].sum()))
     out = {"n": n, "photometric": sums["photometric"] / n}
     if coeffs is not None:
         out["landmark_px"] = sums["landmark_px"] / n
-        for g in ("id", "exp", "tex", "gamma", "trans"):
+        for g in GROUPS:
             out[f"rmse_{g}"] = math.sqrt(sums[f"sq_{g}"] / n)
+        for g in GROUPS + ("angle",):
+            sst = float((sums[f"sumsq_{g}"] - sums[f"sum_{g}"] ** 2 / n).sum())
+            sse = sums[f"sq_{g}"] * (SLICES[g].stop - SLICES[g].start)
+            out[f"r2_{g}"] = 1.0 - sse / sst if sst > 0 else float("nan")
         for name in ("pitch", "yaw", "roll"):
             out[f"angle_deg_{name}"] = sums[f"angle_deg_{name}"] / n
     return out
 
 
-def _acc(sums: dict, key: str, value: float) -> None:
+GROUPS = ("id", "exp", "tex", "gamma", "trans")
+
+
+def _acc(sums: dict, key: str, value) -> None:
     sums[key] = sums.get(key, 0.0) + value

@@ -42,10 +42,18 @@ TOON_BACKGROUNDS = torch.tensor([
 OUTLINE_COLOR = torch.tensor([0.10, 0.06, 0.08])
 
 
-@functools.lru_cache(maxsize=1)
-def mini_model() -> MorphableModel:
-    """The MiniFace model both domains (and the shipped networks) use; built once per process."""
-    return MorphableModel.mini()
+def mini_model(device=None) -> MorphableModel:
+    """The MiniFace model both domains (and the shipped networks) use, on ``device`` (default CPU).
+
+    One shared instance per device and process: use it read-only and never ``.to()`` it (that would move the
+    instance every other caller gets); ask for another device instead.
+    """
+    return _mini_model(str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=4)
+def _mini_model(device: str) -> MorphableModel:
+    return MorphableModel.mini().to(device)
 
 
 def _check(coeffs, domain: str, size: int):
