@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -128,8 +129,8 @@ class ReconTrainer:
             lm_target = self.fm(target, image_size=cfg.image_size, check=False).landmarks
         lm = landmark_loss(out_p.landmarks, lm_target)
         k = min(cfg.photo_batch, len(images))
-        sub = type(out_p)(**{f.name: getattr(out_p, f.name) for f in dataclasses.fields(out_p)})
-        sub.vertices, sub.colors = out_p.vertices[:k], out_p.colors[:k]
+        sub = SimpleNamespace(vertices=out_p.vertices[:k], colors=out_p.colors[:k], faces=out_p.faces,
+                              camera=out_p.camera)
         rendered, mask = render(sub, size=cfg.image_size, supersample=1, clamp=False)
         photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
         total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo

@@ -13,6 +13,7 @@ coefficients (backgrounds, palette choices), so a render is a pure function of (
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -180,17 +181,13 @@ def _render_toon(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch
     band = torch.where(lum >= CEL_THRESHOLDS[1], torch.full_like(lum, CEL_LEVELS[2]), band)
     shaded = flat * band * (0.7 + 0.3 * light_colour)
 
-    class _Mesh:  # what render() needs: vertices, colours, faces
-        pass
-
     hi = size * SUPERSAMPLE
     cam = fm.camera
-    mesh = _Mesh()
-    mesh.vertices, mesh.faces = vertices, fm.faces
-    mesh.colors = flat
-    flat_img, mask, depth = render_face(mesh, camera=cam, size=hi, supersample=1, return_depth=True)
-    mesh.colors = shaded
-    shaded_img, _ = render_face(mesh, camera=cam, size=hi, supersample=1)
+    # render() needs only vertices, colours and faces: two colourings of one posed mesh.
+    flat_img, mask, depth = render_face(SimpleNamespace(vertices=vertices, colors=flat, faces=fm.faces), camera=cam,
+                                        size=hi, supersample=1, return_depth=True)
+    shaded_img, _ = render_face(SimpleNamespace(vertices=vertices, colors=shaded, faces=fm.faces), camera=cam,
+                                size=hi, supersample=1)
     lines = _outline_edges(flat_img, mask, depth)
     bg = TOON_BACKGROUNDS[torch.randint(len(TOON_BACKGROUNDS), (n,), generator=gen)].to(coeffs)
     image = shaded_img + bg.view(n, 3, 1, 1) * (1 - mask)
