@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from cddfm3d.face3d import raster as R
+from cddfm3d.face3d import MorphableModel, visibility
+from cddfm3d.face3d.camera import PinholeCamera
+from cddfm3d.face3d.mesh import ColoredMesh
 from cddfm3d.face3d.raster import interpolate, rasterize
 from cddfm3d.face3d.render import render
-
 
 # ------------------------------------------------------------------------------------------------
 # reference implementation and meshes
@@ -178,9 +179,9 @@ def test_results_do_not_depend_on_batch_composition():
 def test_chunked_enumeration_is_identical(monkeypatch):
     # Tiny passes split big triangles across passes; the z-buffer must not change.
     verts, faces = random_mesh(0, 12, 16, 20, 30.0)
-    ref = R._zbuffer_torch(verts, faces, 16, 20, True)
-    monkeypatch.setattr(R, "_CHUNK_CPU", 37)
-    assert torch.equal(R._zbuffer_torch(verts, faces, 16, 20, True), ref)
+    ref = visibility.zbuffer_torch(verts, faces, 16, 20, True)
+    monkeypatch.setattr(visibility, "CHUNK_CPU", 37)
+    assert torch.equal(visibility.zbuffer_torch(verts, faces, 16, 20, True), ref)
 
 
 def test_depth_ties_resolve_to_smaller_face_index():
@@ -347,7 +348,7 @@ def _square(half=0.3, depth=2.0, batch=1):
 def test_render_flat_colour_mask_and_background():
     v, faces = _square(batch=2)
     colors = torch.tensor([0.2, 0.6, 0.9]).expand(2, 4, 3).clone()
-    out = SimpleNamespace(vertices=v, colors=colors, faces=faces)
+    out = ColoredMesh(v, colors, faces)
     cam = _StandInCamera()
     image, mask = render(out, cam, size=16, supersample=1)
     assert image.shape == (2, 3, 16, 16) and mask.shape == (2, 1, 16, 16)
@@ -364,7 +365,7 @@ def test_render_supersampling_antialiases_the_edges():
     # A square with edges at 7.5 +- 2.5 = 5.0 and 10.0 (pixel centres): the edge pixels are half covered,
     # and no sub-sample lies exactly on an edge.
     v, faces = _square(half=0.25)
-    out = SimpleNamespace(vertices=v, colors=torch.ones(1, 4, 3), faces=faces)
+    out = ColoredMesh(v, torch.ones(1, 4, 3), faces)
     for k in (2, 4):
         image, mask = render(out, _StandInCamera(), size=16, supersample=k)
         assert mask.dtype == torch.float32
@@ -378,40 +379,73 @@ def test_render_supersampling_antialiases_the_edges():
         assert depth[mask == 0].abs().max() == 0
 
 
-def test_render_gradients_reach_colours_and_vertices():
+def test_render_gradients_match_finite_differences():
+    # float64 gradcheck: colours enter linearly; vertices through the interior barycentrics (the perturbation
+    # 1e-6 px never moves an edge across a sample point of this jittered square, so coverage is constant).
     v, faces = _square(half=0.3)
     g = torch.Generator().manual_seed(0)
-    v = (v + 0.02 * torch.randn(v.shape, generator=g)).requires_grad_()
-    colors = torch.rand(1, 4, 3, generator=g).requires_grad_()
-    image, _ = render(SimpleNamespace(vertices=v, colors=colors, faces=faces), _StandInCamera(), size=16)
-    (image * torch.rand(image.shape, generator=g)).sum().backward()
-    assert colors.grad.abs().sum() > 0 and v.grad.abs().sum() > 0
-    assert torch.isfinite(v.grad).all()
+    v = (v + 0.02 * torch.randn(v.shape, generator=g)).double().requires_grad_()
+    colors = torch.rand(1, 4, 3, generator=g, dtype=torch.float64).requires_grad_()
+    weights = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
+
+    def f(vv, cc):
+        return (render(ColoredMesh(vv, cc, faces), _StandInCamera(), size=16)[0] * weights).sum()
+
+    assert torch.autograd.gradcheck(f, (v, colors), eps=1e-6, atol=1e-6, rtol=1e-4)
+    f(v, colors).backward()
+    assert v.grad.abs().max() > 1e-3  # the positions get a real gradient (not only the colours)
 
 
 def test_render_errors():
     v, faces = _square()
-    with pytest.raises(TypeError, match="missing .colors"):
-        render(SimpleNamespace(vertices=v), _StandInCamera())
-    with pytest.raises(ValueError, match="faces: fm_output has no .faces"):
-        render(SimpleNamespace(vertices=v, colors=torch.rand(1, 4, 3)), _StandInCamera())
-    with pytest.raises(ValueError, match=r"fm_output.colors: expected shape \[1, 4, 3\]"):
-        render(SimpleNamespace(vertices=v, colors=torch.rand(1, 5, 3), faces=faces), _StandInCamera())
+    with pytest.raises(TypeError, match="mesh: expected a ColoredMesh.*found SimpleNamespace"):
+        render(SimpleNamespace(vertices=v, colors=torch.rand(1, 4, 3), faces=faces), _StandInCamera())
+    with pytest.raises(TypeError, match="ColoredMesh.faces: expected a torch.Tensor, found NoneType"):
+        ColoredMesh(v, torch.rand(1, 4, 3), None)
+    with pytest.raises(ValueError, match=r"ColoredMesh.colors: expected shape \[1, 4, 3\] \(like vertices\), "
+                                         r"found \[1, 5, 3\]"):
+        ColoredMesh(v, torch.rand(1, 5, 3), faces)
+    with pytest.raises(ValueError, match=r"ColoredMesh.vertices: expected a float tensor \[B, N, 3\]"):
+        ColoredMesh(v[0], torch.rand(4, 3), faces)
+    with pytest.raises(ValueError, match=r"ColoredMesh.faces: expected shape \[F, 3\], found \[6\]"):
+        ColoredMesh(v, torch.rand(1, 4, 3), faces.reshape(-1))
     with pytest.raises(ValueError, match="supersample: expected a positive int"):
-        render(SimpleNamespace(vertices=v, colors=torch.rand(1, 4, 3), faces=faces), _StandInCamera(), 16, 0)
+        render(ColoredMesh(v, torch.rand(1, 4, 3), faces), _StandInCamera(), 16, 0)
     with pytest.raises(ValueError, match="background: expected"):
-        render(SimpleNamespace(vertices=v, colors=torch.rand(1, 4, 3), faces=faces), _StandInCamera(), 16,
-               background=torch.rand(3, 8, 8))
+        render(ColoredMesh(v, torch.rand(1, 4, 3), faces), _StandInCamera(), 16, background=torch.rand(3, 8, 8))
+    with pytest.raises(TypeError, match="camera: expected an object with .scaled"):
+        render(ColoredMesh(v, torch.rand(1, 4, 3), faces), camera="pinhole")
+
+
+def test_colored_mesh_batch_slicing_renders_like_the_full_batch():
+    # mesh[a:b] / mesh[i] select samples; rendering a slice equals the same rows of the full render.
+    v, faces = _square(batch=3)
+    v = v + torch.tensor([0.0, 0.05, 0.1])[:, None, None]  # three different positions
+    colors = torch.rand(3, 4, 3, generator=torch.Generator().manual_seed(0))
+    mesh = ColoredMesh(v, colors, faces, _StandInCamera())
+    full, full_mask = render(mesh, size=16)
+    assert len(mesh) == 3 and len(mesh[1:]) == 2 and len(mesh[-1]) == 1
+    for sub, rows in ((mesh[1:], [1, 2]), (mesh[-1], [2]), (mesh[0], [0]), (mesh[torch.tensor([2, 0])], [2, 0])):
+        assert sub.faces is faces and sub.camera is mesh.camera
+        image, mask = render(sub, size=16)
+        assert torch.equal(image, full[rows]) and torch.equal(mask, full_mask[rows])
+    with pytest.raises(IndexError, match="sample 3 out of range for a batch of 3"):
+        mesh[3]
+    # A morphable model's output converts without copying, and renders like its ColoredMesh.
+    out = MorphableModel.mini()(torch.zeros(2, 257), image_size=32)
+    assert out.mesh.vertices is out.vertices and out.mesh.colors is out.colors and out.mesh.camera is out.camera
+    a, _ = render(out, size=32)
+    b, _ = render(out.mesh[1:], size=32)
+    assert torch.equal(a[1:], b)
 
 
 def test_render_with_the_package_camera():
-    camera = pytest.importorskip("cddfm3d.face3d.camera")
-    cam = camera.PinholeCamera()
+    cam = PinholeCamera()
     # A 0.2 dm square facing the camera at the origin of the world frame (depth = distance = 10 dm).
     half = 0.1
     v = torch.tensor([[[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]]])
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
-    out = SimpleNamespace(vertices=v, colors=torch.ones(1, 4, 3), faces=faces, camera=cam)
+    out = ColoredMesh(v, torch.ones(1, 4, 3), faces, cam)
     image, mask = render(out, size=224, supersample=4)
     side = 2 * half * 1015 / 10  # 20.3 px
     torch.testing.assert_close(mask.sum(), torch.tensor(side * side), atol=4 * side * 0.25, rtol=0)
@@ -436,7 +470,7 @@ def test_triton_kernel_matches_tensor_path_under_interpreter(monkeypatch):
     for verts, faces, h, w in cases:
         verts = torch.cat((verts, verts.flip(1)))  # batch of 2 with different content
         for perspective in (True, False):
-            ref = R._zbuffer_torch(verts, faces, h, w, perspective)
+            ref = visibility.zbuffer_torch(verts, faces, h, w, perspective)
             assert torch.equal(triton_raster.zbuffer(verts, faces, h, w, perspective), ref)
     # and through the public API
     verts, faces = random_mesh(1, 150, 40, 48, 12.0)
@@ -455,8 +489,7 @@ def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch)
 def test_render_matches_the_morphable_model_projection():
     # End to end with the package's MiniFace model: without supersampling, render()'s mask is exactly the
     # coverage of the model's own screen-space vertices (same camera, same pixel convention).
-    face3d = pytest.importorskip("cddfm3d.face3d")
-    model = face3d.MorphableModel.mini()
+    model = MorphableModel.mini()
     coeffs = torch.zeros(2, 257)
     coeffs[1, 224:227] = torch.tensor([0.1, 0.4, -0.05])  # pitch, yaw, roll
     out = model(coeffs)

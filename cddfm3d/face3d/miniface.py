@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 
-from .morphable import point_buffer
+from .mesh import point_buffer
 
 GRID_N = 101                      # grid points per parameter axis (odd: a centre column at s = 0)
 A, B, C = 0.80, 1.00, 0.75        # ellipsoid half-axes (dm): width, height, depth
@@ -394,7 +394,7 @@ def _texture_fields(x, y, label, masks, meantex):
     # Freckles: small brownish spots over nose and cheeks (fixed pattern).
     rng = np.random.default_rng(SEEDS["tex"] + 1)
     spots = np.zeros_like(x)
-    for cx, cy in zip(rng.uniform(-0.45, 0.45, 70), rng.uniform(-0.25, 0.15, 70)):
+    for cx, cy in zip(rng.uniform(-0.45, 0.45, 70), rng.uniform(-0.25, 0.15, 70), strict=True):
         spots += _g(x, y, cx, cy, 0.012, 0.012)
     fields["freckles"] = f(np.clip(spots, 0, 1) * skin, (-20, -22, -18))
     return fields
@@ -501,10 +501,9 @@ def build_miniface() -> dict:
 
 
 def _landmarks(mesh, x, y, label, side) -> np.ndarray:
-    s, t = mesh["s"], mesh["t"]
+    t = mesh["t"]
     n = len(x)
     face = label != CAVITY
-    ym = MOUTH_Y
 
     def nearest(px, py, allowed):
         d = (x - px) ** 2 + (y - py) ** 2

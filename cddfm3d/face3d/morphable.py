@@ -13,7 +13,6 @@ The forward model follows Deep3DFaceRecon_pytorch exactly:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from .camera import PinholeCamera, rotation_matrix
 from .lighting import INIT_AMBIENT, shade
+from .mesh import ColoredMesh, point_buffer
 
 # (name, size) of the coefficient groups, in order (reference face3d.md §2.1).
 LAYOUT = (("id", 80), ("exp", 64), ("tex", 80), ("angle", 3), ("gamma", 27), ("trans", 3))
@@ -53,26 +53,16 @@ class FaceOutput:
     def image_size(self) -> int:
         return self.camera.image_size
 
+    @property
+    def mesh(self) -> ColoredMesh:
+        """The lit, posed mesh as a :class:`ColoredMesh` (vertices, colors, faces, camera; no copy), e.g. to
+        render part of the batch: ``render(out.mesh[:k])``."""
+        return ColoredMesh(self.vertices, self.colors, self.faces, self.camera)
+
 
 def _tensor(a, dtype) -> torch.Tensor:
     # Copy: the model must never share memory with (and so never mutate) arrays it was built from.
     return torch.tensor(np.asarray(a), dtype=dtype)
-
-
-def point_buffer(faces: np.ndarray, n_vertices: int) -> np.ndarray:
-    """Incident-face table [N, K] (K = max valence), padded with F (the index of an appended zero normal)."""
-    faces = np.asarray(faces, dtype=np.int64)
-    n_faces = faces.shape[0]
-    vert = faces.reshape(-1)
-    face_id = np.repeat(np.arange(n_faces), 3)
-    order = np.argsort(vert, kind="stable")
-    vert, face_id = vert[order], face_id[order]
-    counts = np.bincount(vert, minlength=n_vertices)
-    k = max(int(counts.max()), 1)
-    slot = np.arange(vert.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    buf = np.full((n_vertices, k), n_faces, dtype=np.int64)
-    buf[vert, slot] = face_id
-    return buf
 
 
 class MorphableModel(nn.Module):
@@ -86,8 +76,8 @@ class MorphableModel(nn.Module):
     """
 
     def __init__(self, mean_shape, id_base, exp_base, mean_tex, tex_base, faces, keypoints, point_buf=None,
-                 skin_mask=None, front_faces=None, camera: Optional[PinholeCamera] = None,
-                 named_directions: Optional[dict] = None, name: str = "morphable model",
+                 skin_mask=None, front_faces=None, camera: PinholeCamera | None = None,
+                 named_directions: dict | None = None, name: str = "morphable model",
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         self.name = name
@@ -148,8 +138,8 @@ class MorphableModel(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_bfm(cls, path, camera: Optional[PinholeCamera] = None, compat_sicxu_front_mask: bool = False,
-                 dtype: torch.dtype = torch.float32) -> "MorphableModel":
+    def from_bfm(cls, path, camera: PinholeCamera | None = None, compat_sicxu_front_mask: bool = False,
+                 dtype: torch.dtype = torch.float32) -> MorphableModel:
         """Load ``BFM_model_front.mat`` (validated field by field, see :func:`cddfm3d.face3d.bfm.load_bfm_front`).
 
         ``front_faces`` is ``frontmask2_idx[tri_mask2]`` (the correct map, face3d.md §1.6-a); with
@@ -167,7 +157,7 @@ class MorphableModel(nn.Module):
                    camera=camera, name=f"BFM ({path})", dtype=dtype)
 
     @classmethod
-    def mini(cls, camera: Optional[PinholeCamera] = None, dtype: torch.dtype = torch.float32) -> "MorphableModel":
+    def mini(cls, camera: PinholeCamera | None = None, dtype: torch.dtype = torch.float32) -> MorphableModel:
         """The built-in procedural MiniFace (no external data); see :mod:`cddfm3d.face3d.miniface`."""
         from .miniface import build_miniface
 
@@ -256,8 +246,8 @@ class MorphableModel(nn.Module):
         face_n = torch.cat([face_n, face_n.new_zeros(face_n.shape[0], 1, 3)], 1)
         return nn.functional.normalize(face_n[:, self.point_buf].sum(2), dim=-1)
 
-    def forward(self, coeffs: torch.Tensor, image_size: Optional[int] = None,
-                camera: Optional[PinholeCamera] = None, check: bool = True) -> FaceOutput:
+    def forward(self, coeffs: torch.Tensor, image_size: int | None = None,
+                camera: PinholeCamera | None = None, check: bool = True) -> FaceOutput:
         """coeffs [B, 257] -> :class:`FaceOutput`. Camera: ``camera``, else ``self.camera`` scaled to
         ``image_size`` when given. ``check=False`` skips the NaN/Inf scan (it synchronises a GPU)."""
         _check_coeffs(coeffs, check_finite=check, who=self.name)

@@ -6,8 +6,8 @@ Design (see ``reference/face3d.md`` §4.4): visibility and differentiation are s
   of (triangle, pixel) candidate pairs (variable-length expansion, no per-triangle Python loop), edge
   functions decide coverage, and the z-test is a single ``scatter_reduce(amin)`` of packed int64 keys
   ``(float32 depth bits << 32) | face id`` into a per-pixel buffer. Ties resolve to the smaller face id, so
-  the result is deterministic. On CUDA with Triton importable this pass may run as a Triton kernel
-  (``triton_raster.py``); the buffer it produces is identical.
+  the result is deterministic. The tensor-op version lives in ``visibility.py``; on CUDA with Triton
+  importable this pass may run as a Triton kernel (``triton_raster.py``); the buffer it produces is identical.
 * **Stage B — differentiable re-evaluation.** Only the winning triangle of each covered pixel is
   gathered and its (perspective-correct) barycentrics are recomputed with autograd, so the backward pass
   touches O(covered pixels) values. Gradients are the interior barycentric gradients (like nvdiffrast
@@ -35,14 +35,10 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["Fragments", "rasterize", "interpolate", "interpolate_packed"]
+from . import triton_raster
+from .visibility import LOW32, SENTINEL, edge_functions, zbuffer_torch
 
-_SENTINEL = torch.iinfo(torch.int64).max
-_LOW32 = 0xFFFFFFFF
-# Candidate (triangle, pixel) pairs evaluated per pass. On the CPU small passes keep the ~40 temporaries
-# in cache (2**17 measured 2-4x faster than 2**22 at 448 px, batch 8); on the GPU big passes amortise launches.
-_CHUNK_CPU = 1 << 17
-_CHUNK_GPU = 1 << 22
+__all__ = ["Fragments", "rasterize", "interpolate", "interpolate_packed"]
 
 
 class Fragments:
@@ -146,128 +142,20 @@ def _check_size(height, width) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Stage A: visibility
-
-
-def _edge_functions(x0, x1, x2, y0, y1, y2):
-    """Edge functions w_i (= 2 * signed sub-area opposite vertex i) at the sample point.
-
-    Arguments are vertex coordinates minus the sample coordinates. w_0 = E(v1, v2), w_1 = E(v2, v0),
-    w_2 = E(v0, v1) with E(s, e) = xs*ye - xe*ys. E(e, s) == -E(s, e) exactly in floating point, so two
-    triangles sharing an edge never both miss a sample: the mesh is watertight. Inputs are separate
-    contiguous vectors (structure of arrays): strided [P, 3] columns made every op several times slower.
-    """
-    return x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
-
-
-def _depth_key(depth: Tensor, positive: bool) -> Tensor:
-    """Monotone int64 image of float32 depth, shifted to the high 32 bits (low bits hold the face id)."""
-    bits = depth.float().view(torch.int32)
-    if not positive:
-        # Negative floats order backwards as ints; flipping the 31 magnitude bits makes the map monotone.
-        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return bits.long() * (1 << 32)  # multiply: int64 `<<` is unvectorized on CPU (10x slower)
-
-
-def _corners(verts: Tensor, faces: Tensor) -> Tensor:
-    """[3 coords, 3 corners, B*F] gathered vertex coordinates, every row contiguous."""
-    B, N, _ = verts.shape
-    F = faces.shape[0]
-    vt = verts.permute(2, 0, 1).reshape(3 * B, N)  # [coord*B, N]
-    g = vt.index_select(1, faces.t().reshape(-1))  # [coord*B, corner*F]
-    return g.view(3, B, 3, F).transpose(1, 2).reshape(3, 3, B * F)
-
-
-def _triangle_setup(verts: Tensor, faces: Tensor, height: int, width: int, perspective: bool):
-    """Bounding boxes and a structure-of-arrays table of the triangles that can cover a sample.
-
-    Returns (ids, counts, table): ``ids`` [T] long, flat index b*F + f of drawable triangles; ``counts`` [T]
-    samples in each box; ``table`` [13, T] rows (x0, x1, x2, y0, y1, y2, q0, q1, q2, sign(area),
-    box x0, box y0, box width) with q = 1/z (perspective) or z.
-    """
-    c = _corners(verts, faces)
-    x, y, z = c[0], c[1], c[2]
-    # Sample points are integer coordinates: the box is [ceil(min), floor(max)], clamped to the image.
-    # Clamping in float first keeps huge coordinates from overflowing the integer cast.
-    bx0 = torch.minimum(torch.minimum(x[0], x[1]), x[2]).ceil_().clamp_(0, width)
-    bx1 = torch.maximum(torch.maximum(x[0], x[1]), x[2]).floor_().clamp_(-1, width - 1)
-    by0 = torch.minimum(torch.minimum(y[0], y[1]), y[2]).ceil_().clamp_(0, height)
-    by1 = torch.maximum(torch.maximum(y[0], y[1]), y[2]).floor_().clamp_(-1, height - 1)
-    bw = bx1.sub_(bx0).add_(1)
-    bh = by1.sub_(by0).add_(1)
-    area2 = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])
-    # NaN/inf anywhere makes the area non-finite (inf - inf = nan), which the test below rejects.
-    ok = (bw > 0) & (bh > 0) & (area2 != 0) & torch.isfinite(area2 + z.sum(0))
-    if perspective:
-        ok &= (z > 0).all(0)
-    ids = ok.nonzero().squeeze(1)
-    q = z.reciprocal() if perspective else z
-    table = torch.cat((x, y, q, area2.sign().unsqueeze(0), bx0[None], by0[None], bw[None]), 0)
-    table = table.index_select(1, ids)
-    counts = (bw.index_select(0, ids) * bh.index_select(0, ids)).long()
-    return ids, counts, table
-
-
-def _zbuffer_torch(verts: Tensor, faces: Tensor, height: int, width: int, perspective: bool) -> Tensor:
-    """Stage A in tensor ops: int64 buffer [B*H*W] of packed (depth, face) keys, ``_SENTINEL`` if empty."""
-    B = verts.shape[0]
-    F = faces.shape[0]
-    dev = verts.device
-    zbuf = torch.full((B * height * width,), _SENTINEL, dtype=torch.int64, device=dev)
-    ids, counts, table = _triangle_setup(verts, faces, height, width, perspective)
-    if ids.numel() == 0:
-        return zbuf
-    ends = counts.cumsum(0)
-    starts = ends - counts
-    total = int(ends[-1])
-    chunk = _CHUNK_CPU if dev.type == "cpu" else _CHUNK_GPU
-    for p0 in range(0, total, chunk):
-        p1 = min(p0 + chunk, total)
-        if p0 == 0 and p1 == total:
-            t0, t1 = 0, ids.numel()
-        else:  # the triangles overlapping pair range [p0, p1); a big triangle may span several passes
-            t0 = int(torch.searchsorted(ends, torch.tensor(p0, device=dev), right=True))
-            t1 = int(torch.searchsorted(ends, torch.tensor(p1 - 1, device=dev), right=True)) + 1
-        n = ends[t0:t1].clamp(max=p1) - starts[t0:t1].clamp(min=p0)
-        t = torch.repeat_interleave(torch.arange(t0, t1, device=dev), n, output_size=p1 - p0)
-        off = torch.arange(p0, p1, device=dev).sub_(starts.index_select(0, t))
-        tt = table.index_select(1, t)  # [13, P]
-        bw = tt[12].long()
-        row = off.div(bw, rounding_mode="floor")
-        py = tt[11].long().add_(row)
-        px = tt[10].long().add_(off.sub_(row.mul_(bw)))
-        pxf = px.to(tt.dtype)
-        pyf = py.to(tt.dtype)
-        w0, w1, w2 = _edge_functions(tt[0] - pxf, tt[1] - pxf, tt[2] - pxf, tt[3] - pyf, tt[4] - pyf, tt[5] - pyf)
-        s = tt[9]
-        inside = torch.minimum(torch.minimum(w0 * s, w1 * s), w2 * s) >= 0  # 2x faster than three compares
-        # depth = sum(l_i z_i) (linear) or 1 / sum(l_i / z_i) (perspective), with l_i = w_i / sum(w)
-        num = w0 * tt[6] + w1 * tt[7] + w2 * tt[8]
-        den = w0 + w1 + w2
-        d = den.div_(num) if perspective else num.div_(den)
-        gid = ids.index_select(0, t)
-        b = gid.div(F, rounding_mode="floor")
-        key = _depth_key(d, perspective).add_(gid - b * F)
-        # Pairs outside the triangle get the empty key; arithmetic is 3x faster than torch.where here.
-        # (key * in + S * out: no intermediate overflows, also for the negative keys of orthographic depth)
-        keep = inside.long()
-        key = key.mul_(keep).add_(keep.sub_(1).mul_(-_SENTINEL))
-        flat = b.mul_(height).add_(py).mul_(width).add_(px)
-        zbuf.scatter_reduce_(0, flat, key, reduce="amin", include_self=True)
-    return zbuf
+# Stage A: visibility (tensor ops in visibility.py, or the Triton kernel in triton_raster.py)
 
 
 def _select_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend: expected 'auto', 'torch' or 'triton', found {backend!r}")
-    from . import triton_raster
-
     if backend == "auto":
         # Triton on CUDA when importable (CDDFM3D_RASTER_BACKEND=torch opts out); falls back if it fails.
-        if device.type == "cuda" and os.environ.get("CDDFM3D_RASTER_BACKEND", "") != "torch" and triton_raster.available():
+        opted_out = os.environ.get("CDDFM3D_RASTER_BACKEND", "") == "torch"
+        if device.type == "cuda" and not opted_out and triton_raster.available():
             return "triton_auto"
         return "torch"
-    if backend == "triton" and not (triton_raster.available() and (device.type == "cuda" or triton_raster._interpreting())):
+    runnable = device.type == "cuda" or triton_raster.interpreting()
+    if backend == "triton" and not (triton_raster.available() and runnable):
         raise RuntimeError(
             f"backend='triton': needs Triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors); "
             f"found device {device}, Triton importable: {triton_raster.available()}"
@@ -277,11 +165,9 @@ def _select_backend(backend: str, device: torch.device) -> str:
 
 def _zbuffer(verts, faces, height, width, perspective, backend) -> Tensor:
     if backend in ("triton", "triton_auto"):
-        from . import triton_raster
-
         run = triton_raster.zbuffer if backend == "triton" else triton_raster.zbuffer_or_fallback
         return run(verts, faces, height, width, perspective)
-    return _zbuffer_torch(verts, faces, height, width, perspective)
+    return zbuffer_torch(verts, faces, height, width, perspective)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,8 +206,8 @@ def rasterize(
     backend = _select_backend(backend, verts.device)
     with torch.no_grad():
         zbuf = _zbuffer(verts.detach(), faces, height, width, perspective_correct, backend)
-        pix = (zbuf != _SENTINEL).nonzero().squeeze(1)
-        face = zbuf[pix] & _LOW32
+        pix = (zbuf != SENTINEL).nonzero().squeeze(1)
+        face = zbuf[pix] & LOW32
         hw = height * width
         b = pix // hw
         rem = pix - b * hw
@@ -330,13 +216,13 @@ def rasterize(
         # corner-major vertex ids: [corner, P] flattened
         vid = (faces.index_select(0, face).t() + b * N).reshape(-1)
     P = pix.numel()
-    # [coord, corner, P] with contiguous rows (see _edge_functions for why structure of arrays).
+    # [coord, corner, P] with contiguous rows (see edge_functions for why structure of arrays).
     tv = verts.reshape(B * N, 3).t().contiguous().index_select(1, vid).view(3, 3, P)
     x, y, z = tv[0], tv[1], tv[2]
     pxf = px.to(verts.dtype)
     pyf = py.to(verts.dtype)
     # Same arithmetic as Stage A, so the winners' barycentrics are >= 0 exactly as tested there.
-    w = _edge_functions(x[0] - pxf, x[1] - pxf, x[2] - pxf, y[0] - pyf, y[1] - pyf, y[2] - pyf)
+    w = edge_functions(x[0] - pxf, x[1] - pxf, x[2] - pxf, y[0] - pyf, y[1] - pyf, y[2] - pyf)
     inv_area = (w[0] + w[1] + w[2]).reciprocal()
     if perspective_correct:
         lz = [w[k] / z[k] for k in range(3)]  # l_k / z_k up to the common factor 1/area

@@ -1,4 +1,4 @@
-"""Render a morphable-model output to an image with the differentiable rasterizer (``raster.py``).
+"""Render a coloured mesh (or a morphable-model output) to an image with the differentiable rasterizer (``raster.py``).
 
 Per-vertex lit colours are interpolated perspective-correctly (Gouraud, like Deep3D's nvdiffrast
 renderer). Antialiasing is supersampling: rasterize at ``supersample`` times the size and average-pool,
@@ -10,17 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .camera import PinholeCamera
+from .mesh import ColoredMesh
+from .morphable import FaceOutput
 from .raster import interpolate_packed, rasterize
 
 __all__ = ["render"]
-
-
-def _default_camera():
-    try:
-        from .camera import PinholeCamera
-    except ImportError as exc:  # the camera module is part of the package; this guards partial installs
-        raise ImportError("render: camera=None needs cddfm3d.face3d.camera.PinholeCamera; pass a camera") from exc
-    return PinholeCamera()
 
 
 def _background(background, batch: int, size: int, like: Tensor) -> Tensor | None:
@@ -45,13 +40,12 @@ def _background(background, batch: int, size: int, like: Tensor) -> Tensor | Non
 
 
 def render(
-    fm_output,
+    mesh: ColoredMesh | FaceOutput,
     camera=None,
     size: int = 224,
     supersample: int = 2,
     background=None,
     *,
-    faces: Tensor | None = None,
     clamp: bool = True,
     return_depth: bool = False,
     backend: str = "auto",
@@ -59,15 +53,15 @@ def render(
     """Render lit per-vertex colours.
 
     Args:
-        fm_output: morphable-model output with ``vertices`` [B, N, 3] (camera space) and ``colors``
-            [B, N, 3] (lit, 0..1); it may carry ``faces`` [F, 3], otherwise pass ``faces``.
+        mesh: a :class:`~cddfm3d.face3d.mesh.ColoredMesh` (vertices [B, N, 3] in camera space, colours
+            [B, N, 3] lit 0..1, faces [F, 3], optional camera), or a morphable model's ``FaceOutput``
+            (rendered as ``output.mesh``).
         camera: object with ``scaled(size)`` returning a camera whose ``project(vertices)`` gives
             [B, N, 3] (x, y, depth) in the rasterizer's pixel convention (pixel centres on integers);
-            default ``fm_output.camera`` if present, else ``PinholeCamera()``.
+            default ``mesh.camera`` if set, else ``PinholeCamera()``.
         size: output resolution (square).
         supersample: k >= 1; rasterize at k*size and average-pool k x k (antialiasing).
         background: None (black), a float, an RGB [3], or an image [3|B, 3, size, size].
-        faces: triangle list [F, 3] if ``fm_output`` has none.
         clamp: clip the image to [0, 1] (lit colours are not clamped by the model); False keeps
             Deep3D's unclamped render.
         return_depth: also return the view depth [B, 1, size, size]: the mean interpolated depth of the
@@ -77,27 +71,23 @@ def render(
     Returns:
         (image [B, 3, size, size], mask [B, 1, size, size]) or, with ``return_depth``, (image, mask, depth);
         the mask is the covered fraction of each pixel (no gradient).
+
+    Raises:
+        TypeError: ``mesh`` is neither a ColoredMesh nor a FaceOutput, or ``camera`` lacks scaled/project.
+        ValueError: bad ``size``, ``supersample`` or ``background`` (mesh fields are checked by ColoredMesh).
     """
-    for name in ("vertices", "colors"):
-        if not hasattr(fm_output, name):
-            raise TypeError(f"fm_output: expected an object with .vertices and .colors, missing .{name}")
-    verts, colors = fm_output.vertices, fm_output.colors
-    if faces is None:
-        faces = getattr(fm_output, "faces", None)
-        if faces is None:
-            raise ValueError("faces: fm_output has no .faces; pass faces=model.faces")
-    if not isinstance(verts, Tensor) or verts.dim() != 3 or verts.shape[-1] != 3:
-        raise ValueError(f"fm_output.vertices: expected a tensor [B, N, 3], found {_shape(verts)}")
-    if not isinstance(colors, Tensor) or tuple(colors.shape) != tuple(verts.shape):
-        raise ValueError(
-            f"fm_output.colors: expected shape {list(verts.shape)} (like vertices), found {_shape(colors)}"
-        )
+    if isinstance(mesh, FaceOutput):
+        mesh = mesh.mesh
+    if not isinstance(mesh, ColoredMesh):
+        raise TypeError(f"mesh: expected a ColoredMesh(vertices, colors, faces, camera) or a FaceOutput, "
+                        f"found {type(mesh).__name__}")
+    verts, colors, faces = mesh.vertices, mesh.colors, mesh.faces
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size: expected a positive int, found {size!r}")
     if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
         raise ValueError(f"supersample: expected a positive int, found {supersample!r}")
     if camera is None:
-        camera = getattr(fm_output, "camera", None) or _default_camera()
+        camera = mesh.camera if mesh.camera is not None else PinholeCamera()
     if not (hasattr(camera, "scaled") and hasattr(camera, "project")):
         raise TypeError(f"camera: expected an object with .scaled(size) and .project(v), found {type(camera).__name__}")
     B = verts.shape[0]
@@ -140,6 +130,3 @@ def render(
     depth = depth / (mask.reshape(-1) * (supersample * supersample)).clamp(min=1).to(depth.dtype)
     return image.contiguous(), mask, depth.view(B, 1, size, size)
 
-
-def _shape(x) -> str:
-    return str(list(x.shape)) if isinstance(x, Tensor) else type(x).__name__

@@ -1,10 +1,11 @@
 """Triton kernel for the rasterizer's visibility pass (Stage A), used on CUDA when Triton is importable.
 
-Same inputs and the same int64 z-buffer as ``raster._zbuffer_torch`` (bit-identical for float32 vertices),
+Same inputs and the same int64 z-buffer as ``visibility.zbuffer_torch`` (bit-identical for float32 vertices),
 but the (triangle, pixel) pair enumeration, edge functions, depth and z-test are fused into one kernel:
 each program takes a contiguous block of pair indices, finds each pair's triangle by binary search in the
 cumulative box counts (so big and tiny triangles balance evenly) and does ``atomic_min`` on the packed
-(depth, face) key. Triangle setup (bounding boxes, table) stays in tensor ops and is shared.
+(depth, face) key. Triangle setup (bounding boxes, table) stays in tensor ops and is shared
+(``visibility.triangle_setup``).
 
 Bit-identity with the tensor path needs unfused IEEE arithmetic: ``enable_fp_fusion=False`` (no FMA
 contraction, which would also break the exact antisymmetry of the edge functions that keeps meshes
@@ -20,6 +21,8 @@ import warnings
 
 import torch
 
+from .visibility import SENTINEL, triangle_setup, zbuffer_torch
+
 _BLOCK = 256
 
 
@@ -29,14 +32,15 @@ def available() -> bool:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or _interpreting()
+    return torch.cuda.is_available() or interpreting()
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
+    """True when ``TRITON_INTERPRET`` asks for Triton's CPU interpreter (1/true/yes/on)."""
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(interpret: bool):
     # Built lazily (and cached per mode) so that importing this module never needs Triton, and a test can
     # switch TRITON_INTERPRET on before the first call: triton.jit picks interpreter or compiler at decoration.
@@ -87,7 +91,7 @@ def _kernel(interpret: bool):
         Y0 = y0 - pyf
         Y1 = y1 - pyf
         Y2 = y2 - pyf
-        # Same expressions, same order of operations as raster._edge_functions / _zbuffer_torch.
+        # Same expressions, same order of operations as visibility.edge_functions / zbuffer_torch.
         w0 = X1 * Y2 - X2 * Y1
         w1 = X2 * Y0 - X0 * Y2
         w2 = X0 * Y1 - X1 * Y0
@@ -111,22 +115,20 @@ def _kernel(interpret: bool):
 
 
 def zbuffer(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, perspective: bool) -> torch.Tensor:
-    """Stage A with the Triton kernel; same contract as ``raster._zbuffer_torch``."""
-    from . import raster as R
-
+    """Stage A with the Triton kernel; same contract as :func:`visibility.zbuffer_torch`."""
     if verts.dtype != torch.float32:  # the kernel's arithmetic is float32; float64 stays exact on the tensor path
-        return R._zbuffer_torch(verts, faces, height, width, perspective)
+        return zbuffer_torch(verts, faces, height, width, perspective)
     B = verts.shape[0]
     F = faces.shape[0]
-    zbuf = torch.full((B * height * width,), R._SENTINEL, dtype=torch.int64, device=verts.device)
-    ids, counts, table = R._triangle_setup(verts, faces, height, width, perspective)
+    zbuf = torch.full((B * height * width,), SENTINEL, dtype=torch.int64, device=verts.device)
+    ids, counts, table = triangle_setup(verts, faces, height, width, perspective)
     T = ids.numel()
     if T == 0:
         return zbuf
     ends = counts.cumsum(0)
     total = int(ends[-1])
     grid = ((total + _BLOCK - 1) // _BLOCK,)
-    _kernel(_interpreting())[grid](
+    _kernel(interpreting())[grid](
         table.contiguous(), T, ids, ends, counts, zbuf, total, F, height, width,
         NSTEPS=max(1, T.bit_length()), PERSPECTIVE=bool(perspective), BLOCK=_BLOCK, enable_fp_fusion=False,
     )
@@ -146,6 +148,4 @@ def zbuffer_or_fallback(verts, faces, height, width, perspective) -> torch.Tenso
             warnings.warn(f"Triton rasterizer unavailable ({type(exc).__name__}: {exc}); using the tensor path",
                           RuntimeWarning, stacklevel=3)
             _warned = True
-        from . import raster as R
-
-        return R._zbuffer_torch(verts, faces, height, width, perspective)
+        return zbuffer_torch(verts, faces, height, width, perspective)

@@ -13,13 +13,13 @@ coefficients (backgrounds, palette choices), so a render is a pure function of (
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from ..face3d.camera import rotation_matrix
 from ..face3d.lighting import INIT_AMBIENT, shade
+from ..face3d.mesh import ColoredMesh
 from ..face3d.morphable import MorphableModel
 from ..face3d.render import render as render_face
 
@@ -115,7 +115,8 @@ def enlarge_eyes(fm: MorphableModel, shape: torch.Tensor, factor: float = EYE_EN
     """Canonical shape [B, N, 3] with both eye regions magnified in the image plane (x, y).
 
     A radial warp about each eye centre (mean of its six landmarks): p' = c + (p - c) g(r), with
-    g = 1 + (factor - 1)(1 - r / radius)^2 inside the radius, 1 outside; monotone in r for factor < 4 (d(r g)/dr = 1 + (factor - 1)(1 - u)(1 - 3u) with u = r / radius).
+    g = 1 + (factor - 1)(1 - r / radius)^2 inside the radius, 1 outside; monotone in r for factor < 4
+    (d(r g)/dr = 1 + (factor - 1)(1 - u)(1 - 3u) with u = r / radius).
     """
     kp = fm.keypoints
     out = shape.clone()
@@ -183,11 +184,10 @@ def _render_toon(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch
 
     hi = size * SUPERSAMPLE
     cam = fm.camera
-    # render() needs only vertices, colours and faces: two colourings of one posed mesh.
-    flat_img, mask, depth = render_face(SimpleNamespace(vertices=vertices, colors=flat, faces=fm.faces), camera=cam,
-                                        size=hi, supersample=1, return_depth=True)
-    shaded_img, _ = render_face(SimpleNamespace(vertices=vertices, colors=shaded, faces=fm.faces), camera=cam,
-                                size=hi, supersample=1)
+    # Two colourings of one posed mesh.
+    flat_img, mask, depth = render_face(ColoredMesh(vertices, flat, fm.faces, cam), size=hi, supersample=1,
+                                        return_depth=True)
+    shaded_img, _ = render_face(ColoredMesh(vertices, shaded, fm.faces, cam), size=hi, supersample=1)
     lines = _outline_edges(flat_img, mask, depth)
     bg = TOON_BACKGROUNDS[torch.randint(len(TOON_BACKGROUNDS), (n,), generator=gen)].to(coeffs)
     image = shaded_img + bg.view(n, 3, 1, 1) * (1 - mask)
