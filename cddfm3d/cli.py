@@ -1,13 +1,98 @@
-"""Command line: ``python -m cddfm3d <command>``. Later stages add their commands here."""
+"""Command line: ``python -m cddfm3d <command>`` (or the ``cddfm3d`` console script). Later stages add their
+commands here.
+
+Every argument is checked by its argparse type before any work starts or any file is written; a wrong value ends
+with argparse's usage line and one ``error:`` line (exit status 2). Errors found later in user input (a missing
+folder, a checkpoint of another architecture) also end with one ``error:`` line and status 2, never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import shlex
 import sys
+from pathlib import Path
 
 
+# ------------------------------------------------------------------------------------------------ argument types
+def _int_at_least(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, found {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float(lo: float | None = None, strict: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+        if lo is not None and (value <= lo if strict else value < lo):
+            raise argparse.ArgumentTypeError(f"expected a number {'>' if strict else '>='} {lo:g}, found {value:g}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def _device(text: str) -> str:
+    """A torch device string that exists on this machine: cpu, cuda, cuda:N, mps."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; expected cpu, cuda or cuda:N "
+                                         f"(an index of torch.cuda.device_count())") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"device {text!r} requested but CUDA is not available here "
+                                             f"(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"device {text!r} requested but only {torch.cuda.device_count()} CUDA "
+                                             f"device(s) exist")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"device {text!r} requested but MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; expected cpu, cuda or cuda:N")
+    return text
+
+
+def _existing_dir(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return text
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
+def _out_dir(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    return text
+
+
+SEED = _int_at_least(0, 2 ** 31 - 1)
+POSITIVE = _int_at_least(1)
+
+
+# ------------------------------------------------------------------------------------------------ commands
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -19,21 +104,20 @@ def _demo(args) -> int:
 
 
 def _make_world(args) -> int:
+    from .training import record_command
     from .world.datasets import write_dataset
 
-    from .world.ship import record_command
-
-    record_command(args.out, args.argv)
     out = write_dataset(args.out, args.n, seed=args.seed, domains=args.domains, size=args.size,
                         shard_size=args.shard_size)
+    # recorded once the dataset is complete: a dataset is a pure function of its arguments, so an interrupted
+    # and re-run make-world is one command
+    record_command(args.out, args.argv)
     print(f"wrote {args.n} samples ({', '.join(args.domains)}, {args.size} px) to {out}")
     return 0
 
 
 def _training_images(path, resolution: int, domain: str = "human"):
     """A mini-world dataset folder (dataset.json) or a folder of image files."""
-    from pathlib import Path
-
     from .stylegan2.data import ImageFolderDataset
     from .world.datasets import META_FILE, WorldDataset
 
@@ -46,19 +130,15 @@ def _training_images(path, resolution: int, domain: str = "human"):
 
 
 def _train_recon(args) -> int:
+    from . import config
     from .face3d.recon_training import ReconTrainConfig, train_recon
     from .world.datasets import WorldDataset
 
-    from . import config
-
-    from .world.ship import record_command
-
     ds = WorldDataset(args.data, domain=args.domain)
-    record_command(args.out, args.argv)
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
                            lr=args.lr, seed=args.seed)
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
-                          resume=not args.no_resume)
+                          resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
     print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
     return 0
 
@@ -73,84 +153,120 @@ def _ship_mini(args) -> int:
 
 
 def _train_gan(args) -> int:
-    from .stylegan2.training import TrainConfig, init_distributed, train_gan
+    from .stylegan2.training import TrainConfig, train_gan
+    from .training import init_distributed
 
-    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
-    from .world.ship import record_command
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        record_command(args.out, args.argv)
-    trainer = train_gan(_training_images(args.data, args.resolution, args.domain), cfg, args.out, device=device,
-                        resume=not args.no_resume)
-    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; EMA generator: {args.out}/generator.safetensors")
+    dataset = _training_images(args.data, args.resolution, args.domain)
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    trainer = train_gan(dataset, cfg, args.out, device=device, resume=not args.no_resume,
+                        stop_at_step=args.stop_at_step, command=args.argv)
+    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; "
+          f"EMA generator: {args.out}/generator.safetensors")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cddfm3d", description="CDDFM3D: StyleSpace face manipulation "
+# ------------------------------------------------------------------------------------------------ parser
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options every training command shares (the resumable run's)."""
+    p.add_argument("--seed", type=SEED, default=0, help="random seed of the run: initialisation, batches, noise "
+                   "(default: 0)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out and start afresh")
+    p.add_argument("--stop-at-step", type=POSITIVE, default=None, metavar="N",
+                   help="stop once the run has made N optimisation steps in all (the schedule stays that of the "
+                        "full run; re-run without it to continue)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
+                   "available, else cpu)")
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """``cddfm3d`` when run as the console script, ``python -m cddfm3d`` otherwise."""
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else "")).name
+    return "cddfm3d" if name in ("cddfm3d", "cddfm3d.exe") else "python -m cddfm3d"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or prog_name(), description="CDDFM3D: StyleSpace face manipulation "
                                 "with 3D guidance. Each command is one stage of the pipeline.")
     sub = p.add_subparsers(dest="command", metavar="<command>")
     d = sub.add_parser("demo", help="run the main job on the embedded default and write results to out/")
-    d.add_argument("--out", default="out", help="output directory (default: out)")
-    d.add_argument("--generator", default=None, help="generator checkpoint (.pt, .pkl or .safetensors); "
-                   "default: the embedded one")
-    d.add_argument("--n", type=int, default=16, help="number of samples in the grid")
-    d.add_argument("--channels", type=int, default=4, help="number of StyleSpace channels to edit")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--truncation", type=float, default=0.7, help="truncation psi of the samples")
-    d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    d.add_argument("--out", type=_out_dir, default="out", help="output folder (default: out)")
+    d.add_argument("--generator", type=_existing_file, default=None, help="generator checkpoint (.pt, .pkl or "
+                   ".safetensors) at the mini world's 64 px; default: the shipped one")
+    d.add_argument("--n", type=POSITIVE, default=16, help="number of samples in the grid (default: 16)")
+    d.add_argument("--channels", type=POSITIVE, default=4, help="number of StyleSpace channels to edit (default: 4)")
+    d.add_argument("--seed", type=SEED, default=0, help="seed of the samples and the channel statistics (default: 0)")
+    d.add_argument("--truncation", type=_float(), default=0.7, help="truncation psi of the samples: 1 = none, "
+                   "0 = the average face (default: 0.7)")
+    d.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
     d.set_defaults(func=_demo)
 
+    from .world.domains import MAX_SIZE, MIN_SIZE
+
     w = sub.add_parser("make-world", help="render a mini-world dataset (sharded, resumable)")
-    w.add_argument("--out", required=True, help="dataset folder")
-    w.add_argument("--n", type=int, required=True, help="number of samples")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--domains", nargs="+", default=["human"], choices=["human", "toon"])
-    w.add_argument("--size", type=int, default=64)
-    w.add_argument("--shard-size", type=int, default=1000)
+    w.add_argument("--out", type=_out_dir, required=True, help="dataset folder")
+    w.add_argument("--n", type=POSITIVE, required=True, help="number of samples")
+    w.add_argument("--seed", type=SEED, default=0, help="dataset seed: coefficients and backgrounds are pure "
+                   "functions of it (default: 0)")
+    w.add_argument("--domains", nargs="+", default=["human"], choices=["human", "toon"],
+                   help="domains to render, each stored for every sample (default: human)")
+    w.add_argument("--size", type=_int_at_least(MIN_SIZE, MAX_SIZE), default=64,
+                   help=f"image size in pixels, {MIN_SIZE}-{MAX_SIZE} (default: 64)")
+    w.add_argument("--shard-size", type=POSITIVE, default=1000, help="samples per shard file; an interrupted job "
+                   "loses at most one shard (default: 1000)")
     w.set_defaults(func=_make_world)
 
     r = sub.add_parser("train-recon", help="train (or resume) the small reconstruction network on a mini-world "
                        "dataset (renders with known coefficients)")
-    r.add_argument("--data", required=True, help="mini-world dataset folder (make-world)")
-    r.add_argument("--domain", default="human")
-    r.add_argument("--out", required=True, help="run directory (checkpoint.pt, recon.safetensors, log.json)")
-    r.add_argument("--steps", type=int, default=4000)
-    r.add_argument("--batch", type=int, default=32)
-    r.add_argument("--lr", type=float, default=2e-3)
-    r.add_argument("--width", type=int, default=16, help="base width of the small backbone")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
-    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    r.add_argument("--data", type=_existing_dir, required=True, help="mini-world dataset folder (make-world)")
+    r.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to train on "
+                   "(default: human)")
+    r.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, recon.safetensors, "
+                   "log.json, commands.txt)")
+    r.add_argument("--steps", type=POSITIVE, default=4000, help="optimisation steps of the whole run; the "
+                   "learning rate decays to 0 there (default: 4000)")
+    r.add_argument("--batch", type=POSITIVE, default=32, help="images per step (default: 32)")
+    r.add_argument("--lr", type=_float(0, strict=True), default=2e-3, help="peak learning rate of AdamW "
+                   "(default: 0.002)")
+    r.add_argument("--width", type=POSITIVE, default=16, help="base width of the small backbone (default: 16)")
+    _run_options(r)
     r.set_defaults(func=_train_recon)
 
     s = sub.add_parser("ship-mini", help="evaluate a trained mini generator and ReconNet and ship them into "
                        "assets/ (files + MANIFEST.json with sha256, config, commands, metrics)")
-    s.add_argument("--gan", required=True, help="train-gan run directory")
-    s.add_argument("--recon", required=True, help="train-recon run directory")
-    s.add_argument("--train-data", required=True, help="the dataset both were trained on")
-    s.add_argument("--heldout", required=True, help="held-out dataset (other seed) for the metrics")
-    s.add_argument("--floor", required=True, help="a second held-out dataset: the Fréchet-distance floor")
-    s.add_argument("--n-fd", type=int, default=10000)
-    s.add_argument("--n-photo", type=int, default=1000)
+    s.add_argument("--gan", type=_existing_dir, required=True, help="train-gan run folder")
+    s.add_argument("--recon", type=_existing_dir, required=True, help="train-recon run folder")
+    s.add_argument("--train-data", type=_existing_dir, required=True, help="the dataset both were trained on")
+    s.add_argument("--heldout", type=_existing_dir, required=True, help="held-out dataset (other seed) for the "
+                   "metrics")
+    s.add_argument("--floor", type=_existing_dir, required=True, help="a second held-out dataset: the "
+                   "Fréchet-distance floor")
+    s.add_argument("--n-fd", type=_int_at_least(2), default=10000, help="images per set for the Fréchet "
+                   "distances (default: 10000)")
+    s.add_argument("--n-photo", type=POSITIVE, default=1000, help="generator samples for the reconstruction "
+                   "network's photometric error (default: 1000)")
     s.set_defaults(func=_ship_mini)
 
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
-    t.add_argument("--data", required=True, help="mini-world dataset folder (make-world) or folder of images")
-    t.add_argument("--domain", default="human", help="domain to read from a mini-world dataset (default: human)")
-    t.add_argument("--out", required=True, help="run directory (checkpoint.pt, generator.safetensors, log.json)")
-    t.add_argument("--resolution", type=int, default=64)
-    t.add_argument("--batch", type=int, default=16, help="total batch size over all processes")
-    t.add_argument("--kimg", type=float, default=100.0, help="train until this many thousand images were shown")
-    t.add_argument("--snapshot-kimg", type=float, default=5.0)
-    t.add_argument("--gamma", type=float, default=0.1, help="R1 weight")
-    t.add_argument("--augment", default="none", choices=["none", "translate_flip"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
-    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--data", type=_existing_dir, required=True, help="mini-world dataset folder (make-world) or "
+                   "folder of images")
+    t.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to read from a "
+                   "mini-world dataset (default: human)")
+    t.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, generator.safetensors, "
+                   "log.json, commands.txt)")
+    t.add_argument("--resolution", type=_int_at_least(4), default=64, help="image size, a power of two "
+                   "(default: 64)")
+    t.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
+    t.add_argument("--kimg", type=_float(0, strict=True), default=100.0, help="train until this many thousand "
+                   "images were shown (default: 100)")
+    t.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=5.0, help="write a checkpoint every "
+                   "this many thousand images (default: 5)")
+    t.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
+    t.add_argument("--augment", default="none", choices=["none", "translate_flip"], help="augmentation of the "
+                   "discriminator's inputs (default: none)")
+    _run_options(t)
     t.set_defaults(func=_train_gan)
     return p
 
@@ -158,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:   # argparse reports a bad argument (usage + one error line) and exits 2; --help exits 0
+        args = parser.parse_args(argv)
+        if getattr(args, "resolution", None) is not None and args.resolution & (args.resolution - 1):
+            parser.error(f"argument --resolution: expected a power of two, found {args.resolution}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()

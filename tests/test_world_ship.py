@@ -16,8 +16,9 @@ from cddfm3d import assets, cli
 from cddfm3d.face3d.recon import ReconNet
 from cddfm3d.stylegan2.checkpoints import save_generator
 from cddfm3d.stylegan2.generator import Generator
+from cddfm3d.training import COMMANDS_FILE, read_commands, record_command
 from cddfm3d.world.datasets import write_dataset
-from cddfm3d.world.ship import COMMANDS_FILE, read_commands, record_command, ship_mini_assets
+from cddfm3d.world.ship import ship_mini_assets
 
 # tiny held-out sets: fewer samples than feature dimensions, so the Fréchet distances see singular covariances
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::scipy.linalg.LinAlgWarning")

@@ -7,23 +7,19 @@ Supervision (all three available only because the data is rendered from coeffici
 * landmark loss: Deep3D-weighted squared distance of the 68 projected landmarks, in pixels of the image;
 * photometric loss: Deep3D's masked colour distance between the re-rendered prediction and the input.
 
-Resumable like every long job here: the full state (network, optimizer, step, RNG) is saved atomically every
-``checkpoint_every`` steps and when the run is interrupted, and a second call continues where it stopped.
+Resumable like every trainer here (:mod:`cddfm3d.training`): the full state (network, optimizer, step, every
+random state) is saved atomically every ``checkpoint_every`` steps and when the run is interrupted, and a second
+call continues exactly where it stopped.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from ..serialization import atomic_write
+from ..training import ResumableRun
 from .losses import landmark_loss, photometric_loss
 from .morphable import SLICES, MorphableModel
 from .recon import ReconNet
@@ -48,36 +44,32 @@ class ReconTrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
 
 def coefficient_scale(coeffs: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
     """Per-coefficient standard deviation [257] of a coefficient sample (the loss's units)."""
     return coeffs.double().std(0).clamp_min(floor).float()
 
 
-class ReconTrainer:
-    """Trains ``ReconNet("small")`` on ``(images [-1, 1], coeffs)`` pairs; see the module docstring."""
+class ReconTrainer(ResumableRun):
+    """Trains ``ReconNet("small")`` on ``(images [-1, 1], coeffs)`` pairs (see the module docstring) on the shared
+    resumable run: the network, its optimizer and the batch generator are the run's named state, the coefficient
+    scale is extra state, the export is ``recon.safetensors``."""
+
+    name = "train-recon"
+    arch_keys = ("image_size", "width", "norm")
 
     def __init__(self, config: ReconTrainConfig, model: MorphableModel, coeff_scale: torch.Tensor, out_dir,
                  device=None):
-        self.cfg = config
-        self.out = Path(out_dir)
-        self.device = torch.device(device or "cpu")
+        super().__init__(config, out_dir, device)
         torch.manual_seed(config.seed)
         self.fm = model.to(self.device)
         self.net = ReconNet("small", image_size=config.image_size, width=config.width, norm=config.norm,
                             input_range="-1_1").to(self.device)
         self.scale = coeff_scale.to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.step = 0
         self.rng = torch.Generator().manual_seed(config.seed)
-        self.log: list[dict] = []
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / "checkpoint.pt"
+        self.track(net=self.net, opt=self.opt, rng=self.rng)
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to 0 at ``steps``."""
@@ -87,37 +79,22 @@ class ReconTrainer:
         t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
-    # ----------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        return dict(net=self.net.state_dict(), opt=self.opt.state_dict(), step=self.step, rng=self.rng.get_state(),
-                    torch_rng=torch.get_rng_state(), scale=self.scale.cpu(), config=self.cfg.to_json(),
-                    log=json.dumps(self.log))
+    # ----------------------------------------------------------- run state
+    def extra_state(self) -> dict:
+        return {"scale": self.scale.cpu()}
 
-    def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
-        self.net.save(self.out / "recon.safetensors")
-        (self.out / "log.json").write_text(json.dumps(self.log))
-
-    def try_resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        # CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        for key in ("image_size", "width", "norm"):
-            if saved[key] != getattr(self.cfg, key):
-                raise ValueError(f"{self.checkpoint_path}: checkpoint has {key}={saved[key]!r}, requested "
-                                 f"{getattr(self.cfg, key)!r}; use another output directory")
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.step = int(state["step"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+    def load_extra_state(self, state: dict) -> None:
         self.scale = state["scale"].to(self.device)
-        self.log = json.loads(state["log"])
-        return True
+
+    def export(self) -> None:
+        self.net.save(self.out / "recon.safetensors")
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.steps
+
+    def log_fields(self) -> dict:
+        return {"lr": self.lr_at(self.step - 1)}
 
     # ----------------------------------------------------------- one iteration
     def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
@@ -129,61 +106,51 @@ class ReconTrainer:
             lm_target = self.fm(target, image_size=cfg.image_size, check=False).landmarks
         lm = landmark_loss(out_p.landmarks, lm_target)
         k = min(cfg.photo_batch, len(images))
-        sub = SimpleNamespace(vertices=out_p.vertices[:k], colors=out_p.colors[:k], faces=out_p.faces,
-                              camera=out_p.camera)
+        sub = out_p.mesh[:k]
         rendered, mask = render(sub, size=cfg.image_size, supersample=1, clamp=False)
         photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
         total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo
         return dict(total=total, coeff=coeff, landmark=lm, photo=photo)
 
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        images_u8, coeffs = self._data
+        idx = torch.randint(len(images_u8), (cfg.batch_size,), generator=self.rng)
+        x = images_u8[idx].to(self.device, torch.float32) / 127.5 - 1
+        x = x + torch.randn(x.shape, generator=self.rng).to(x) * cfg.noise_std
+        y = coeffs[idx].to(self.device, torch.float32)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        terms = self.losses(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
     def train(self, images_u8: torch.Tensor, coeffs: torch.Tensor, progress: bool = True,
               max_steps: int | None = None) -> dict:
         """``images_u8`` [N, 3, S, S] uint8 and ``coeffs`` [N, 257]; trains until ``cfg.steps``."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
         if len(images_u8) == 0 or len(images_u8) != len(coeffs):
             raise ValueError(f"train: need as many images as coefficient rows (>0), found {len(images_u8)} "
                              f"and {len(coeffs)}")
+        self._data = (images_u8, coeffs)
         self.net.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train-recon", disable=not progress)
-        done, t0 = 0, time.perf_counter()
         try:
-            while self.step < cfg.steps and (max_steps is None or done < max_steps):
-                idx = torch.randint(len(images_u8), (cfg.batch_size,), generator=self.rng)
-                x = images_u8[idx].to(self.device, torch.float32) / 127.5 - 1
-                x = x + torch.randn(x.shape, generator=self.rng).to(x) * cfg.noise_std
-                y = coeffs[idx].to(self.device, torch.float32)
-                for group in self.opt.param_groups:
-                    group["lr"] = self.lr_at(self.step)
-                terms = self.losses(x, y)
-                self.opt.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                self.opt.step()
-                self.step += 1
-                done += 1
-                bar.update(1)
-                if self.step % 10 == 0:
-                    stats = {k: float(v.detach()) for k, v in terms.items()}
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items()})
-                    self.log.append(dict(step=self.step, lr=self.lr_at(self.step - 1), **stats))
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save()
-        finally:  # an interrupted run keeps its progress
-            self.save()
-            bar.close()
-        self.net.eval()
-        return dict(step=self.step, seconds=time.perf_counter() - t0)
+            result = self.run_loop(snapshot_every=self.cfg.checkpoint_every, progress=progress, max_steps=max_steps)
+        finally:
+            self.net.eval()
+        return dict(step=self.step, seconds=result["seconds"])
 
 
 def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrainConfig, out_dir,
                 model: MorphableModel | None = None, device=None, resume: bool = True, progress: bool = True,
-                max_steps: int | None = None) -> ReconTrainer:
-    """Train (or resume) a small ReconNet; writes ``out_dir/{checkpoint.pt, recon.safetensors, log.json}``."""
+                max_steps: int | None = None, stop_at_step: int | None = None,
+                command: list[str] | None = None) -> ReconTrainer:
+    """Train (or resume) a small ReconNet; writes ``out_dir/{checkpoint.pt, recon.safetensors, log.json}``.
+    ``stop_at_step`` ends the run at that absolute step (the learning-rate schedule stays that of ``steps``)."""
     fm = model or MorphableModel.mini()
     trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device)
-    if resume:
-        trainer.try_resume()
+    trainer.start(resume, stop_at_step, command)
     trainer.train(images_u8, coeffs, progress=progress, max_steps=max_steps)
     return trainer
 

@@ -1,24 +1,20 @@
 """StyleGAN2 training: non-saturating logistic loss, lazy R1, EMA generator, style mixing, optional augmentation.
 
-Resumable: every snapshot is written atomically (temp file + rename) with the networks, optimizer states, the
-step counter and the random-number-generator states, so an interrupted run continues where it stopped. Runs on
-CUDA when given, on the CPU otherwise, and on several GPUs under ``torchrun`` (gradients are all-reduced across
+Resumable through the shared run base (:mod:`cddfm3d.training`): snapshots are atomic and hold the networks,
+optimizer states, counters and every random state, so an interrupted run continues exactly where it stopped. Runs
+on CUDA when given, on the CPU otherwise, and on several GPUs under ``torchrun`` (gradients are all-reduced across
 ranks after every backward pass, i.e. data-parallel training).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import time
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..serialization import atomic_write
+from ..training import ResumableRun, allreduce_gradients, init_distributed
 from .checkpoints import save_generator
 from .discriminator import Discriminator
 from .generator import Generator
@@ -45,27 +41,8 @@ class TrainConfig:
     snapshot_kimg: float = 5.0
     seed: int = 0
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _allreduce_grads(module: torch.nn.Module) -> None:
-    rank, world = _dist()
-    if world == 1:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world
-
-
 def augment(images: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Differentiable augmentation shared by real and fake D inputs."""
     if mode == "none":
@@ -102,12 +79,16 @@ def _item(dataset: Dataset, i: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ training
-class GANTrainer:
+class GANTrainer(ResumableRun):
+    """StyleGAN2 training on the shared resumable run (:class:`cddfm3d.training.ResumableRun`): G, D, the EMA
+    generator, both optimizers and the batch/latent generator are the run's named state; the export is the EMA
+    generator (``generator.safetensors``)."""
+
+    name = "train-gan"
+    arch_keys = ("resolution", "generator", "discriminator")
+
     def __init__(self, config: TrainConfig, out_dir, device=None):
-        self.cfg = config
-        self.out = Path(out_dir)
-        self.device = torch.device(device or "cpu")
-        self.rank, self.world = _dist()
+        super().__init__(config, out_dir, device)
         torch.manual_seed(config.seed)
         self.G = Generator(config.resolution, **config.generator).to(self.device).train()
         self.D = Discriminator(config.resolution, **config.discriminator).to(self.device).train()
@@ -117,56 +98,30 @@ class GANTrainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=config.betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr * ratio,
                                       betas=tuple(b ** ratio for b in config.betas))
-        self.step = 0
         self.images_seen = 0
         self.rng = torch.Generator().manual_seed(config.seed + 1000 * self.rank)
-        self.log: list[dict] = []
+        self.track(G=self.G, D=self.D, G_ema=self.G_ema, opt_G=self.opt_G, opt_D=self.opt_D, rng=self.rng)
+        self._dataset: Dataset | None = None
+
+    def extra_state(self) -> dict:
+        return {"images_seen": self.images_seen}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.images_seen = int(state["images_seen"])
+
+    def export(self) -> None:
+        save_generator(self.G_ema, self.out / "generator.safetensors")
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.out / "checkpoint.pt"
+    def total_steps(self) -> int:
+        """Steps until ``total_kimg`` thousand images (all ranks together) have been shown."""
+        return math.ceil(self.cfg.total_kimg * 1000 / self.cfg.batch_size)
 
-    # ----------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        return dict(G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
-                    opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(), step=self.step,
-                    images_seen=self.images_seen, rng=self.rng.get_state(), torch_rng=torch.get_rng_state(),
-                    config=self.cfg.to_json(), log=json.dumps(self.log))
+    def progress_position(self) -> int:
+        return self.images_seen
 
-    def load_state_dict(self, state: dict) -> None:
-        saved = json.loads(state["config"])
-        now = json.loads(self.cfg.to_json())
-        arch_keys = ("resolution", "generator", "discriminator")
-        if any(saved[k] != now[k] for k in arch_keys):
-            raise ValueError(f"{self.checkpoint_path}: the checkpoint's architecture "
-                             f"{ {k: saved[k] for k in arch_keys} } differs from the requested "
-                             f"{ {k: now[k] for k in arch_keys} }; use another output directory")
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.log = json.loads(state["log"])
-
-    def save(self) -> None:
-        if self.rank != 0:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
-        save_generator(self.G_ema, self.out / "generator.safetensors")
-        (self.out / "log.json").write_text(json.dumps(self.log))
-
-    def try_resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        # CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        self.load_state_dict(state)
-        return True
+    def log_fields(self) -> dict:
+        return {"kimg": self.images_seen / 1000}
 
     # ----------------------------------------------------------- one iteration
     def d_step(self, real: torch.Tensor) -> dict:
@@ -187,7 +142,7 @@ class GANTrainer:
             stats["r1"] = penalty.item()
         self.opt_D.zero_grad(set_to_none=True)
         loss.backward()
-        _allreduce_grads(self.D)
+        allreduce_gradients(self.D)
         self.opt_D.step()
         return stats
 
@@ -197,7 +152,7 @@ class GANTrainer:
         loss = F.softplus(-self.D(augment(fake, cfg.augment, self.rng))).mean()
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
-        _allreduce_grads(self.G)
+        allreduce_gradients(self.G)
         self.opt_G.step()
         return dict(loss_G=loss.item())
 
@@ -208,74 +163,50 @@ class GANTrainer:
         if cfg.ema_rampup is not None:
             half_life = min(half_life, self.images_seen * cfg.ema_rampup)
         beta = 0.5 ** (batch_total / max(half_life, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
             p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             b_ema.copy_(b)
+
+    def train_step(self) -> dict:
+        cfg, dataset = self.cfg, self._dataset
+        per_rank = cfg.batch_size // self.world
+        # batches are drawn from the saved generator, so a resumed run sees exactly the same data
+        idx = torch.randint(len(dataset), (per_rank,), generator=self.rng).tolist()
+        real = torch.stack([_item(dataset, i) for i in idx]).to(self.device, torch.float32)
+        stats = self.d_step(real)
+        stats.update(self.g_step(per_rank))
+        self.images_seen += cfg.batch_size
+        self.update_ema(cfg.batch_size)
+        return stats
 
     # ----------------------------------------------------------- loop
     def train(self, dataset: Dataset, progress: bool = True, max_steps: int | None = None) -> dict:
         """Train until ``total_kimg`` images (all ranks together) have been shown, or ``max_steps`` more steps."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
-        per_rank = cfg.batch_size // self.world
-        if per_rank * self.world != cfg.batch_size:
+        if cfg.batch_size % self.world:
             raise ValueError(f"batch size {cfg.batch_size} is not divisible by the number of processes {self.world}")
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty")
-        total = int(cfg.total_kimg * 1000)
-        next_snapshot = (self.images_seen // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
-        bar = tqdm(total=total, initial=min(self.images_seen, total), unit="img", disable=not progress or self.rank,
-                   desc="train-gan")
-        steps_done, t0 = 0, time.perf_counter()
-        try:
-            while self.images_seen < total and (max_steps is None or steps_done < max_steps):
-                # batches are drawn from the saved generator, so a resumed run sees exactly the same data
-                idx = torch.randint(len(dataset), (per_rank,), generator=self.rng).tolist()
-                real = torch.stack([_item(dataset, i) for i in idx]).to(self.device, torch.float32)
-                stats = self.d_step(real)
-                stats.update(self.g_step(per_rank))
-                self.images_seen += cfg.batch_size
-                self.update_ema(cfg.batch_size)
-                self.step += 1
-                steps_done += 1
-                bar.update(cfg.batch_size)
-                if self.step % 10 == 0:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
-                    self.log.append(dict(step=self.step, kimg=self.images_seen / 1000, **stats))
-                if self.images_seen >= next_snapshot:
-                    self.save()
-                    next_snapshot += int(cfg.snapshot_kimg * 1000)
-        finally:  # an interrupted run (Ctrl-C, time limit) keeps its progress
-            self.save()
-            bar.close()
-        return dict(step=self.step, kimg=self.images_seen / 1000, seconds=time.perf_counter() - t0,
-                    kimg_per_hour=(steps_done * cfg.batch_size / 1000) / max(time.perf_counter() - t0, 1e-9) * 3600)
+        self._dataset = dataset
+        snapshot = max(1, math.ceil(cfg.snapshot_kimg * 1000 / cfg.batch_size))
+        done_before = self.step
+        result = self.run_loop(snapshot_every=snapshot, progress=progress, max_steps=max_steps, unit="img",
+                               scale=cfg.batch_size)
+        kimg = (self.step - done_before) * cfg.batch_size / 1000
+        return dict(step=self.step, kimg=self.images_seen / 1000, seconds=result["seconds"],
+                    kimg_per_hour=kimg / max(result["seconds"], 1e-9) * 3600)
 
 
 def train_gan(dataset: Dataset, config: TrainConfig, out_dir, device=None, resume: bool = True,
-              progress: bool = True, max_steps: int | None = None) -> GANTrainer:
+              progress: bool = True, max_steps: int | None = None, stop_at_step: int | None = None,
+              command: list[str] | None = None) -> GANTrainer:
     """Train (or resume) a StyleGAN2 on ``dataset`` (items: image tensors in [-1, 1], or tuples starting with one).
-    Writes ``out_dir/checkpoint.pt`` (full state), ``generator.safetensors`` (EMA generator) and ``log.json``."""
-    trainer = GANTrainer(config, out_dir, device)
-    if resume:
-        trainer.try_resume()
+    Writes ``out_dir/checkpoint.pt`` (full state), ``generator.safetensors`` (EMA generator) and ``log.json``.
+    ``stop_at_step`` ends the run at that absolute step (the schedule stays that of ``total_kimg``)."""
+    trainer = GANTrainer(config, out_dir, device).start(resume, stop_at_step, command)
     trainer.train(dataset, progress=progress, max_steps=max_steps)
     return trainer
-
-
-def init_distributed(device_type: str = "cuda") -> torch.device:
-    """Initialise torch.distributed from torchrun's environment; returns this rank's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return torch.device(device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu")
-    backend = "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if backend == "nccl":
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 __all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "sample_ws", "init_distributed"]

@@ -3,7 +3,8 @@
 ``ship_mini_assets`` copies ``<gan>/generator.safetensors`` and ``<recon>/recon.safetensors`` to
 ``assets/mini/``, measures the metrics the manifest reports, and registers both files (sha256, size, config,
 the commands that produced them, metrics). The commands come from the ``commands.txt`` that every dataset and
-training command appends its own command line to, so the manifest records exactly what was run, resumes included.
+training command appends its own command line to (and every run where it stopped): the manifest records the
+commands that rebuild the shipped files (:func:`cddfm3d.training.rebuild_commands`).
 """
 from __future__ import annotations
 
@@ -17,32 +18,10 @@ from .. import assets
 from ..face3d.recon import ReconNet
 from ..face3d.recon_training import evaluate_recon
 from ..stylegan2.checkpoints import load_generator
+from ..training import rebuild_commands
 from .datasets import WorldDataset
 from .domains import mini_model
 from .quality import feature_stats, frechet_distance, generate, generator_latency_ms, recon_features
-
-COMMANDS_FILE = "commands.txt"
-
-
-def record_command(out_dir, argv) -> None:
-    """Append ``python -m cddfm3d <argv>`` to ``out_dir/commands.txt`` (provenance for the manifest)."""
-    import shlex
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / COMMANDS_FILE, "a") as f:
-        f.write("python -m cddfm3d " + " ".join(shlex.quote(a) for a in argv) + "\n")
-
-
-def read_commands(*dirs) -> list[str]:
-    lines = []
-    for d in dirs:
-        p = Path(d) / COMMANDS_FILE
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing; it records the commands that produced {d} (written by "
-                                    f"make-world, train-gan and train-recon)")
-        lines += [ln for ln in p.read_text().splitlines() if ln.strip()]
-    return lines
 
 
 def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n_fd: int = 10000,
@@ -53,9 +32,9 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
     G = load_generator(Path(gan_dir) / "generator.safetensors").eval()
     net = ReconNet.load(Path(recon_dir) / "recon.safetensors").eval()
     # Provenance first: a missing commands.txt must fail before the long evaluation and before assets/ changes.
-    data_cmds = read_commands(train_data)
-    eval_cmds = read_commands(heldout_data, floor_data)
-    gan_cmds, recon_cmds = read_commands(gan_dir), read_commands(recon_dir)
+    data_cmds = rebuild_commands(train_data)
+    eval_cmds = rebuild_commands(heldout_data, floor_data)
+    gan_cmds, recon_cmds = rebuild_commands(gan_dir), rebuild_commands(recon_dir)
     if n_photo < 1:
         raise ValueError(f"n_photo must be >= 1, found {n_photo}")
     heldout = WorldDataset(heldout_data, "human", limit=n_fd)
@@ -81,8 +60,8 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
         "latency_ms_batch1_cpu": generator_latency_ms(G),
         "cpu_threads": torch.get_num_threads(),
     }
-    gen_metrics["fd_ratio_to_floor"] = gen_metrics["fd_recon_features"] / max(gen_metrics["fd_floor_renders_vs_renders"],
-                                                                                1e-12)
+    gen_metrics["fd_ratio_to_floor"] = (gen_metrics["fd_recon_features"]
+                                        / max(gen_metrics["fd_floor_renders_vs_renders"], 1e-12))
     gen_log = _train_log_tail(Path(gan_dir))
     gen_metrics.update(gen_log)
 

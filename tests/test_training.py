@@ -1,0 +1,356 @@
+"""The shared resumable run (cddfm3d.training): exact resume over every random source, interruption, architecture
+check, atomic files, rank handling (real two-process gloo run), CUDA random states, provenance and rebuild."""
+from __future__ import annotations
+
+import json
+import random
+import shlex
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from cddfm3d import training
+from cddfm3d.serialization import read_safetensors
+from cddfm3d.training import (COMMANDS_FILE, ResumableRun, global_rng_state, read_commands, rebuild_commands,
+                              record_command, set_global_rng_state)
+
+
+@dataclass
+class ToyConfig:
+    width: int = 4
+    steps: int = 8
+    lr: float = 0.1
+    checkpoint_every: int = 3
+    seed: int = 0
+
+
+class ToyRun(ResumableRun):
+    """A linear model trained with SGD on data drawn from every random source a trainer may use: its own
+    torch.Generator (batch indices), torch's global generator (dropout), Python's random and NumPy's global
+    generator (noise). An unrestored source makes a resumed run differ from an uninterrupted one."""
+
+    name = "toy"
+    arch_keys = ("width",)
+
+    def __init__(self, config: ToyConfig, out_dir, device=None, fail_at: int | None = None):
+        super().__init__(config, out_dir, device)
+        torch.manual_seed(config.seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(config.width, config.width), torch.nn.Dropout(0.5),
+                                       torch.nn.Linear(config.width, 1)).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.rng = torch.Generator().manual_seed(config.seed + 1)
+        self.track(net=self.net, opt=self.opt, rng=self.rng)
+        self.data = torch.randn(32, config.width, generator=torch.Generator().manual_seed(99))
+        self.fail_at = fail_at
+        self.exports = 0
+        self.counter = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.steps
+
+    def extra_state(self) -> dict:
+        return {"counter": self.counter}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.counter = int(state["counter"])
+
+    def export(self) -> None:
+        self.exports += 1
+        torch.save(self.net.state_dict(), self.out / "toy.pt")
+
+    def train_step(self) -> dict:
+        if self.fail_at is not None and self.step == self.fail_at:
+            raise KeyboardInterrupt
+        idx = torch.randint(len(self.data), (4,), generator=self.rng)
+        noise = random.gauss(0, 1) + float(np.random.standard_normal())
+        x = self.data[idx].to(self.device)
+        loss = (self.net(x).squeeze(1) - noise).square().mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.counter += 1
+        return {"loss": loss.item()}
+
+    def train(self, progress=False, max_steps=None):
+        return self.run_loop(snapshot_every=self.cfg.checkpoint_every, progress=progress, max_steps=max_steps)
+
+
+def reseed_globals(seed=123):
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def run(out, cfg=None, resume=True, **kw):
+    fail_at = kw.pop("fail_at", None)
+    r = ToyRun(cfg or ToyConfig(), out, fail_at=fail_at).start(resume, **kw)
+    return r
+
+
+def assert_same_state(a: ToyRun, b: ToyRun):
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k
+    assert torch.equal(a.rng.get_state(), b.rng.get_state())
+    assert a.step == b.step and a.counter == b.counter
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
+    reseed_globals()
+    straight = run(tmp_path / "a")
+    straight.train()
+    after_straight = (torch.rand(3), random.random(), np.random.rand())
+    # interrupted twice (Ctrl-C inside a step, then a step budget), with the global generators disturbed between
+    # the processes, as a fresh interpreter would have them
+    reseed_globals()
+    first = run(tmp_path / "b", fail_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert first.step == 5 and torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 5
+    reseed_globals(7)
+    second = run(tmp_path / "b")
+    assert second.step == 5 and second.counter == 5
+    second.train(max_steps=1)
+    reseed_globals(8)
+    resumed = run(tmp_path / "b")
+    resumed.train()
+    assert resumed.step == 8
+    assert_same_state(straight, resumed)
+    # the global generators continue exactly as after the uninterrupted run
+    after_resumed = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(after_straight[0], after_resumed[0]) and after_straight[1:] == after_resumed[1:]
+    log = json.loads((tmp_path / "b" / "log.json").read_text())
+    assert log == json.loads((tmp_path / "a" / "log.json").read_text())
+
+
+@pytest.mark.parametrize("source", ["torch", "python", "numpy", "generator"])
+def test_each_random_source_matters(tmp_path, source):
+    """Losing any one source from the saved state breaks exact resume, so the test above can fail."""
+    reseed_globals()
+    straight = run(tmp_path / "a")
+    straight.train()
+    reseed_globals()
+    run(tmp_path / "b").train(max_steps=4)
+    path = tmp_path / "b" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    other = torch.Generator().manual_seed(5).get_state()
+    if source == "generator":
+        ck["rng"] = ck["rank_rng"][0]["generators"]["rng"] = other
+    elif source == "torch":
+        ck["rank_rng"][0]["global"]["torch"] = other
+    else:
+        del ck["rank_rng"][0]["global"][source]
+    torch.save(ck, path)
+    reseed_globals(7)
+    resumed = run(tmp_path / "b")
+    resumed.train()
+    assert any(not torch.equal(v, resumed.net.state_dict()[k]) for k, v in straight.net.state_dict().items())
+
+
+def test_checkpoint_files_and_snapshots(tmp_path):
+    r = run(tmp_path)
+    r.train()
+    # snapshots at steps 3 and 6, and the final save
+    assert r.exports == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "log.json", "toy.pt"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert {"net", "opt", "rng", "step", "config", "log", "rank_rng", "counter", "format"} <= set(state)
+    assert json.loads(state["config"]) == {"width": 4, "steps": 8, "lr": 0.1, "checkpoint_every": 3, "seed": 0}
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [e["step"] for e in log] == []   # log_every = 10 > 8 steps
+    r2 = run(tmp_path / "c", ToyConfig(steps=25))
+    r2.train()
+    log = json.loads((tmp_path / "c" / "log.json").read_text())
+    assert [e["step"] for e in log] == [10, 20] and all(np.isfinite(e["loss"]) for e in log)
+
+
+def test_resume_refuses_other_architecture_but_not_other_schedule(tmp_path):
+    run(tmp_path).train(max_steps=2)
+    with pytest.raises(ValueError) as err:
+        run(tmp_path, ToyConfig(width=5))
+    msg = str(err.value)
+    assert str(tmp_path / "checkpoint.pt") in msg and "architecture" in msg and "width=4" in msg and "width=5" in msg
+    longer = run(tmp_path, ToyConfig(steps=12))
+    assert longer.step == 2
+    longer.train()
+    assert longer.step == 12
+    fresh = run(tmp_path, ToyConfig(width=5), resume=False)
+    assert fresh.step == 0
+
+
+def test_stop_at_step_keeps_the_schedule(tmp_path):
+    reseed_globals()
+    r = run(tmp_path / "a", stop_at_step=5)
+    r.train()
+    assert r.step == 5
+    rest = run(tmp_path / "a")
+    rest.train()
+    reseed_globals()
+    straight = run(tmp_path / "b")
+    straight.train()
+    assert_same_state(straight, rest)
+    with pytest.raises(ValueError, match="stop_at_step"):
+        run(tmp_path / "c", stop_at_step=0)
+
+
+def test_only_rank_zero_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "dist_info", lambda: (1, 1))
+    r = run(tmp_path / "run")
+    r.train()
+    assert not (tmp_path / "run").exists() and r.exports == 0
+    monkeypatch.setenv("RANK", "1")
+    record_command(tmp_path / "cmd", ["train-toy"])
+    assert not (tmp_path / "cmd").exists()
+
+
+def test_cuda_random_states_are_saved_and_restored(monkeypatch):
+    """The CUDA path of the random state without a GPU: the per-device states go into the saved state and come
+    back device by device (on as many devices as both sides have), and only when the run is on CUDA."""
+    saved = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(saved))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s.clone()))
+    state = global_rng_state()
+    assert [t.tolist() for t in state["cuda"]] == [[1, 2], [3, 4]]
+    set_global_rng_state(state, cuda=False)
+    assert restored == {}
+    set_global_rng_state(state, cuda=True)
+    assert list(restored) == [0] and restored[0].tolist() == [1, 2]
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int, results: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(1000 + rank)   # ranks start with different global streams
+        r = ToyRun(ToyConfig(steps=steps), out)
+        r.rng.manual_seed(50 + rank)
+        r.start(True)
+        r.train(max_steps=3)
+        torch.save({"rng": r.rng.get_state(), "torch": torch.get_rng_state(), "step": r.step},
+                   f"{results}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _ddp(tmp_path, tag: str, out, steps: int) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    results = str(tmp_path / f"res-{tag}")
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / f"init-{tag}"), str(out), steps, results), nprocs=2,
+                       join=True, start_method="spawn")
+    return [torch.load(f"{results}.{k}", weights_only=True) for k in range(2)]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_saves_and_restores_every_rank(tmp_path):
+    """A real torch.distributed run (2 CPU processes): only rank 0 writes; the checkpoint holds both ranks' random
+    states, and on resume each rank gets its own back."""
+    out = tmp_path / "ddp"
+    first = _ddp(tmp_path, "1", out, steps=6)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and len(state["rank_rng"]) == 2
+    for k in range(2):
+        assert torch.equal(state["rank_rng"][k]["generators"]["rng"], first[k]["rng"])
+        assert torch.equal(state["rank_rng"][k]["global"]["torch"], first[k]["torch"])
+    assert not torch.equal(first[0]["rng"], first[1]["rng"])
+    second = _ddp(tmp_path, "2", out, steps=6)
+    assert [s["step"] for s in second] == [6, 6]
+    # each rank continued its own streams: the same as three more steps of a generator started from its state
+    for k in range(2):
+        g = torch.Generator()
+        g.set_state(first[k]["rng"])
+        for _ in range(3):
+            torch.randint(32, (4,), generator=g)
+        assert torch.equal(g.get_state(), second[k]["rng"])
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def line(argv):
+    return "python -m cddfm3d " + shlex.join(argv)
+
+
+def test_record_stop_and_rebuild(tmp_path):
+    argv = ["train-toy", "--out", str(tmp_path / "r"), "--note", "a b"]
+    # interrupted, resumed and interrupted again by the same command, then finished
+    r = ToyRun(ToyConfig(), tmp_path / "r", fail_at=3).start(command=argv)
+    with pytest.raises(KeyboardInterrupt):
+        r.train()
+    ToyRun(ToyConfig(), tmp_path / "r").start(command=argv).train(max_steps=2)
+    lines = (tmp_path / "r" / COMMANDS_FILE).read_text().splitlines()
+    assert lines[0] == line(argv) and lines[1].startswith("# stopped at step 3 of 8")
+    assert lines[3].startswith("# stopped at step 5 of 8")
+    assert read_commands(tmp_path / "r") == [line(argv)] * 2
+    assert rebuild_commands(tmp_path / "r") == [line(argv + ["--stop-at-step", "5"])]
+    ToyRun(ToyConfig(), tmp_path / "r").start(command=argv).train()
+    assert rebuild_commands(tmp_path / "r") == [line(argv)]
+    # a longer schedule after a finished run is a second command; the first keeps no stop (it finished)
+    longer = argv + ["--steps", "12"]
+    ToyRun(ToyConfig(steps=12), tmp_path / "r").start(command=longer).train(max_steps=1)
+    assert rebuild_commands(tmp_path / "r") == [line(argv), line(longer + ["--stop-at-step", "9"])]
+    # a deliberate stop that was reached is not repeated; an interrupted one is replaced
+    stop = argv + ["--stop-at-step", "4"]
+    ToyRun(ToyConfig(), tmp_path / "s").start(stop_at_step=4, command=stop).train()
+    assert rebuild_commands(tmp_path / "s") == [line(stop)]
+    with pytest.raises(KeyboardInterrupt):
+        ToyRun(ToyConfig(), tmp_path / "t", fail_at=2).start(stop_at_step=4, command=stop).train()
+    assert rebuild_commands(tmp_path / "t") == [line(argv + ["--stop-at-step", "2"])]
+    # datasets: no stop lines, repeats merged
+    record_command(tmp_path / "d", ["make-world", "--n", "5"])
+    record_command(tmp_path / "d", ["make-world", "--n", "5"])
+    assert rebuild_commands(tmp_path / "d") == [line(["make-world", "--n", "5"])]
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none" / COMMANDS_FILE)):
+        rebuild_commands(tmp_path / "none")
+
+
+def test_rebuilt_gan_command_reproduces_an_interrupted_run(tmp_path, monkeypatch):
+    """End to end through the CLI: a train-gan run interrupted twice and then stopped early; the single command
+    that rebuild_commands states, run in a fresh folder, writes the identical generator."""
+    from PIL import Image
+
+    from cddfm3d import cli
+    from cddfm3d.stylegan2.training import GANTrainer
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(6):
+        img = (torch.rand(16, 16, 3, generator=g) * 255).byte().numpy()
+        Image.fromarray(img).save(data / f"{i}.png")
+    args = ["train-gan", "--data", str(data), "--resolution", "16", "--batch", "2", "--kimg", "0.02",
+            "--snapshot-kimg", "0.004", "--device", "cpu"]
+    small = dict(z_dim=8, w_dim=8, mapping_layers=1, channel_max=8)
+    original_init = GANTrainer.__init__
+
+    def small_init(self, config, out_dir, device=None):
+        config.generator, config.discriminator = dict(small), dict(channel_max=8)
+        original_init(self, config, out_dir, device)
+
+    monkeypatch.setattr(GANTrainer, "__init__", small_init)
+    run_dir = tmp_path / "run"
+    original_step = GANTrainer.train_step
+    for interrupt_at in (2, 5):
+        def step(self, at=interrupt_at):
+            if self.step == at:
+                raise KeyboardInterrupt
+            return original_step(self)
+
+        monkeypatch.setattr(GANTrainer, "train_step", step)
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(args + ["--out", str(run_dir)])
+    monkeypatch.setattr(GANTrainer, "train_step", original_step)
+    assert cli.main(args + ["--out", str(run_dir), "--stop-at-step", "7"]) == 0
+    rebuilt = rebuild_commands(run_dir)
+    assert rebuilt == [line(args + ["--out", str(run_dir), "--stop-at-step", "7"])]
+    fresh = tmp_path / "fresh"
+    words = shlex.split(rebuilt[0].replace(str(run_dir), str(fresh)))[3:]
+    assert cli.main(words) == 0
+    # (the files' bytes may differ: safetensors writes the metadata keys in hash-map order)
+    (a, meta_a), (b, meta_b) = (read_safetensors(d / "generator.safetensors") for d in (fresh, run_dir))
+    assert meta_a == meta_b and a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
