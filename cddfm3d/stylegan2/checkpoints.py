@@ -5,6 +5,13 @@ Reads (a) rosinality/stylegan2-pytorch ``.pt`` files (``g_ema`` [+ ``latent_avg`
 executing pickled code, (c) the native format: one safetensors file whose metadata holds the JSON config.
 Every external file goes through one path: infer the configuration from tensor names and shapes, build our
 model, rename tensors into it, and check that every tensor is present with the expected shape.
+
+Files seen in the wild that are handled on the way: state dicts saved from ``nn.DataParallel`` /
+``DistributedDataParallel`` (every key prefixed ``module.``: stripped), a bare rosinality ``g_ema`` state dict, old
+rosinality generators without ``noises.noise_*`` buffers (filled reproducibly and flagged), checkpoints without an
+EMA generator (the training generator is used and flagged), and files that cannot be read get a message saying
+what they are: NVIDIA TensorFlow pickles (with the conversion commands), whole pickled models, zip archives that are
+not PyTorch checkpoints, Deep3DFaceRecon checkpoints.
 """
 from __future__ import annotations
 
@@ -21,12 +28,20 @@ import torch
 from ..serialization import read_safetensors, save_safetensors
 from .discriminator import Discriminator
 from .generator import Generator
-from .safe_pickle import PersistentRecord, UnsafePickleError, safe_load_pickle
+from .safe_pickle import PersistentRecord, TensorFlowPickleError, UnsafePickleError, safe_load_pickle
 
 log = logging.getLogger(__name__)
 
 NATIVE_FORMAT = "cddfm3d.stylegan2"
 NATIVE_VERSION = "1"
+NOISE_SEED = 0  # seed of the constant noise filled in for generators saved without noise buffers
+
+TENSORFLOW_HELP = (
+    "cddfm3d does not read TensorFlow networks; convert the file to a supported format first, in an environment "
+    "with NVIDIA's code: (a) with NVlabs/stylegan2-ada-pytorch, `python legacy.py --source=<this file> "
+    "--dest=<new>.pkl` writes a PyTorch network pickle that load_generator reads; or (b) with "
+    "rosinality/stylegan2-pytorch, `python convert_weight.py --repo <path to NVlabs/stylegan2> <this file>` writes a "
+    "<name>.pt with 'g_ema' and 'latent_avg'")
 
 
 class CheckpointError(ValueError):
@@ -51,10 +66,26 @@ def _sniff(path: Path) -> str:
 
 
 def _torch_load(path: Path):
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names):
+            raise CheckpointError(f"{path}: is a zip archive but not a PyTorch checkpoint (no '<name>/data.pkl' "
+                                  f"entry; it holds {names[:5]}{' ...' if len(names) > 5 else ''}); expected a "
+                                  f"rosinality .pt written by torch.save")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    except pickle.UnpicklingError as e:
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if m:
+            raise CheckpointError(f"{path}: the checkpoint pickles a Python object of class '{m.group(1)}' (for "
+                                  f"example a whole model saved with torch.save(model)); cddfm3d reads tensors only "
+                                  f"and never runs code from a file. Re-save the weights where that class is "
+                                  f"importable: torch.save({{'g_ema': model.state_dict()}}, path)") from e
+        raise CheckpointError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: {e}). "
+                              f"Is the file complete? (truncated downloads are a common cause)") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: {e}). "
                               f"Is the file complete? (truncated downloads are a common cause)") from e
 
@@ -67,8 +98,14 @@ def _read_external(path: Path) -> tuple[str, dict]:
     if kind == "pickle":
         try:
             obj = safe_load_pickle(path)
+        except TensorFlowPickleError as e:
+            raise CheckpointError(f"{path}: this is a TensorFlow StyleGAN/StyleGAN2 network pickle from NVIDIA's TF "
+                                  f"code (it holds '{e.global_name}' objects, the format of the official "
+                                  f"stylegan2-ffhq-config-f.pkl); it is not supported. {TENSORFLOW_HELP}") from e
         except UnsafePickleError as e:
-            raise CheckpointError(f"{path}: {e}") from e
+            raise CheckpointError(f"{path}: {e}. Supported pickles are NVIDIA stylegan2-ada-pytorch network "
+                                  f"snapshots; a pickled model of another project must be re-saved as a state dict "
+                                  f"(torch.save({{'g_ema': model.state_dict()}}, path))") from e
         except (EOFError, Exception) as e:  # noqa: BLE001 - any parse failure of a foreign file is reported
             if isinstance(e, CheckpointError):
                 raise
@@ -157,13 +194,46 @@ def _require(sd: dict, key: str, path: Path, ndim: int | None = None) -> torch.T
     return t
 
 
+def _strip_module_prefix(sd):
+    """Drop the ``module.`` prefix that ``nn.DataParallel`` / ``DistributedDataParallel`` put before every key of a
+    state dict saved from the wrapper (only when every key has it; a partial prefix is left for the name check)."""
+    if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
 # rosinality names --------------------------------------------------------------------------------------
 _ROS_IGNORED = re.compile(r"(\.blur\.kernel|\.upsample\.kernel|\.kernel)$")
+_ROS_MAPPING = re.compile(r"(module\.)?style\.\d+\.weight")
+
+
+def _rosinality_generator_entry(obj, path: Path) -> tuple[dict, torch.Tensor | None, str]:
+    """-> (generator state dict, latent_avg or None, where it came from) of a rosinality checkpoint."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a rosinality checkpoint (a dict with key 'g_ema'), found a "
+                              f"{type(obj).__name__}")
+    if "g_ema" in obj:
+        return obj["g_ema"], obj.get("latent_avg"), "'g_ema'"
+    if any(isinstance(k, str) and _ROS_MAPPING.fullmatch(k) for k in obj):  # torch.save(g_ema.state_dict())
+        return obj, None, "the file's top-level state dict (a bare generator state dict)"
+    if isinstance(obj.get("g"), dict):
+        log.warning("%s: no 'g_ema' (the moving average of the generator used for sampling); using 'g', the "
+                    "training generator, whose images are usually worse", path)
+        return obj["g"], obj.get("latent_avg"), "'g' (the training generator; the file has no 'g_ema')"
+    found = sorted(map(str, obj))[:8]
+    hint = ""
+    if "net_recon" in obj:
+        hint = "; this is a Deep3DFaceRecon_pytorch checkpoint: load it with ReconNet.from_deep3d"
+    elif any(str(k).removeprefix("module.").startswith(("backbone.", "final_layers.")) for k in obj):
+        hint = "; this looks like a reconstruction network state dict: load it with ReconNet.from_deep3d"
+    raise CheckpointError(f"{path}: expected a rosinality checkpoint with key 'g_ema' (or a bare generator state "
+                          f"dict with 'style.1.weight' ...), found keys {found}{hint}")
 
 
 def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: 'g_ema' is a {type(sd).__name__}, expected a state dict")
+    sd = _strip_module_prefix(sd)
     n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
     if n_mlp == 0:
         raise CheckpointError(f"{path}: no mapping layers ('style.1.weight' ...) in 'g_ema'")
@@ -185,6 +255,8 @@ def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
         put(f"fc{n}.bias", f"style.{n + 1}.bias")
     put("const", "input.input")
 
+    noise_names: dict[int, str] = {}  # j -> our buffer name
+
     def styled(ours, theirs, noise_j):
         put(f"{ours}.weight", f"{theirs}.conv.weight")
         put(f"{ours}.affine.weight", f"{theirs}.conv.modulation.weight")
@@ -192,6 +264,7 @@ def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
         put(f"{ours}.noise_strength", f"{theirs}.noise.weight")
         put(f"{ours}.bias", f"{theirs}.activate.bias")
         put(f"{ours}.noise_const", f"noises.noise_{noise_j}")
+        noise_names[noise_j] = f"synthesis_network.{ours}.noise_const"
 
     def torgb(ours, theirs):
         put(f"{ours}.weight", f"{theirs}.conv.weight")
@@ -217,7 +290,18 @@ def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
         names["mapping_network.w_avg"] = "latent_avg"
     else:
         tensors["mapping_network.w_avg"] = torch.zeros(w_dim)  # replaced below
+    fill_noise = not any(k.startswith("noises.") for k in sd)
+    if fill_noise:
+        # Generators saved before rosinality added the noise buffers (e.g. the official 256-px 550000.pt) have
+        # none: fill N(0, 1) maps from one seeded generator, in layer order j = 0, 1, ... (a partial set is an error)
+        g = torch.Generator().manual_seed(NOISE_SEED)
+        shapes = {k: v.shape for k, v in G.state_dict().items()}
+        for j in sorted(noise_names):
+            tensors[noise_names[j]] = torch.randn(shapes[noise_names[j]], generator=g)
     _assign(G, tensors, path, names)
+    G.noise_const_source = (f"filled with N(0, 1) from torch.Generator seed {NOISE_SEED} in layer order (the file "
+                            f"has no 'noises.noise_*' buffers)" if fill_noise else "read from the file")
+    G.w_avg_source = "read from the file ('latent_avg')"
     if latent_avg is None:
         # rosinality training checkpoints carry no average w; use a reproducible estimate (seed 0, 10k samples)
         G.mapping_network.w_avg.copy_(G.mean_w(10000, seed=0))
@@ -226,6 +310,9 @@ def _rosinality_generator(sd: dict, latent_avg, path: Path) -> Generator:
 
 
 def _rosinality_discriminator(sd: dict, path: Path) -> Discriminator:
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: 'd' is a {type(sd).__name__}, expected a state dict")
+    sd = _strip_module_prefix(sd)
     convs = sorted({int(m.group(1)) for k in sd if (m := re.match(r"convs\.(\d+)\.", k))})
     if not convs:
         raise CheckpointError(f"{path}: 'd' has no 'convs.*' tensors")
@@ -242,8 +329,10 @@ def _rosinality_discriminator(sd: dict, path: Path) -> Discriminator:
              "out.weight": "final_linear.1.weight", "out.bias": "final_linear.1.bias"}
     for j in range(1, n_blocks + 1):
         res = resolution >> (j - 1)
-        names.update({f"b{res}.conv0.weight": f"convs.{j}.conv1.0.weight", f"b{res}.conv0.bias": f"convs.{j}.conv1.1.bias",
-                      f"b{res}.conv1.weight": f"convs.{j}.conv2.1.weight", f"b{res}.conv1.bias": f"convs.{j}.conv2.2.bias",
+        names.update({f"b{res}.conv0.weight": f"convs.{j}.conv1.0.weight",
+                      f"b{res}.conv0.bias": f"convs.{j}.conv1.1.bias",
+                      f"b{res}.conv1.weight": f"convs.{j}.conv2.1.weight",
+                      f"b{res}.conv1.bias": f"convs.{j}.conv2.2.bias",
                       f"b{res}.skip.weight": f"convs.{j}.skip.1.weight"})
     _assign(D, {o: sd[t] for o, t in names.items() if t in sd}, path, names)
     return D
@@ -266,7 +355,13 @@ def _nvidia_record(obj, key: str, path: Path) -> PersistentRecord:
 
 
 def _nvidia_generator(obj, path: Path) -> Generator:
-    rec = _nvidia_record(obj, "G_ema", path)
+    source = "'G_ema'"
+    if isinstance(obj, dict) and "G_ema" not in obj and isinstance(obj.get("G"), PersistentRecord):
+        log.warning("%s: no 'G_ema' (the moving average of the generator used for sampling); using 'G', the "
+                    "training generator, whose images are usually worse", path)
+        rec, source = obj["G"], "'G' (the training generator; the file has no 'G_ema')"
+    else:
+        rec = _nvidia_record(obj, "G_ema", path)
     if rec.class_name.rsplit(".", 1)[-1] != "Generator" or _is_stylegan3(rec):
         kind = "a StyleGAN3 generator" if _is_stylegan3(rec) else f"a {rec.class_name}"
         raise CheckpointError(f"{path}: G_ema is {kind}; only StyleGAN2 generators are supported")
@@ -309,7 +404,26 @@ def _nvidia_generator(obj, path: Path) -> Generator:
             raise CheckpointError(f"{path}: unexpected tensor '{k}' in G_ema")
         tensors[ours], names[ours] = v, k
     _assign(G, tensors, path, names)
+    G.weights_source = source
+    G.w_avg_source = G.noise_const_source = "read from the file"
     return G
+
+
+def _nvidia_mbstd(rec: PersistentRecord, epi: dict, path: Path) -> tuple[int | None, int]:
+    """(group size, channels) of the minibatch-std layer: the pickled ``b4.mbstd`` layer's own attributes (what
+    NVIDIA's forward uses), else ``init_kwargs['epilogue_kwargs']``, else NVIDIA's defaults (4, 1). A group size of
+    None means one group of the whole batch."""
+    group, channels = epi.get("mbstd_group_size", 4), epi.get("mbstd_num_channels", 1)
+    b4 = (rec.state.get("_modules") or {}).get("b4")
+    mbstd = (b4.state.get("_modules") or {}).get("mbstd") if isinstance(b4, PersistentRecord) else None
+    if isinstance(mbstd, PersistentRecord):
+        group = mbstd.state.get("group_size", group)
+        channels = mbstd.state.get("num_channels", channels)
+    if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+        raise CheckpointError(f"{path}: D minibatch-std group size is {group!r}, expected a positive int or None")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise CheckpointError(f"{path}: D minibatch-std channel count is {channels!r}, expected a positive int")
+    return group, channels
 
 
 def _nvidia_discriminator(obj, path: Path) -> Discriminator:
@@ -329,9 +443,9 @@ def _nvidia_discriminator(obj, path: Path) -> Discriminator:
     channels = {resolution: _require(t, f"b{resolution}.fromrgb.weight", path, 4).shape[0]}
     for r in ress[1:]:
         channels[r // 2] = _require(t, f"b{r}.conv1.weight", path, 4).shape[0]
-    group = epi.get("mbstd_group_size", 4)
-    D = Discriminator(resolution, channels=channels, mbstd_group_size=4 if group is None else group,
-                      mbstd_num_channels=epi.get("mbstd_num_channels", 1), conv_clamp=kw.get("conv_clamp"))
+    group, n_mbstd = _nvidia_mbstd(rec, epi, path)
+    D = Discriminator(resolution, channels=channels, mbstd_group_size=group, mbstd_num_channels=n_mbstd,
+                      conv_clamp=kw.get("conv_clamp"))
     tensors, names = {}, {}
     for k, v in t.items():
         if k.startswith(f"b{resolution}.fromrgb."):
@@ -359,18 +473,39 @@ def load_generator(path, device=None) -> Generator:
     """Load a StyleGAN2 generator from a rosinality ``.pt``, an NVIDIA ``.pkl`` or a native ``.safetensors`` file.
 
     The resolution, channel table, mapping depth and style dimension are inferred from the file. The model is
-    returned in eval mode without gradients on ``device`` (default CPU)."""
+    returned in eval mode without gradients on ``device`` (default CPU).
+
+    Accepted rosinality layouts: ``{'g_ema': sd, 'latent_avg': w}`` (converted weights), training checkpoints
+    (``g``, ``d``, ``g_ema``, optimizers, ``args``), a bare ``g_ema`` state dict, and any of these saved from
+    ``nn.DataParallel`` (``module.`` prefixes are stripped). Three string attributes on the result say where the
+    parts came from, so that substitutes are visible:
+
+    * ``G.weights_source``: ``"'g_ema'"`` / ``"'G_ema'"``; when the file has no EMA generator, the training
+      generator (``g`` / ``G``) is used, a warning is logged and this says so.
+    * ``G.w_avg_source``: ``"read from the file ..."`` or, without ``latent_avg``, ``"estimated from 10000 samples
+      (seed 0)"`` (the mean of mapped z, :meth:`Generator.mean_w`).
+    * ``G.noise_const_source``: ``"read from the file"`` or, for generators saved before rosinality added the
+      ``noises.noise_*`` buffers, ``"filled with N(0, 1) from torch.Generator seed 0 ..."`` (one generator, layer
+      order j = 0, 1, ..., each map ``torch.randn(res, res)``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a supported StyleGAN2 generator; the message names the file and the field
+            and, for known foreign formats (NVIDIA TensorFlow pickles, whole pickled models, Deep3DFaceRecon
+            checkpoints, StyleGAN3), says what the file is and how to convert it.
+    """
     path = _check_path(path)
     kind = _sniff(path)
     if kind == "safetensors":
         G = _load_native(path, "generator")
+        G.weights_source, G.w_avg_source, G.noise_const_source = "native file", "read from the file", \
+            "read from the file"
     else:
         fmt, obj = _read_external(path)
         if fmt == "rosinality":
-            if not isinstance(obj, dict) or "g_ema" not in obj:
-                found = sorted(obj.keys()) if isinstance(obj, dict) else type(obj).__name__
-                raise CheckpointError(f"{path}: expected a rosinality checkpoint with key 'g_ema', found {found}")
-            G = _rosinality_generator(obj["g_ema"], obj.get("latent_avg"), path)
+            sd, latent_avg, source = _rosinality_generator_entry(obj, path)
+            G = _rosinality_generator(sd, latent_avg, path)
+            G.weights_source = source
         else:
             G = _nvidia_generator(obj, path)
     return G.eval().requires_grad_(False).to(device or "cpu")
@@ -386,7 +521,9 @@ def load_discriminator(path, device=None) -> Discriminator:
         fmt, obj = _read_external(path)
         if fmt == "rosinality":
             if not isinstance(obj, dict) or "d" not in obj:
-                raise CheckpointError(f"{path}: no discriminator ('d') in this rosinality checkpoint")
+                found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+                raise CheckpointError(f"{path}: no discriminator ('d') in this rosinality checkpoint (found "
+                                      f"{found}); only training checkpoints written by train.py hold one")
             D = _rosinality_discriminator(obj["d"], path)
         else:
             D = _nvidia_discriminator(obj, path)

@@ -26,12 +26,22 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """StyleGAN2 config-f discriminator ('resnet').
+
+    ``mbstd_group_size``: samples per minibatch-std group (NVIDIA's ``epilogue_kwargs``; 4 in every official
+    config); ``None`` makes the whole batch one group. A batch smaller than the group size is one group; otherwise
+    the batch size must be divisible by it. ``mbstd_num_channels``: feature maps appended (channels split in that
+    many groups).
+    """
+
     def __init__(self, resolution: int = 1024, channels: dict[int, int] | None = None, channel_base: int = 32768,
-                 channel_max: int = 512, mbstd_group_size: int = 4, mbstd_num_channels: int = 1,
+                 channel_max: int = 512, mbstd_group_size: int | None = 4, mbstd_num_channels: int = 1,
                  conv_clamp: float | None = None, img_channels: int = 3):
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 8, found {resolution}")
+        if mbstd_group_size is not None and (isinstance(mbstd_group_size, bool) or int(mbstd_group_size) < 1):
+            raise ValueError(f"mbstd_group_size must be a positive int or None, found {mbstd_group_size!r}")
         if channels is None:
             channels = default_channels(resolution, channel_base, channel_max)
         channels = {int(k): int(v) for k, v in channels.items()}
@@ -58,6 +68,7 @@ class Discriminator(nn.Module):
         x = self.fromrgb(img.to(torch.float32))
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x)
-        x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+        group = self.mbstd_group_size if self.mbstd_group_size is not None else x.shape[0]
+        x = minibatch_stddev(x, group, self.mbstd_num_channels)
         x = self.conv(x)
         return self.out(self.fc(x.flatten(1)))

@@ -3,10 +3,13 @@
 NVIDIA's snapshots pickle every network through ``torch_utils.persistence``: the object is rebuilt by
 exec'ing the module source stored in the pickle. We never do that. A whitelisting unpickler maps the
 persistence reconstructor to a plain record (class name + instance ``__dict__``) and allows only tensor,
-numpy and container reconstructors; any other global is refused with its name.
+numpy and container reconstructors (:data:`ALLOWED_GLOBALS`); any other global is refused with its name before it
+is imported. NVIDIA's TensorFlow-era pickles (``dnnlib.tflib.network.Network``) are recognised by that first class
+name and reported as such (:class:`TensorFlowPickleError`), not as a security refusal.
 """
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from collections import OrderedDict
@@ -94,7 +97,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): getattr(torch._utils, "_rebuild_parameter_with_state", None),
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
@@ -102,29 +105,47 @@ _ALLOWED = {
     ("dnnlib", "EasyDict"): EasyDict,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
 }
+# dtypes pickle by name (torch.float32 -> GLOBAL torch float32)
 for _dt in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"):
     _ALLOWED[("torch", _dt)] = getattr(torch, _dt)
-    _ALLOWED[("torch", f"{_dt.capitalize().replace('Bfloat16', 'BFloat16')}Storage")] = None  # resolved lazily
 
-_NUMPY_OK = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
-_NUMPY_MODULES = {"numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"}
+_NUMPY_OK = ("_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer")
+_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                  "numpy._core.numeric")
+
+#: Every (module, name) global the unpickler resolves; anything else is refused without being imported.
+ALLOWED_GLOBALS = frozenset(_ALLOWED) | frozenset((m, n) for m in _NUMPY_MODULES for n in _NUMPY_OK)
+
+# Modules of NVIDIA's TensorFlow code (StyleGAN, StyleGAN2, StyleGAN2-ADA TF releases): their network pickles hold
+# dnnlib.tflib.network.Network objects whose weights are TensorFlow variables; recognised by name only.
+_TENSORFLOW_MODULES = ("dnnlib.tflib", "tensorflow")
+
+
+class TensorFlowPickleError(pickle.UnpicklingError):
+    """The pickle is a TensorFlow-era NVIDIA network pickle (recognised by its first class; nothing executed)."""
+
+    def __init__(self, module: str, name: str):
+        self.global_name = f"{module}.{name}"
+        super().__init__(f"the pickle holds '{self.global_name}' objects: a TensorFlow network pickle of NVIDIA's "
+                         f"StyleGAN/StyleGAN2 TF code")
 
 
 class SafeUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` (plus the NVIDIA persistence record).
+
+    Raises :class:`TensorFlowPickleError` for NVIDIA TensorFlow networks and :class:`UnsafePickleError` for any other
+    global; in both cases before the global is imported or anything from the pickle is called."""
+
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
-            obj = _ALLOWED[(module, name)]
-            if obj is None and module == "torch" and name.endswith("Storage"):
-                obj = getattr(torch, name, None)
-            if obj is not None:
-                return obj
+            return _ALLOWED[(module, name)]
         if module in _NUMPY_MODULES and name in _NUMPY_OK:
-            import importlib
-
             try:  # numpy 2 renamed numpy.core to numpy._core; old pickles name the former
                 return getattr(importlib.import_module(module.replace("numpy.core", "numpy._core")), name)
             except (ImportError, AttributeError):
                 return getattr(importlib.import_module(module), name)
+        if module in _TENSORFLOW_MODULES or module.startswith(tuple(m + "." for m in _TENSORFLOW_MODULES)):
+            raise TensorFlowPickleError(module, name)
         raise UnsafePickleError(f"refusing to load global '{module}.{name}': it is not on the whitelist of "
                                 f"tensor/container types (nothing from the pickle was executed)")
 
