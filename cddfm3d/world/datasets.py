@@ -30,7 +30,11 @@ META_FILE = "dataset.json"
 
 
 def shard_seed(seed: int, shard: int) -> int:
-    """Seed of one shard (distinct shards and dataset seeds never share a stream in practice)."""
+    """Seed of shard ``shard`` of a dataset with seed ``seed``: ``seed * 1_000_003 + shard``.
+
+    Distinct (seed, shard) pairs get distinct seeds while ``shard < 1_000_003``; the images of the shard's render
+    batch at offset ``o`` use ``shard_seed * 7919 + o`` (see the module docstring).
+    """
     return int(seed) * 1_000_003 + int(shard)
 
 
