@@ -43,13 +43,19 @@ clean-notebooks: $(STAMP)
 
 # Rebuild the shipped mini-world weights (assets/) from scratch: render the datasets, train the generator and the
 # reconstruction network (resumable: re-run after an interruption), evaluate and register them in
-# assets/MANIFEST.json. Hours on 2 CPU cores; minutes on one GPU (the trainers use CUDA when present).
+# assets/MANIFEST.json. These are exactly the commands the manifest records for the shipped files
+# (tests/test_makefile.py checks it): the generator stopped at step 8321 (133.136 kimg) of a 400-kimg schedule, and
+# the reconstruction network ran 4000 steps, then was resumed with a 12000-step schedule. Hours on 2 CPU cores;
+# DEVICE=cuda takes minutes on one GPU (bit-identical results need the recorded device, cpu).
 WORLD_DIR ?= out/world
+DEVICE ?= cpu
 GAN_KIMG ?= 400
+GAN_STOP ?= 8321
 mini-assets: $(STAMP)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/train --n 30000 --seed 0 --domains human
+	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg $(GAN_KIMG) --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --stop-at-step $(GAN_STOP)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 4000 --device $(DEVICE)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 12000 --device $(DEVICE)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
-	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg $(GAN_KIMG) --snapshot-kimg 4 --gamma 0.1 --seed 0
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 4000
 	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor

@@ -1,0 +1,33 @@
+"""The Makefile's ``mini-assets`` recipe is exactly what the manifest records for the shipped files."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe_commands() -> list[str]:
+    """`make -n mini-assets` with the install stamp assumed up to date: the commands, as ``python -m cddfm3d ...``."""
+    out = subprocess.run(["make", "-n", "--no-print-directory", "mini-assets", "PY=python", "STAMP="], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip().startswith("python -m cddfm3d ")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_mini_assets_recipe_matches_the_manifest():
+    recipe = recipe_commands()
+    assert len(recipe) == 7, recipe
+    manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
+    covered = set()
+    for name in ("mini/generator", "mini/recon"):
+        recorded = manifest[name]["command"].splitlines()
+        # the recorded commands appear in the recipe, in the recipe's order
+        positions = [recipe.index(c) for c in recorded]
+        assert positions == sorted(positions), name
+        covered |= set(recorded)
+    assert covered == set(recipe)
