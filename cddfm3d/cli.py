@@ -47,6 +47,13 @@ def _float(lo: float | None = None, strict: bool = False):
     return parse
 
 
+def _power_of_two(text: str) -> int:
+    value = _int_at_least(4)(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two >= 4, found {value}")
+    return value
+
+
 def _device(text: str) -> str:
     """A torch device string that exists on this machine: cpu, cuda, cuda:N, mps."""
     import torch
@@ -256,7 +263,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    "mini-world dataset (default: human)")
     t.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, generator.safetensors, "
                    "log.json, commands.txt)")
-    t.add_argument("--resolution", type=_int_at_least(4), default=64, help="image size, a power of two "
+    t.add_argument("--resolution", type=_power_of_two, default=64, help="image size, a power of two "
                    "(default: 64)")
     t.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
     t.add_argument("--kimg", type=_float(0, strict=True), default=100.0, help="train until this many thousand "
@@ -276,8 +283,6 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:   # argparse reports a bad argument (usage + one error line) and exits 2; --help exits 0
         args = parser.parse_args(argv)
-        if getattr(args, "resolution", None) is not None and args.resolution & (args.resolution - 1):
-            parser.error(f"argument --resolution: expected a power of two, found {args.resolution}")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
     args.argv = argv
