@@ -175,6 +175,15 @@ def _train_gan(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
+    """--data, --domain and --out of a training command."""
+    p.add_argument("--data", type=_existing_dir, required=True, help=data)
+    p.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to read from a mini-world "
+                   "dataset (default: human)")
+    p.add_argument("--out", type=_out_dir, required=True, help=f"run folder (checkpoint.pt, {export}, log.json, "
+                   "commands.txt)")
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options every training command shares (the resumable run's)."""
     p.add_argument("--seed", type=SEED, default=0, help="random seed of the run: initialisation, batches, noise "
@@ -226,11 +235,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("train-recon", help="train (or resume) the small reconstruction network on a mini-world "
                        "dataset (renders with known coefficients)")
-    r.add_argument("--data", type=_existing_dir, required=True, help="mini-world dataset folder (make-world)")
-    r.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to train on "
-                   "(default: human)")
-    r.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, recon.safetensors, "
-                   "log.json, commands.txt)")
+    _data_options(r, "mini-world dataset folder (make-world)", "recon.safetensors")
     r.add_argument("--steps", type=POSITIVE, default=4000, help="optimisation steps of the whole run; the "
                    "learning rate decays to 0 there (default: 4000)")
     r.add_argument("--batch", type=POSITIVE, default=32, help="images per step (default: 32)")
@@ -257,12 +262,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
-    t.add_argument("--data", type=_existing_dir, required=True, help="mini-world dataset folder (make-world) or "
-                   "folder of images")
-    t.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to read from a "
-                   "mini-world dataset (default: human)")
-    t.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, generator.safetensors, "
-                   "log.json, commands.txt)")
+    _data_options(t, "mini-world dataset folder (make-world) or folder of images", "generator.safetensors")
     t.add_argument("--resolution", type=_power_of_two, default=64, help="image size, a power of two "
                    "(default: 64)")
     t.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
