@@ -4,19 +4,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import cddfm3d
 from cddfm3d import assets
-from cddfm3d.assets import AssetError, AssetIntegrityError, AssetValidationError
+from cddfm3d.assets import AssetError, AssetIntegrityError, AssetValidationError, integrity, kinds
 from cddfm3d.face3d.recon import ReconNet
+from cddfm3d.serialization import read_safetensors, save_safetensors
 from cddfm3d.stylegan2.checkpoints import save_generator
 from cddfm3d.stylegan2.generator import Generator
 
-REPO_ASSETS = Path(assets.__file__).resolve().parent.parent / "assets"
+REPO_ASSETS = Path(cddfm3d.__file__).resolve().parent.parent / "assets"
 REAL_ENVS = [a.env for a in assets.REAL_ASSETS.values()]
+# every kind the package and its subpackages register today (a subset check: new kinds may be added)
+BUILTIN_KINDS = ("stylegan2.Generator", "face3d.ReconNet", "face3d.Deep3DFaceRecon", "face3d.MorphableModel",
+                 "torchvision.vgg16", "arcface.state_dict", "json")
 
 
 @pytest.fixture(autouse=True)
@@ -133,8 +140,8 @@ def test_size_mismatch(shipped_generator, tmp_path):
 
 def test_hash_is_cached_per_file_state(shipped_generator, tmp_path, monkeypatch):
     calls = []
-    real = assets.sha256_file
-    monkeypatch.setattr(assets, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
     assets.clear_verification_cache()
     assets.path("mini/generator")
     assets.load("mini/generator")
@@ -174,8 +181,12 @@ def test_manifest_errors_name_file_and_field(tmp_path):
     write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 1,
                               "assets": {"mini/x": {"file": "x.bin", "kind": "pickle", "sha256": "0" * 64,
                                                     "size": 1}}})
-    with pytest.raises(AssetValidationError, match=r"assets\['mini/x'\].kind is 'pickle'"):
+    with pytest.raises(AssetValidationError) as info:
         assets.entry("mini/x")
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'assets' / 'MANIFEST.json'}: assets['mini/x'].kind is 'pickle', expected "
+                          f"one of ")
+    assert all(repr(k) in msg for k in BUILTIN_KINDS) and "register_kind" in msg
     write_manifest(tmp_path, {"format": "cddfm3d.assets", "version": 1, "assets": {"mini/x": {"file": "x"}}})
     with pytest.raises(AssetValidationError, match=r"missing field\(s\) \['kind', 'sha256', 'size'\]"):
         assets.entry("mini/x")
@@ -196,8 +207,11 @@ def test_register_keeps_other_entries_sorted(shipped_generator, tmp_path):
     assets.register("mini/a", "mini/a.json", "json", {}, "cmd a2", {})
     assert assets.load("mini/a") == [3, 4] and assets.entry("mini/a")["command"] == "cmd a2"
     assert not list((tmp_path / "assets").glob("*.tmp"))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError) as info:
         assets.register("mini/c", "mini/a.json", "numpy", {}, "", {})
+    assert "register: kind of 'mini/c' is 'numpy', expected one of [" in str(info.value)
+    assert all(repr(k) in str(info.value) for k in BUILTIN_KINDS)
+    assert "mini/c" not in json.loads((tmp_path / "assets" / "MANIFEST.json").read_text())["assets"]
     with pytest.raises(ValueError, match="relative path"):
         assets.register("mini/c", "../a.json", "json", {}, "", {})
     with pytest.raises(ValueError, match="real/"):
@@ -374,3 +388,120 @@ def test_repository_ships_the_mini_world_within_budget(monkeypatch):
     for name in ("mini/generator", "mini/recon"):
         metrics = assets.entry(name)["metrics"]
         assert metrics and all(isinstance(v, (int, float)) for v in metrics.values()), name
+
+
+# ============================================================================================ kinds
+class TinyAffine(torch.nn.Module):
+    """y = x W^T + b: a network type that cddfm3d.assets has never heard of, with its own file format."""
+
+    FORMAT = "tests.TinyAffine"
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.config = {"n_in": n_in, "n_out": n_out}
+        self.linear = torch.nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.linear(x)
+
+    def save(self, path) -> None:
+        save_safetensors(self, path, {"format": self.FORMAT, "config": json.dumps(self.config)})
+
+    @classmethod
+    def load(cls, path, device=None) -> TinyAffine:
+        tensors, meta = read_safetensors(path)
+        if meta.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, expected {cls.FORMAT!r}")
+        net = cls(**json.loads(meta["config"]))
+        net.load_state_dict(tensors)
+        return net.to(device or "cpu")
+
+
+@pytest.fixture
+def kind_table(monkeypatch):
+    """The kind table as it is, restored after the test (kinds registered by a test do not leak)."""
+    monkeypatch.setattr(kinds, "_LOADERS", dict(kinds._LOADERS))
+
+
+def test_new_kind_loads_by_name_without_changing_the_package(kind_table, tmp_path):
+    torch.manual_seed(0)
+    net = TinyAffine(5, 3)
+    net.save(tmp_path / "assets" / "mini" / "tiny.safetensors")
+    with pytest.raises(ValueError, match="kind of 'mini/tiny' is 'tests.TinyAffine', expected one of"):
+        assets.register("mini/tiny", "mini/tiny.safetensors", TinyAffine.FORMAT, net.config, "cmd", {})
+    assert assets.register_kind(TinyAffine.FORMAT, TinyAffine.load) == TinyAffine.load  # the one line
+    assert TinyAffine.FORMAT in assets.known_kinds()
+    assets.register("mini/tiny", "mini/tiny.safetensors", TinyAffine.FORMAT, net.config, "cmd", {"n": 1})
+    loaded = assets.load("mini/tiny", device="cpu")
+    assert type(loaded) is TinyAffine and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    W, b = net.linear.weight.detach().double(), net.linear.bias.detach().double()
+    with torch.no_grad():
+        y = loaded(x)
+    torch.testing.assert_close(y.double(), x.double() @ W.T + b, rtol=1e-6, atol=1e-6)  # float64 reference
+    assert {r["name"]: r for r in assets.describe()}["mini/tiny"]["kind"] == TinyAffine.FORMAT
+    # the loader's own content error reaches the caller with the asset's name and where its path came from
+    save_safetensors({"linear.weight": torch.zeros(3, 5)}, tmp_path / "assets" / "mini" / "tiny.safetensors",
+                     {"format": "other"})
+    with pytest.raises(AssetValidationError) as info:
+        assets.load("mini/tiny", verify=False)
+    assert str(info.value).startswith("mini/tiny (path from manifest): ")
+    assert "metadata field 'format' is 'other', expected 'tests.TinyAffine'" in str(info.value)
+
+
+def test_register_kind_refusals(kind_table):
+    for bad in ("", "a..b", "1abc", "face3d.Recon Net", 5, None):
+        with pytest.raises(ValueError, match="dotted identifiers"):
+            assets.register_kind(bad, TinyAffine.load)
+    with pytest.raises(ValueError, match="loader must be callable"):
+        assets.register_kind("tests.Thing", "not a function")
+    # a kind belongs to the module that registered it: another module cannot take it over ...
+    with pytest.raises(ValueError, match=r"'json' is already registered by cddfm3d.assets.kinds \(load_json\)"):
+        assets.register_kind("json", TinyAffine.load)
+    assert kinds.loader_for("json") is kinds.load_json
+    # ... while the same module may register it again (a module reloaded in a notebook)
+    assets.register_kind("tests.TinyAffine", TinyAffine.load)
+    replacement = assets.register_kind("tests.TinyAffine", lambda path, device: TinyAffine.load(path, device))
+    assert kinds.loader_for("tests.TinyAffine") is replacement
+    assert kinds.loader_for("tests.Nothing") is None and kinds.loader_for(7) is None
+
+
+def test_every_real_and_repository_kind_has_a_loader(monkeypatch):
+    monkeypatch.delenv(assets.ASSETS_ENV)
+    used = {a.kind for a in assets.REAL_ASSETS.values()}
+    used |= {e["kind"] for e in json.loads((REPO_ASSETS / "MANIFEST.json").read_text())["assets"].values()}
+    assert used <= set(BUILTIN_KINDS) <= set(assets.known_kinds())
+    assert {k: kinds.loader_for(k).__qualname__ for k in ("stylegan2.Generator", "face3d.ReconNet",
+                                                          "face3d.Deep3DFaceRecon")} == {
+        "stylegan2.Generator": "load_generator", "face3d.ReconNet": "ReconNet.load",
+        "face3d.Deep3DFaceRecon": "ReconNet.from_deep3d"}
+
+
+def test_import_is_cheap_and_kinds_resolve_on_first_use():
+    """``import cddfm3d.assets`` imports no subpackage; the first use of a kind imports the subpackage its prefix
+    names, which registers it; importing a subpackage first works too (no import cycle)."""
+    script = """
+import json, sys
+import cddfm3d.assets as assets
+def subpackages():
+    return sorted(m.split(".")[1] for m in sys.modules if m.count(".") == 1 and m.startswith("cddfm3d.")
+                  and hasattr(sys.modules[m], "__path__"))
+before = subpackages()
+net = assets.load("mini/recon")
+after = subpackages()
+print(json.dumps({"before": before, "after": after, "type": type(net).__name__}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != assets.ASSETS_ENV}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=REPO_ASSETS.parent)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["before"] == ["assets"]
+    assert "face3d" in found["after"] and "stylegan2" not in found["after"] and found["type"] == "ReconNet"
+    script = ("import cddfm3d.face3d, cddfm3d.stylegan2; from cddfm3d.assets import kinds; "
+              "print(sorted(kinds._LOADERS))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=REPO_ASSETS.parent)
+    assert out.returncode == 0, out.stderr
+    assert set(BUILTIN_KINDS) <= set(eval(out.stdout.strip().splitlines()[-1]))

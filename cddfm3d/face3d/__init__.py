@@ -1,5 +1,6 @@
 """3D face components: morphable models (BFM loader, built-in MiniFace), camera, SH lighting, rendering,
 visualisation. See reference face3d.md for the conventions (Deep3DFaceRecon's 257 coefficients)."""
+from ..assets import register_kind
 from .bfm import BFMFormatError, convert_bfm09, convert_bfm09_dir, load_bfm_front
 from .camera import PinholeCamera, rotation_matrix
 from .lighting import sh_basis, shade
@@ -25,3 +26,8 @@ __all__ = [
     "align_tensor", "align_landmarks", "unalign_landmarks", "DEEP3D_WEIGHTS", "photometric_loss", "landmark_loss",
     "landmark_weights", "coeff_reg_loss", "gamma_loss", "reflectance_loss", "identity_loss", "fit", "FitResult",
 ]
+
+# asset kinds of this package's types: cddfm3d.assets.load picks the loader by the entry's kind
+register_kind("face3d.ReconNet", ReconNet.load)  # a ReconNet written by ReconNet.save (safetensors)
+register_kind("face3d.Deep3DFaceRecon", ReconNet.from_deep3d)  # the official Deep3DFaceRecon epoch_20.pth
+register_kind("face3d.MorphableModel", lambda path, device: MorphableModel.from_bfm(path))  # BFM_model_front.mat

@@ -5,11 +5,14 @@
     styles = G.w_to_styles(w)                 # StyleSpace: list of [B, C_l]
     img = G.synthesis_from_styles(styles)     # == G.synthesis(w)
 """
+from ..assets import register_kind
 from .checkpoints import CheckpointError, load_discriminator, load_generator, save_discriminator, save_generator
 from .discriminator import Discriminator
 from .generator import Generator, SynthesisNetwork, default_channels
 from .stylespace import (StyleLayer, StyleStats, channel_address, channel_sensitivity, edit_channel, flat_index,
                          flatten_styles, layer_table, parse_channel_id, style_stats, top_channels, unflatten_styles)
+
+register_kind("stylegan2.Generator", load_generator)  # asset kind: cddfm3d.assets.load reads it
 
 __all__ = ["Generator", "SynthesisNetwork", "Discriminator", "default_channels", "load_generator", "save_generator",
            "load_discriminator", "save_discriminator", "CheckpointError", "StyleLayer", "StyleStats",
