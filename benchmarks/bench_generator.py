@@ -62,7 +62,7 @@ def main() -> None:
             noise = G.make_noise("const", b)
             sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-            def run(fused):
+            def run(fused, G=G, ws=ws, noise=noise, sync=sync):
                 G.synthesis(ws, noise=noise, fused=fused)
                 sync()
 

@@ -26,9 +26,9 @@ def test_training_runs_and_writes_checkpoints(tmp_path):
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "checkpoint.pt.tmp").exists()
     G = load_generator(tmp_path / "generator.safetensors")
     assert G.resolution == 16 and torch.isfinite(G(torch.randn(2, 16))).all()
-    # the EMA generator differs from G after updates, and both moved away from the initialisation
-    diff = sum((a - b).abs().sum() for a, b in zip(tr.G.parameters(), tr.G_ema.parameters()))
-    assert diff > 0
+    # the exported file is the EMA generator (its update is pinned to the formula in test_stylegan2_training_math)
+    for k, v in tr.G_ema.state_dict().items():
+        assert torch.equal(G.state_dict()[k], v), k
 
 
 def test_resume_is_exact(tmp_path):
@@ -36,10 +36,10 @@ def test_resume_is_exact(tmp_path):
     train_gan(squares(), TrainConfig(**CFG), tmp_path / "b", progress=False, max_steps=2)
     resumed = train_gan(squares(), TrainConfig(**CFG), tmp_path / "b", progress=False, max_steps=2)
     assert resumed.step == 4
-    for (k, a), b in zip(straight.G_ema.state_dict().items(), resumed.G_ema.state_dict().values()):
-        assert torch.equal(a, b), k
-    log = json.loads((tmp_path / "b" / "log.json").read_text())
-    assert isinstance(log, list)
+    for k, a in straight.G_ema.state_dict().items():
+        assert torch.equal(a, resumed.G_ema.state_dict()[k]), k
+    logs = [json.loads((tmp_path / d / "log.json").read_text()) for d in ("a", "b")]
+    assert logs[0] == logs[1]
 
 
 def test_resume_refuses_other_architecture(tmp_path):

@@ -27,7 +27,8 @@ SIZE, N_FD, N_PHOTO = 32, 20, 4
 GEN_KEYS = {"fd_recon_features", "fd_floor_renders_vs_renders", "fd_ratio_to_floor", "n_fd", "feature_dim",
             "latency_ms_batch1_cpu", "cpu_threads"}
 RECON_KEYS = {"n", "landmark_px", "rmse_id", "rmse_exp", "rmse_tex", "rmse_gamma", "rmse_trans", "angle_deg_pitch",
-              "r2_id", "r2_exp", "r2_tex", "r2_gamma", "r2_trans", "r2_angle", "angle_deg_yaw", "angle_deg_roll", "photometric_heldout_renders", "photometric_generator_samples",
+              "r2_id", "r2_exp", "r2_tex", "r2_gamma", "r2_trans", "r2_angle", "angle_deg_yaw", "angle_deg_roll",
+              "photometric_heldout_renders", "photometric_generator_samples",
               "n_generator_samples"}
 
 

@@ -63,7 +63,7 @@ class PinholeCamera:
             raise ValueError(f"PinholeCamera: focal and distance must be > 0, found {self.focal}, {self.distance}")
         object.__setattr__(self, "image_size", int(self.image_size))
 
-    def scaled(self, image_size: int) -> "PinholeCamera":
+    def scaled(self, image_size: int) -> PinholeCamera:
         """The same camera rendered at ``image_size`` px: focal and centre scale with size/self.image_size."""
         s = image_size / self.image_size
         return PinholeCamera(self.focal * s, self.center * s, image_size, self.distance)

@@ -10,7 +10,6 @@ at other sizes scale the landmarks by 224 / size first so that the weights keep 
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
@@ -31,7 +30,7 @@ def landmark_weights(dtype=torch.float32, device=None) -> torch.Tensor:
 
 
 def photometric_loss(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                     skin_mask: Optional[torch.Tensor] = None, eps: float = PHOTO_EPS) -> torch.Tensor:
+                     skin_mask: torch.Tensor | None = None, eps: float = PHOTO_EPS) -> torch.Tensor:
     """Masked per-pixel L2 colour distance (Deep3D ``photo_loss``)::
 
         M = mask.detach() * skin_mask                      (skin_mask defaults to 1)
@@ -51,7 +50,7 @@ def photometric_loss(rendered: torch.Tensor, target: torch.Tensor, mask: torch.T
     return (dist * m).sum() / m.sum().clamp_min(1.0)
 
 
-def landmark_loss(pred: torch.Tensor, target: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted squared landmark distance (Deep3D ``landmark_loss``)::
 
         L = sum_{b,k} w_k * ||pred_bk - target_bk||^2 / (B * K)

@@ -7,7 +7,7 @@ per block: up-conv, conv, tRGB.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ class SynthesisNetwork(nn.Module):
     def w_to_styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """W+ [B, num_ws, w_dim] (or W [B, w_dim], broadcast) -> StyleSpace: list of [B, C_l] affine outputs."""
         ws = self._check_ws(ws)
-        return [m.affine(ws[:, meta.w_index]) for m, meta in zip(self._layer_modules, self.style_layers)]
+        return [m.affine(ws[:, meta.w_index]) for m, meta in zip(self._layer_modules, self.style_layers, strict=True)]
 
     def _check_ws(self, ws: torch.Tensor) -> torch.Tensor:
         if ws.ndim == 2:
@@ -88,7 +88,7 @@ class SynthesisNetwork(nn.Module):
         noise = list(mode)
         if len(noise) != len(convs):
             raise ValueError(f"expected {len(convs)} noise tensors (one per conv layer), found {len(noise)}")
-        for j, (n, m) in enumerate(zip(noise, convs)):
+        for j, (n, m) in enumerate(zip(noise, convs, strict=True)):
             if n is None:
                 continue
             r = m.resolution
@@ -104,7 +104,7 @@ class SynthesisNetwork(nn.Module):
         if len(styles) != len(self.style_layers):
             raise ValueError(f"expected {len(self.style_layers)} style tensors, found {len(styles)}")
         B = styles[0].shape[0]
-        for s, meta in zip(styles, self.style_layers):
+        for s, meta in zip(styles, self.style_layers, strict=True):
             if s.ndim != 2 or s.shape != (B, meta.channels):
                 raise ValueError(f"style of layer {meta.index} ({meta.name}) must have shape [{B}, {meta.channels}], "
                                  f"found {tuple(s.shape)}")
@@ -112,7 +112,7 @@ class SynthesisNetwork(nn.Module):
         noise = self.make_noise(noise, B, device=styles[0].device, dtype=dtype)
         x = self.const.to(dtype).unsqueeze(0).expand(B, -1, -1, -1)
         img = None
-        for m, s, meta in zip(self._layer_modules, styles, self.style_layers):
+        for m, s, meta in zip(self._layer_modules, styles, self.style_layers, strict=True):
             s = s.to(dtype)
             if m.is_torgb:
                 y = m(x, s, fused=fused)

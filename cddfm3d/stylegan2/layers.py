@@ -70,7 +70,8 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, fused: bool | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None,
+                fused: bool | None) -> torch.Tensor:
         x = modulated_conv2d(x, self.weight.to(x.dtype), style, demodulate=True, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, fused=fused)
         if noise is not None:

@@ -7,7 +7,7 @@ the *unscaled* modulated weight (NVIDIA's convention; rosinality/TF differ by ~1
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

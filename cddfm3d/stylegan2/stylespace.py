@@ -6,7 +6,8 @@ StyleSpace paper's channel ids such as "9_409".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 
@@ -69,7 +70,7 @@ def parse_channel_id(text: str) -> tuple[int, int]:
         raise ValueError(f"channel id must look like 'LAYER_CHANNEL' (e.g. '9_409'), found {text!r}") from None
 
 
-def layer_table(G: "Generator") -> list[dict]:
+def layer_table(G: Generator) -> list[dict]:
     """One row per style layer: index, name, channels, is_torgb, resolution, W+ index, flat offset."""
     return [dict(layer=m.index, name=m.name, channels=m.channels, is_torgb=m.is_torgb, resolution=m.resolution,
                  w_index=m.w_index, offset=m.offset) for m in G.style_layers]
@@ -93,7 +94,7 @@ class StyleStats:
 
 
 @torch.no_grad()
-def style_stats(G: "Generator", n: int = 10000, seed: int = 0, truncation_psi: float = 1.0,
+def style_stats(G: Generator, n: int = 10000, seed: int = 0, truncation_psi: float = 1.0,
                 batch_size: int = 500) -> StyleStats:
     """Mean and std of every style channel over ``n`` samples z ~ N(0, I) (float64 accumulation)."""
     g = torch.Generator().manual_seed(seed)
@@ -102,12 +103,12 @@ def style_stats(G: "Generator", n: int = 10000, seed: int = 0, truncation_psi: f
     s2 = [torch.zeros(m.channels, dtype=torch.float64) for m in G.style_layers]
     for i in range(0, n, batch_size):
         z = torch.randn(min(batch_size, n - i), G.z_dim, generator=g).to(dev)
-        for l, s in enumerate(G.w_to_styles(G.mapping(z, truncation_psi))):
+        for k, s in enumerate(G.w_to_styles(G.mapping(z, truncation_psi))):
             s = s.double().cpu()
-            s1[l] += s.sum(0)
-            s2[l] += s.square().sum(0)
+            s1[k] += s.sum(0)
+            s2[k] += s.square().sum(0)
     mean = [a / n for a in s1]
-    std = [(b / n - m.square()).clamp_min(0).sqrt() for b, m in zip(s2, mean)]
+    std = [(b / n - m.square()).clamp_min(0).sqrt() for b, m in zip(s2, mean, strict=True)]
     return StyleStats([m.float() for m in mean], [s.float() for s in std], n, seed, truncation_psi)
 
 
@@ -125,7 +126,7 @@ def edit_channel(styles: Sequence[torch.Tensor], layer: int, channel: int, amoun
     return out
 
 
-def channel_sensitivity(G: "Generator", n: int = 16, probes: int = 4, seed: int = 0, stats: StyleStats | None = None,
+def channel_sensitivity(G: Generator, n: int = 16, probes: int = 4, seed: int = 0, stats: StyleStats | None = None,
                         truncation_psi: float = 1.0, batch_size: int = 8, noise="const") -> list[torch.Tensor]:
     """First-order effect of each style channel on the image: the RMS pixel change per unit change of the channel
     (per 1 std if ``stats`` is given), averaged over ``n`` random samples.
@@ -146,17 +147,17 @@ def channel_sensitivity(G: "Generator", n: int = 16, probes: int = 4, seed: int 
         for p in range(probes):
             v = torch.randn(img.shape, generator=g).to(dev)
             grads = torch.autograd.grad((img * v).sum(), styles, retain_graph=p < probes - 1)
-            for l, gr in enumerate(grads):
-                acc[l] += gr.double().square().sum(0).cpu()
+            for k, gr in enumerate(grads):
+                acc[k] += gr.double().square().sum(0).cpu()
     out = [(a / (n * probes * pixels)).sqrt().float() for a in acc]
     if stats is not None:
-        out = [o * s for o, s in zip(out, stats.std)]
+        out = [o * s for o, s in zip(out, stats.std, strict=True)]
     return out
 
 
 def top_channels(sensitivity: list[torch.Tensor], layers: Sequence[StyleLayer], k: int = 8,
                  include_torgb: bool = False) -> list[tuple[int, int, float]]:
     """The ``k`` (layer, channel, score) with the largest score, tRGB layers excluded by default (as StyleSpace)."""
-    cands = [(l, c, float(v)) for l, s in enumerate(sensitivity) if include_torgb or not layers[l].is_torgb
+    cands = [(k, c, float(v)) for k, s in enumerate(sensitivity) if include_torgb or not layers[k].is_torgb
              for c, v in enumerate(s.tolist())]
     return sorted(cands, key=lambda t: (-t[2], t[0], t[1]))[:k]

@@ -84,5 +84,5 @@ def sample_coeffs(n: int, seed: int = 0) -> torch.Tensor:
     out[:, SLICES["angle"]] = torch.stack(angle, -1)
     out[:, SLICES["gamma"]] = light_gamma(n, gen)
     out[:, SLICES["trans"]] = torch.stack(
-        [_truncated_normal(n, s, lim, gen) for s, lim in zip(TRANS_STD, TRANS_LIMIT)], -1)
+        [_truncated_normal(n, s, lim, gen) for s, lim in zip(TRANS_STD, TRANS_LIMIT, strict=True)], -1)
     return out.float()
