@@ -19,6 +19,11 @@ Two implementations:
   (PIL-like filtering) and then crops with ``grid_sample`` at integer offsets (an exact copy).
   ``exact=False`` uses the untruncated geometry (no ``int()``), so gradients also reach the landmarks.
 
+Bad input. Landmarks are checked before any geometry (:func:`landmark_problem`): NaN/Inf, placeholder rows that
+video pipelines write for "no face" (all 0, all -1: the 5 points collapse to one), collinear points, and points that
+all lie outside the image raise ``ValueError("degenerate landmarks: ...")``. The thresholds are relative (to the
+image size and to the points' own spread), so a tiny but valid face in a small image passes.
+
 Landmarks follow Deep3D's formula ``(lm - t + (w0/2, h0/2)) * s' - (w/2 - size/2, h/2 - size/2)`` (in y-up
 coordinates). Note: that formula and the image resampling disagree by up to ~1 px (half-pixel terms
 and the int truncation of w, h, left, up); we keep it unchanged because the official network was trained
@@ -27,7 +32,6 @@ with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -42,6 +46,51 @@ TEMPLATE_5P = np.array([[-0.3115, 0.2904, 0.1338],
                         [0.2485, -0.3813, 0.2224]], dtype=np.float64)
 DEEP3D_SIZE = 224
 DEEP3D_RESCALE = 102.0
+
+
+# Degeneracy thresholds of :func:`landmark_problem` (both scale-invariant). The 5 alignment points of a real face have
+# a ratio of the two principal spreads >= 0.48 at any yaw in [-90, 90] and pitch in [-60, 60] degrees (the template
+# rotated); 0.05 leaves a wide margin. The spread floor is 1e-4 of the image's larger side (0.06 px at 640 px).
+MIN_SPREAD = 1e-4
+MIN_FLATNESS = 0.05
+
+
+def landmark_problem(landmarks, height: int, width: int) -> str | None:
+    """Why 2D landmarks [K, 2] (pixels, any K >= 2; use the 5 alignment points) cannot be a face, or None.
+
+    With the principal spreads s1 >= s2 of the centred points (singular values of the [K, 2] matrix):
+    NaN/Inf -> "contain NaN/Inf"; s1 <= ``MIN_SPREAD`` * max(H, W) -> "collapsed to one point" (placeholder rows);
+    s2 <= ``MIN_FLATNESS`` * s1 -> "collinear"; every point outside the image enlarged by 5% on each side -> "outside
+    the image". All tests are ratios, so scaling image and landmarks together never changes the verdict.
+    """
+    p = np.asarray(landmarks.detach().cpu() if isinstance(landmarks, torch.Tensor) else landmarks, np.float64)
+    bad = ~np.isfinite(p).all(-1)
+    if bad.any():
+        return f"contain NaN/Inf (points {np.flatnonzero(bad)[:8].tolist()})"
+    c = p - p.mean(0)
+    s1, s2 = np.linalg.svd(c, compute_uv=False)[:2]
+    if s1 <= MIN_SPREAD * max(height, width):
+        return (f"collapsed to one point (spread {s1:.3g} px, image {width}x{height}; placeholder rows such as "
+                f"all 0 or all -1 mean that no face was detected)")
+    if s2 <= MIN_FLATNESS * s1:
+        return f"collinear (spread ratio {s2 / s1:.3g} < {MIN_FLATNESS}; not the eyes, nose and mouth of a face)"
+    inside = ((p[:, 0] >= -0.05 * width) & (p[:, 0] <= 1.05 * width)
+              & (p[:, 1] >= -0.05 * height) & (p[:, 1] <= 1.05 * height))
+    if not inside.any():
+        return (f"all outside the {width}x{height} image (x in [{p[:, 0].min():.4g}, {p[:, 0].max():.4g}], y in "
+                f"[{p[:, 1].min():.4g}, {p[:, 1].max():.4g}]); landmarks of another image size, or (y, x) order?")
+    return None
+
+
+def _check_landmarks(lm, lm5, height: int, width: int, who: str, sample: int | None = None) -> None:
+    """NaN/Inf anywhere in the K given points, then the geometry of the 5 alignment points."""
+    where = "" if sample is None else f" of sample {sample}"
+    lm = np.asarray(lm.detach().cpu() if isinstance(lm, torch.Tensor) else lm, np.float64)
+    bad = ~np.isfinite(lm).all(-1)
+    problem = (f"contain NaN/Inf (points {np.flatnonzero(bad)[:8].tolist()})" if bad.any()
+               else landmark_problem(lm5, height, width))
+    if problem is not None:
+        raise ValueError(f"degenerate landmarks: the landmarks{where} given to {who} are {problem}")
 
 
 def default_rescale(size: int) -> float:
@@ -66,10 +115,17 @@ def extract_5p(landmarks):
 
 
 def _five(landmarks, who: str):
-    n = landmarks.shape[-2]
-    if landmarks.shape[-1] != 2 or n not in (5, 68):
-        raise ValueError(f"{who}: expected landmarks [..., 5, 2] or [..., 68, 2], found {tuple(landmarks.shape)}")
-    return landmarks if n == 5 else extract_5p(landmarks)
+    shape = tuple(landmarks.shape)
+    if len(shape) < 2 or shape[-1] != 2 or shape[-2] not in (5, 68):
+        hint = ""
+        if len(shape) >= 2 and shape[-1] == 3 and shape[-2] in (5, 68):
+            hint = " (3D landmarks? pass the image coordinates landmarks[..., :2])"
+        elif len(shape) >= 2 and shape[-2] == 2 and shape[-1] in (5, 68):
+            hint = " (transposed? pass [K, 2] rows of (x, y))"
+        elif len(shape) >= 2 and shape[-1] * shape[-2] in (10, 136) or len(shape) == 1 and shape[0] in (10, 136):
+            hint = " (flat? reshape to [K, 2] rows of (x, y))"
+        raise ValueError(f"{who}: expected landmarks [..., 5, 2] or [..., 68, 2], found {shape}{hint}")
+    return landmarks if shape[-2] == 5 else extract_5p(landmarks)
 
 
 # --------------------------------------------------------------------------------------------- POS
@@ -184,10 +240,10 @@ def unalign_landmarks(landmarks, trans_params, size: int = DEEP3D_SIZE):
 class Aligned:
     """Result of :func:`align_image`: the crop, the landmarks in it (y down), trans_params, and the mask."""
 
-    image: "object"              # PIL.Image, size x size
+    image: object              # PIL.Image, size x size
     landmarks: np.ndarray        # [K, 2] float64, y down, crop pixels
     trans_params: np.ndarray     # [5] = [w0, h0, s', t_x, t_y]
-    mask: Optional[object] = None
+    mask: object | None = None
 
     def tensor(self, device=None) -> torch.Tensor:
         """The crop as [1, 3, S, S] float32 RGB in [0, 1] (the official net's input)."""
@@ -195,34 +251,61 @@ class Aligned:
         return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous().to(device)
 
 
+_PIL_KEEP = ("RGB", "RGBA", "L")
+_PIL_REFUSE = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # high bit depth: converting to 8 bits would clip
+
+
 def _as_pil(image, who: str):
+    """PIL image or uint8 array [H, W], [H, W, 1|3|4] -> PIL image in mode RGB, RGBA or L.
+
+    Other 8-bit PIL modes (P, 1, LA, CMYK, YCbCr, ...) are converted to RGB; 16-bit and float modes and non-uint8
+    arrays are refused with the conversion to use."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return image
+        if image.mode in _PIL_KEEP:
+            return image
+        if image.mode in _PIL_REFUSE:
+            raise ValueError(f"{who}: PIL image mode {image.mode!r} (16-bit or float) is not supported; convert it "
+                             f"to 8-bit RGB yourself (scaling its range to 0..255)")
+        return image.convert("RGB")
     arr = np.asarray(image)
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{who}: expected a PIL image or a uint8 array [H, W(, 3)], found {arr.dtype} "
-                         f"{arr.shape}")
+    shape_ok = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))
+    if arr.dtype != np.uint8 or not shape_ok:
+        hint = ""
+        if arr.dtype.kind == "f":
+            hint = " (float image in [0, 1]? pass (image * 255).round().astype(np.uint8))"
+        elif arr.dtype.kind in "iub" and arr.dtype != np.uint8:
+            hint = f" (convert {arr.dtype} to uint8 0..255 yourself)"
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and not shape_ok:
+            hint += " (channels first? pass image.transpose(1, 2, 0))"
+        raise ValueError(f"{who}: expected a PIL image or a uint8 array [H, W] or [H, W, 1|3|4], found {arr.dtype} "
+                         f"{arr.shape}{hint}")
     return Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
 
 
-def align_image(image, landmarks, mask=None, size: int = DEEP3D_SIZE, rescale: Optional[float] = None,
+def align_image(image, landmarks, mask=None, size: int = DEEP3D_SIZE, rescale: float | None = None,
                 template=TEMPLATE_5P) -> Aligned:
-    """Deep3D's ``align_img`` with numpy/PIL. ``image``: PIL image or uint8 array [H, W, 3]; ``landmarks``
-    [68, 2] or [5, 2] (y down, pixels); optional ``mask`` (PIL or uint8 array) transformed the same way.
+    """Deep3D's ``align_img`` with numpy/PIL. ``image``: PIL image (RGB, RGBA, L kept; other 8-bit modes converted
+    to RGB) or uint8 array [H, W(, 1|3|4)]; ``landmarks`` [68, 2] or [5, 2] (y down, pixels); optional ``mask`` (PIL
+    or uint8 array) transformed the same way.
 
     Returns :class:`Aligned` with the size x size crop (bicubic resize by s' = rescale / s, then crop; the
     area outside the image is black), the transformed landmarks (all K given) and ``trans_params``.
+
+    Raises ValueError for images of other dtypes, layouts or bit depths, landmarks of another shape, and
+    ``degenerate landmarks`` (see :func:`landmark_problem`).
     """
     from PIL import Image
 
     img = _as_pil(image, "align_image")
     lm = np.asarray(landmarks, np.float64)
     if lm.ndim != 2:
-        raise ValueError(f"align_image: expected landmarks [68, 2] or [5, 2], found {lm.shape}")
+        hint = " (a batch? align one image at a time, or use align_tensor)" if lm.ndim == 3 else ""
+        raise ValueError(f"align_image: expected landmarks [68, 2] or [5, 2], found {lm.shape}{hint}")
     lm5 = _five(lm, "align_image")
     w0, h0 = img.size
+    _check_landmarks(lm, lm5, h0, w0, "align_image")
     rescale = default_rescale(size) if rescale is None else float(rescale)
     t, s = pos(_to_up(lm5, h0), template)
     if not s > 0:
@@ -249,7 +332,7 @@ def _theta(w, h, left, up, size, dtype, device):
 
 
 def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP3D_SIZE,
-                 rescale: Optional[float] = None, template=TEMPLATE_5P, mode: str = "bicubic",
+                 rescale: float | None = None, template=TEMPLATE_5P, mode: str = "bicubic",
                  antialias: bool = True, exact: bool = True):
     """Batched, differentiable :func:`align_image`.
 
@@ -263,14 +346,25 @@ def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP
 
     Returns: (aligned [B, C, size, size], landmarks in the crop [B, K, 2] (y down), trans_params [B, 5]).
     """
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"align_tensor: expected float images [B, C, H, W], found {images.dtype} "
-                         f"{tuple(images.shape)}")
-    if landmarks.ndim != 3 or landmarks.shape[0] != images.shape[0]:
-        raise ValueError(f"align_tensor: expected landmarks [B={images.shape[0]}, 68|5, 2], found "
-                         f"{tuple(landmarks.shape)}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        found = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                 else type(images).__name__)
+        hint = ""
+        if isinstance(images, torch.Tensor) and not images.is_floating_point():
+            hint = " (uint8 images: pass images.float() / 255)"
+        elif isinstance(images, torch.Tensor) and images.ndim == 3:
+            hint = " (one image? pass images[None])"
+        raise ValueError(f"align_tensor: expected float images [B, C, H, W], found {found}{hint}")
+    if images.shape[1] not in (1, 3, 4) and images.shape[-1] in (1, 3, 4):
+        raise ValueError(f"align_tensor: expected images [B, C, H, W], found {tuple(images.shape)} (channels last? "
+                         f"pass images.permute(0, 3, 1, 2))")
+    if not isinstance(landmarks, torch.Tensor) or landmarks.ndim != 3 or landmarks.shape[0] != images.shape[0]:
+        found = f"{type(landmarks).__name__} {tuple(getattr(landmarks, 'shape', ()))}"
+        raise ValueError(f"align_tensor: expected a landmark tensor [B={images.shape[0]}, 68|5, 2], found {found}")
     lm5 = _five(landmarks, "align_tensor")
     b, c, h0, w0 = images.shape
+    for i in range(b):
+        _check_landmarks(landmarks[i], lm5[i], h0, w0, "align_tensor", sample=i)
     rescale = default_rescale(size) if rescale is None else float(rescale)
     t, s = pos_torch(_to_up(lm5.double(), h0), template)
     if not bool((s > 0).all()):

@@ -18,11 +18,13 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .align import extract_5p, landmark_problem
 from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, landmark_loss, photometric_loss,
                      reflectance_loss)
 from .morphable import LAYOUT, N_COEFFS, SLICES
@@ -50,9 +52,9 @@ class FitResult:
     history: dict = field(default_factory=dict)
     initial_losses: dict = field(default_factory=dict)
     losses: dict = field(default_factory=dict)
-    image: Optional[torch.Tensor] = None
-    mask: Optional[torch.Tensor] = None
-    landmarks: Optional[torch.Tensor] = None
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None
     stages: tuple = ()
 
     def summary(self) -> str:
@@ -67,36 +69,97 @@ def _default_renderer(fm_output, camera, size):
     return render(fm_output, camera, size)
 
 
-def _check_inputs(image, landmarks, mask, init, who="fit"):
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-        raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found "
-                        f"{type(image).__name__ if not isinstance(image, torch.Tensor) else image.dtype}")
+def _first_bad(t: torch.Tensor) -> str:
+    bad = ~torch.isfinite(t)
+    n = int(bad.sum())
+    return f"{n} NaN/Inf value(s), first at index {tuple(bad.nonzero()[0].tolist())}"
+
+
+def _check_image(image, who: str) -> torch.Tensor:
+    """-> float image [B, 3, S, S]; every other dtype, layout, channel count, range or NaN/Inf is a clear error."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found {type(image).__name__} "
+                        f"(for an HxWx3 uint8 array a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255)")
+    if not image.is_floating_point():
+        raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found {image.dtype}"
+                        + (" (pass image.float() / 255)" if image.dtype == torch.uint8 else ""))
     if image.ndim == 3:
         image = image[None]
-    if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] != image.shape[3]:
-        raise ValueError(f"{who}: image must be square RGB [B, 3, S, S], found {tuple(image.shape)}")
-    lo = float(image.min())
-    if lo < -0.05:
-        raise ValueError(f"{who}: image must be in [0, 1], found minimum {lo:.3f} (for [-1, 1] images pass "
-                         f"(image + 1) / 2)")
+    shape = tuple(image.shape)
+    if image.ndim == 4 and image.shape[1] != 3:
+        if image.shape[-1] in (1, 3, 4) and image.shape[1] == image.shape[2]:
+            hint = " (channels last? pass image.permute(0, 3, 1, 2))"
+        elif image.shape[1] == 1:
+            hint = " (grayscale? pass image.expand(-1, 3, -1, -1))"
+        elif image.shape[1] == 4:
+            hint = " (RGBA? drop alpha with image[:, :3], or composite it over a background first)"
+        else:
+            hint = ""
+        raise ValueError(f"{who}: image must be square RGB [B, 3, S, S], found {shape}{hint}")
+    if image.ndim != 4 or image.shape[2] != image.shape[3]:
+        raise ValueError(f"{who}: image must be square RGB [B, 3, S, S], found {shape}")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{who}: image contains {_first_bad(image)} (index [b, c, y, x])")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < -0.05 or hi > 1.05:
+        if lo >= -0.05 and hi <= 255.5:
+            hint = "; 0..255 values? pass image / 255"
+        elif lo >= -1.05 and hi <= 1.05:
+            hint = "; for [-1, 1] images pass (image + 1) / 2"
+        else:
+            hint = "; undo any mean/std normalisation first"
+        raise ValueError(f"{who}: image must be in [0, 1], found range [{lo:.4g}, {hi:.4g}]{hint}")
+    return image
+
+
+def _as_tensor(x, name: str, who: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x, np.float64))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{who}: {name} must be a tensor or array, found {type(x).__name__}") from e
+
+
+def _check_inputs(image, landmarks, mask, init, who="fit"):
+    """Validate and broadcast the inputs of :func:`fit` (see its docstring for the errors)."""
+    image = _check_image(image, who)
     b, _, s, _ = image.shape
     if landmarks is not None:
+        landmarks = _as_tensor(landmarks, "landmarks", who)
         if landmarks.ndim == 2:
             landmarks = landmarks[None]
         if tuple(landmarks.shape) != (b, 68, 2):
             raise ValueError(f"{who}: landmarks must be [B={b}, 68, 2] pixels (x right, y down), found "
                              f"{tuple(landmarks.shape)}")
+        if not bool(torch.isfinite(landmarks).all()):
+            raise ValueError(f"{who}: landmarks contain {_first_bad(landmarks)} (index [b, point, xy])")
+        for i in range(b):
+            problem = landmark_problem(extract_5p(landmarks[i]), s, s)
+            if problem is not None:
+                raise ValueError(f"degenerate landmarks: the landmarks of sample {i} given to {who} are {problem}")
     if mask is not None:
+        mask = _as_tensor(mask, "mask", who)
         if mask.ndim == 3:
             mask = mask[None] if mask.shape[0] == 1 else mask[:, None]
         if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (s, s) or mask.shape[0] not in (1, b):
             raise ValueError(f"{who}: mask must be [B={b}, 1, {s}, {s}] (skin/attention weights in [0, 1]), "
                              f"found {tuple(mask.shape)}")
+        if not bool(torch.isfinite(mask).all()):
+            raise ValueError(f"{who}: mask contains {_first_bad(mask)}")
+        lo, hi = float(mask.min()), float(mask.max())
+        if lo < 0 or hi > 1.0 + 1e-6:
+            raise ValueError(f"{who}: mask weights must be in [0, 1], found range [{lo:.4g}, {hi:.4g}]"
+                             + ("; 0..255 values? pass mask / 255" if lo >= 0 and hi <= 255.5 else ""))
     if init is not None:
+        init = _as_tensor(init, "init", who)
         if init.ndim == 1:
             init = init[None]
         if init.ndim != 2 or init.shape[1] != N_COEFFS or init.shape[0] not in (1, b):
             raise ValueError(f"{who}: init must be [B={b}, {N_COEFFS}] coefficients, found {tuple(init.shape)}")
+        if not init.is_floating_point() or not bool(torch.isfinite(init).all()):
+            raise ValueError(f"{who}: init must be finite floating-point coefficients, found "
+                             + (f"{init.dtype}" if not init.is_floating_point() else _first_bad(init)))
         init = init.expand(b, -1)
     return image, landmarks, mask, init
 
@@ -113,10 +176,10 @@ def _stage_steps(steps):
     return (("pose", steps[0]), ("all", steps[1]))
 
 
-def fit(image: torch.Tensor, model, landmarks: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-        init: Optional[torch.Tensor] = None, steps: Union[int, Sequence[int]] = (60, 440), lr: float = 0.05,
-        device=None, progress: bool = True, renderer: Optional[Callable] = None,
-        weights: Optional[dict] = None, fit_groups: Optional[Sequence[str]] = None) -> FitResult:
+def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+        init: torch.Tensor | None = None, steps: int | Sequence[int] = (60, 440), lr: float = 0.05,
+        device=None, progress: bool = True, renderer: Callable | None = None,
+        weights: dict | None = None, fit_groups: Sequence[str] | None = None) -> FitResult:
     """Fit coefficients to ``image`` by analysis-by-synthesis.
 
     Args:
@@ -135,6 +198,15 @@ def fit(image: torch.Tensor, model, landmarks: Optional[torch.Tensor] = None, ma
             faces (the photometric region).
         weights: overrides of ``DEEP3D_WEIGHTS`` (keys 'color', 'lm', 'reg', 'gamma', 'reflc').
         fit_groups: coefficient groups optimised in the 'all' stage (default all six).
+
+    Raises (before any work):
+        TypeError: ``image`` is not a float tensor (uint8 tensors: pass ``image.float() / 255``).
+        ValueError: ``image`` not [B, 3, S, S] (channels-last, grayscale and RGBA layouts are named with the
+            conversion to use), containing NaN/Inf, or outside [0, 1] (the range found is reported, with
+            "pass image / 255" for 0..255 data); ``landmarks`` of another shape, with NaN/Inf, or degenerate
+            (``"degenerate landmarks: ..."``, :func:`cddfm3d.face3d.align.landmark_problem`: placeholder rows such
+            as all 0 or all -1, collinear points); ``mask`` of another shape, NaN/Inf or outside [0, 1]; ``init``
+            of another width (e.g. 256) or NaN/Inf; unknown ``weights`` keys or ``fit_groups``.
     """
     image, landmarks, mask, init = _check_inputs(image, landmarks, mask, init)
     device = torch.device(device) if device is not None else image.device
@@ -202,7 +274,7 @@ def fit(image: torch.Tensor, model, landmarks: Optional[torch.Tensor] = None, ma
             base = [grp["lr"] for grp in opt.param_groups]
             for i in range(n):
                 decay = 0.5 * (1.0 + math.cos(math.pi * i / n))  # cosine from 1 to ~0
-                for grp, lr0 in zip(opt.param_groups, base):
+                for grp, lr0 in zip(opt.param_groups, base, strict=True):
                     grp["lr"] = lr0 * (0.05 + 0.95 * decay)
                 opt.zero_grad(set_to_none=True)
                 total, terms, out, _ = evaluate(stage)
