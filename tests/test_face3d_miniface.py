@@ -140,6 +140,7 @@ def test_bases_orthogonal_ordered_and_named_directions(fm):
     m = build_miniface()
     for key, std_key, width in (("idBase", "id_std", 80), ("exBase", "exp_std", 64), ("texBase", "tex_std", 80)):
         b = np.asarray(m[key], np.float64)
+        assert b.shape == (m["meanshape"].size, width), key                 # 3N rows, one column per coeff
         gram = b.T @ b
         std = m[std_key]
         np.testing.assert_allclose(np.sqrt(np.diag(gram)), std, rtol=1e-9)
@@ -150,23 +151,32 @@ def test_bases_orthogonal_ordered_and_named_directions(fm):
     assert groups == {"id", "exp", "tex"}
     counts = {g: sum(1 for gg, _ in fm.named_directions.values() if gg == g) for g in groups}
     assert counts["id"] >= 15 and counts["exp"] >= 12 and counts["tex"] >= 8
-    for name, (group, vec) in fm.named_directions.items():
+    for name, (_group, vec) in fm.named_directions.items():
         assert abs(float(vec.norm()) - 1.0) < 1e-5, name               # coefficients ~N(0, I) per variation
     c = fm.direction("jaw_open", 2.0)
-    assert c.shape == (257,) and c[80:144].abs().sum() > 0 and c[:80].abs().sum() == 0 and c[144:].abs().sum() == 0
+    group, vec = fm.named_directions["jaw_open"]
+    assert group == "exp" and c.shape == (257,)
+    torch.testing.assert_close(c[80:144], 2.0 * vec, rtol=0, atol=0)              # 2 std of the variation
+    assert c[:80].abs().sum() == 0 and c[144:].abs().sum() == 0                   # and nothing else
     with pytest.raises(KeyError, match="no named variation 'nope'.*jaw_open"):
         fm.direction("nope")
 
 
-def test_image_size_and_device_moves(fm):
+def test_image_size(fm):
     small = fm(fm.zeros(1), image_size=64)
     assert small.camera == PinholeCamera().scaled(64) and small.landmarks.shape == (1, 68, 2)
     x = small.screen[0, :, 0]
     assert 5 < float(x.min()) and float(x.max()) < 59
-    if torch.cuda.is_available():
-        gpu = MorphableModel.mini().to("cuda")
-        c = fm.compose(jaw_open=1.0, smile=1.0, batch_size=2)
-        torch.testing.assert_close(gpu(c.cuda()).colors.cpu(), fm(c).colors, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_forward_matches_cpu(fm):
+    gpu = MorphableModel.mini().to("cuda")
+    c = fm.compose(jaw_open=1.0, smile=1.0, batch_size=2)
+    out = gpu(c.cuda())
+    assert out.colors.device.type == "cuda"
+    torch.testing.assert_close(out.colors.cpu(), fm(c).colors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.screen.cpu(), fm(c).screen, rtol=1e-4, atol=1e-3)
 
 
 def test_viz_smoke(fm, tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from cddfm3d.stylegan2.ops import minibatch_stddev
 from cddfm3d.stylegan2 import (Discriminator, Generator, edit_channel, flatten_styles, layer_table, load_generator,
                                parse_channel_id, save_generator, style_stats, unflatten_styles)
 
@@ -49,9 +50,10 @@ def test_config_f_layer_tables(res, n_layers, total, conv_only):
 
 
 # parameter counts of the published configurations (rosinality and NVIDIA agree)
-@pytest.mark.parametrize("res,cm,g_params,d_params", [(1024, 2, 30_370_060, 29_012_513), (1024, 1, 24_900_764, 24_038_161),
-                                                      (256, 2, 30_034_338, 28_864_129), (256, 1, 24_767_458, 24_001_089),
-                                                      (64, 2, 27_032_600, 26_488_833)])
+@pytest.mark.parametrize("res,cm,g_params,d_params", [
+    (1024, 2, 30_370_060, 29_012_513), (1024, 1, 24_900_764, 24_038_161),
+    (256, 2, 30_034_338, 28_864_129), (256, 1, 24_767_458, 24_001_089),
+    (64, 2, 27_032_600, 26_488_833)])
 def test_parameter_counts_match_published(res, cm, g_params, d_params):
     G = Generator(res, channel_base=16384 * cm)
     D = Discriminator(res, channel_base=16384 * cm)
@@ -187,7 +189,7 @@ def test_save_load_round_trip(tmp_path):
     path = tmp_path / "g.safetensors"
     save_generator(G, path)
     G2 = load_generator(path)
-    for (k, v), (k2, v2) in zip(G.state_dict().items(), G2.state_dict().items()):
+    for (k, v), (k2, v2) in zip(G.state_dict().items(), G2.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     ws = torch.randn(2, G.w_dim)
     assert torch.equal(G.synthesis(ws, noise="const"), G2.synthesis(ws, noise="const"))
@@ -199,9 +201,47 @@ def test_discriminator_shapes_and_gradients():
     x = torch.randn(4, 3, 32, 32, requires_grad=True)
     out = D(x)
     assert out.shape == (4, 1)
-    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # R1 needs double backward
-    g.square().sum().backward()
-    assert D.fromrgb.weight.grad is not None
+    # R1 needs double backward: the parameter gradient of P = ||dD/dx||^2 must match a central difference of P
+    # along a random parameter direction. D.forward computes in float32 (it casts its input), too coarse for a
+    # difference quotient across leaky-ReLU kinks, so D's own layers are run in float64 by ``d64`` below, which
+    # is first shown to be D.forward.
+    def d64(img):
+        h = D.fromrgb(img)
+        for res in D.block_resolutions:
+            h = getattr(D, f"b{res}")(h)
+        group = D.mbstd_group_size if D.mbstd_group_size is not None else h.shape[0]
+        h = D.conv(minibatch_stddev(h, group, D.mbstd_num_channels))
+        return D.out(D.fc(h.flatten(1)))
+
+    with torch.no_grad():
+        assert torch.equal(d64(x.detach()), D(x))
+    D.double()
+    x64 = x.detach().double().requires_grad_(True)
+
+    def penalty():
+        (g,) = torch.autograd.grad(d64(x64).sum(), x64, create_graph=True)
+        return g.square().sum()
+
+    penalty().backward()
+    params = list(D.parameters())
+    gen = torch.Generator().manual_seed(1)
+    direction = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+    norm = sum(float(d.square().sum()) for d in direction) ** 0.5
+    direction = [d / norm for d in direction]  # a unit step: eps stays far below the nearest kink
+    analytic = sum(float((p.grad * d).sum()) for p, d in zip(params, direction, strict=True) if p.grad is not None)
+    eps, values = 1e-6, []
+    with torch.no_grad():
+        for sign in (1, -1):
+            for p, d in zip(params, direction, strict=True):
+                p.add_(sign * eps * d)
+            with torch.enable_grad():
+                values.append(float(penalty().detach()))
+            for p, d in zip(params, direction, strict=True):
+                p.sub_(sign * eps * d)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+    assert abs(analytic) > 1e-3 * float(penalty().detach())  # the check is not 0 == 0
+    D.float()
     with pytest.raises(ValueError, match="discriminator expects"):
         D(torch.randn(4, 3, 16, 16))
 

@@ -152,6 +152,7 @@ def test_minibatch_stddev_formula():
     y = minibatch_stddev(x, group_size=4).numpy()
     xn = x.numpy()
     assert y.shape == (8, 7, 4, 4)
+    np.testing.assert_array_equal(y[:, :6], xn)  # the input channels pass through unchanged
     for n in range(8):
         members = [m for m in range(8) if m % 2 == n % 2]  # groups interleave: sample n is in group n % (N/G)
         std = np.sqrt(xn[members].var(axis=0) + 1e-8).mean()

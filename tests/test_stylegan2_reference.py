@@ -40,8 +40,8 @@ def test_rosinality_mapping_styles_and_images(ros):
     assert G.config["channels"] == {"4": 32, "8": 32, "16": 32, "32": 16} and G.num_ws == 8
     assert maxdiff(G.mapping(a["z"]), a["w"]) <= MAP_TOL
     styles = G.w_to_styles(a["ws"])
-    for l, s in enumerate(styles):
-        assert maxdiff(s, a[f"style_{l:02d}"]) <= MAP_TOL, f"style layer {l}"
+    for layer, s in enumerate(styles):
+        assert maxdiff(s, a[f"style_{layer:02d}"]) <= MAP_TOL, f"style layer {layer}"
     noise = [a[f"noise_{j}"] for j in range(G.num_noise)]
     for fused in (True, False):
         assert maxdiff(G.synthesis(a["ws"], noise=noise, fused=fused), a["image"]) <= IMG_TOL
@@ -70,8 +70,8 @@ def test_nvidia_mapping_and_truncation(nv):
 
 def test_nvidia_styles_and_images(nv):
     G, a = nv
-    for l, s in enumerate(G.w_to_styles(a["ws"])):  # raw affine outputs, tRGB not multiplied by the weight gain
-        assert maxdiff(s, a[f"style_{l:02d}"]) <= MAP_TOL, f"style layer {l}"
+    for layer, s in enumerate(G.w_to_styles(a["ws"])):  # raw affine outputs, tRGB not multiplied by the weight gain
+        assert maxdiff(s, a[f"style_{layer:02d}"]) <= MAP_TOL, f"style layer {layer}"
     noise = [a[f"noise_{j}"] for j in range(G.num_noise)]
     for fused in (True, False):
         assert maxdiff(G.synthesis(a["ws"], noise="const", fused=fused), a["image_const"]) <= IMG_TOL
