@@ -192,7 +192,7 @@ def test_other_projects_checkpoints_are_named(tmp_path):
         load_discriminator(r)
 
 
-def test_pickle_payload_in_old_style_torch_file_is_refused(tmp_path):
+def test_plain_pickle_named_pt_with_a_payload_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
 
     class Evil:

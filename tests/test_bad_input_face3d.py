@@ -75,7 +75,8 @@ def test_nan_inf_collinear_and_outside_landmarks():
     line = np.stack([np.linspace(20, 80, 5), np.linspace(30, 90, 5)], -1)  # 5 points on one line
     with pytest.raises(ValueError, match=r"degenerate landmarks: .* collinear \(spread ratio"):
         align_image(img, line)
-    with pytest.raises(ValueError, match=r"all outside the 100x120 image"):
+    with pytest.raises(ValueError, match=r"degenerate landmarks: the landmarks given to align_image all lie "
+                                         r"outside the 100x120 image"):
         align_image(img, lm + 1000)
 
 
@@ -87,8 +88,8 @@ def test_degeneracy_is_scale_invariant():
     collapsed = valid.mean(0) + (valid - valid.mean(0)) * 1e-6
     for k in (1e-3, 1.0, 1e3):
         assert landmark_problem(valid * k, H * k, W * k) is None
-        assert landmark_problem(squashed * k, H * k, W * k).startswith("collinear")
-        assert landmark_problem(collapsed * k, H * k, W * k).startswith("collapsed")
+        assert landmark_problem(squashed * k, H * k, W * k).startswith("are collinear")
+        assert landmark_problem(collapsed * k, H * k, W * k).startswith("are collapsed")
 
 
 def test_tiny_valid_face_in_a_small_image_aligns():

@@ -59,9 +59,10 @@ def landmark_problem(landmarks, height: int, width: int) -> str | None:
     """Why 2D landmarks [K, 2] (pixels, any K >= 2; use the 5 alignment points) cannot be a face, or None.
 
     With the principal spreads s1 >= s2 of the centred points (singular values of the [K, 2] matrix):
-    NaN/Inf -> "contain NaN/Inf"; s1 <= ``MIN_SPREAD`` * max(H, W) -> "collapsed to one point" (placeholder rows);
-    s2 <= ``MIN_FLATNESS`` * s1 -> "collinear"; every point outside the image enlarged by 5% on each side -> "outside
-    the image". All tests are ratios, so scaling image and landmarks together never changes the verdict.
+    NaN/Inf -> "contain NaN/Inf"; s1 <= ``MIN_SPREAD`` * max(H, W) -> "are collapsed to one point" (placeholder
+    rows); s2 <= ``MIN_FLATNESS`` * s1 -> "are collinear"; every point outside the image enlarged by 5% on each side
+    -> "all lie outside the image" (each reads after "the landmarks ..."). All tests are ratios, so scaling image and
+    landmarks together never changes the verdict.
     """
     p = np.asarray(landmarks.detach().cpu() if isinstance(landmarks, torch.Tensor) else landmarks, np.float64)
     bad = ~np.isfinite(p).all(-1)
@@ -70,14 +71,14 @@ def landmark_problem(landmarks, height: int, width: int) -> str | None:
     c = p - p.mean(0)
     s1, s2 = np.linalg.svd(c, compute_uv=False)[:2]
     if s1 <= MIN_SPREAD * max(height, width):
-        return (f"collapsed to one point (spread {s1:.3g} px, image {width}x{height}; placeholder rows such as "
+        return (f"are collapsed to one point (spread {s1:.3g} px, image {width}x{height}; placeholder rows such as "
                 f"all 0 or all -1 mean that no face was detected)")
     if s2 <= MIN_FLATNESS * s1:
-        return f"collinear (spread ratio {s2 / s1:.3g} < {MIN_FLATNESS}; not the eyes, nose and mouth of a face)"
+        return f"are collinear (spread ratio {s2 / s1:.3g} < {MIN_FLATNESS}; not the eyes, nose and mouth of a face)"
     inside = ((p[:, 0] >= -0.05 * width) & (p[:, 0] <= 1.05 * width)
               & (p[:, 1] >= -0.05 * height) & (p[:, 1] <= 1.05 * height))
     if not inside.any():
-        return (f"all outside the {width}x{height} image (x in [{p[:, 0].min():.4g}, {p[:, 0].max():.4g}], y in "
+        return (f"all lie outside the {width}x{height} image (x in [{p[:, 0].min():.4g}, {p[:, 0].max():.4g}], y in "
                 f"[{p[:, 1].min():.4g}, {p[:, 1].max():.4g}]); landmarks of another image size, or (y, x) order?")
     return None
 
@@ -90,7 +91,7 @@ def _check_landmarks(lm, lm5, height: int, width: int, who: str, sample: int | N
     problem = (f"contain NaN/Inf (points {np.flatnonzero(bad)[:8].tolist()})" if bad.any()
                else landmark_problem(lm5, height, width))
     if problem is not None:
-        raise ValueError(f"degenerate landmarks: the landmarks{where} given to {who} are {problem}")
+        raise ValueError(f"degenerate landmarks: the landmarks{where} given to {who} {problem}")
 
 
 def default_rescale(size: int) -> float:

@@ -137,7 +137,7 @@ def _check_inputs(image, landmarks, mask, init, who="fit"):
         for i in range(b):
             problem = landmark_problem(extract_5p(landmarks[i]), s, s)
             if problem is not None:
-                raise ValueError(f"degenerate landmarks: the landmarks of sample {i} given to {who} are {problem}")
+                raise ValueError(f"degenerate landmarks: the landmarks of sample {i} given to {who} {problem}")
     if mask is not None:
         mask = _as_tensor(mask, "mask", who)
         if mask.ndim == 3:
