@@ -204,8 +204,10 @@ class ReconNet(nn.Module):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for non-checkpoint files
+            native = " (a .safetensors file written by ReconNet.save: read it with ReconNet.load)" \
+                if path.suffix == ".safetensors" else ""
             raise ReconCheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0] if str(e) else ''}); {DEEP3D_HELP}") from e
+                                       f"{str(e).splitlines()[0] if str(e) else ''}){native}; {DEEP3D_HELP}") from e
         if not isinstance(ckpt, dict):
             raise ReconCheckpointError(f"{path}: expected a dict with key 'net_recon', found {type(ckpt).__name__}")
         if "net_recon" in ckpt:
@@ -216,7 +218,9 @@ class ReconNet(nn.Module):
             sd, where = ckpt, str(path)
         else:
             keys = sorted(map(str, ckpt))[:8]
-            raise ReconCheckpointError(f"{path}: no 'net_recon' entry (found keys {keys}); is this a "
+            gan = ("; it looks like a StyleGAN2 checkpoint: load it with cddfm3d.stylegan2.load_generator"
+                   if {"g_ema", "G_ema", "latent_avg"} & set(ckpt) else "")
+            raise ReconCheckpointError(f"{path}: no 'net_recon' entry (found keys {keys}){gan}; is this a "
                                        f"Deep3DFaceRecon_pytorch checkpoint? {DEEP3D_HELP}")
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ReconCheckpointError(f"{where}: expected a state dict of tensors, found {type(sd).__name__}")
