@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 # The install stamp is keyed on the dependency spec: editing pyproject.toml reinstalls, nothing else does.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 # Keep test runs inside the 2-core budget and deterministic.
-TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype
+TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype+notebook
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit notebooks bench clean-notebooks install mini-assets
+.PHONY: demo test unit notebooks bench clean-notebooks sync-notebooks install mini-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tools/clean_notebooks.py --check notebooks
+	$(PY) tools/sync_notebooks.py --check notebooks
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) tests
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS) notebooks
 
@@ -40,6 +41,10 @@ bench: $(STAMP)
 
 clean-notebooks: $(STAMP)
 	$(PY) tools/clean_notebooks.py notebooks
+
+# Each notebooks/NAME.ipynb is paired with notebooks/NAME.py (jupytext py:percent); the newer file of a pair wins.
+sync-notebooks: $(STAMP)
+	$(PY) tools/sync_notebooks.py notebooks
 
 # Rebuild the shipped mini-world weights (assets/) from scratch: render the datasets, train the generator and the
 # reconstruction network (resumable: re-run after an interruption), evaluate and register them in

@@ -1,10 +1,11 @@
-"""Run-time configuration: FAST mode for CI, device choice, notebook setup.
+"""Run-time configuration: FAST mode for CI, device choice, CPU threads, notebook setup.
 
 FAST mode (``CDDFM3D_FAST=1``; on by default under pytest) shortens training loops and sample counts;
 it never changes what a shipped asset is or how a result is computed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -39,10 +40,75 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_notebook(seed: int = 0) -> None:
-    """Deterministic seeds, fixed figure size and the plotly renderer that nbval can store."""
+# plotly's mimetype bundle is what JupyterLab draws and nbval stores; the "notebook" renderer adds an HTML
+# version with plotly.js embedded (offline, once per notebook) so that the figure survives an HTML export.
+PLOTLY_RENDERER = "plotly_mimetype+notebook"
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def interactive_threads() -> int:
+    """CPU threads for small interactive work (batch-1 inference, a notebook cell): 1 on a small or busy machine.
+
+    PyTorch's OpenMP threads spin-wait for each other at every operation, so when another process keeps a core
+    busy, a multi-threaded batch-1 forward pass waits for its descheduled thread: the mini generator takes
+    ~10 ms on 1 thread but 130-720 ms on 2 threads of a 2-core machine whose other core runs a PyTorch job
+    (measured for issue 8). Returns 1 with <= 2 cores; otherwise the cores that the 1-minute load
+    average leaves idle (at least 1, at most ``torch.get_num_threads()``).
+    """
+    cores = cpu_count()
+    if cores <= 2:
+        return 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this OS
+        idle = cores
+    return max(1, min(torch.get_num_threads(), int(idle)))
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` and restore the previous count after (``None``: unchanged)."""
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads: expected a positive int or None, found {n!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def setup_notebook(seed: int = 0, threads: int | str | None = "auto") -> None:
+    """Deterministic seeds, fixed figure size, the plotly renderer and CPU threads for an interactive notebook.
+
+    ``threads``: ``"auto"`` sets ``interactive_threads()`` unless ``$OMP_NUM_THREADS`` states a count (an explicit
+    choice is kept); an int sets that count; ``None`` leaves PyTorch's default. The plotly renderer is
+    ``$PLOTLY_RENDERER`` when set, else :data:`PLOTLY_RENDERER` (stored by nbval, kept by HTML export).
+    """
     seed_everything(seed)
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
+    if threads == "auto":
+        threads = None if os.environ.get("OMP_NUM_THREADS") else interactive_threads()
+    elif threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"setup_notebook: threads must be 'auto', a positive int or None, found {threads!r}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    os.environ.setdefault("PLOTLY_RENDERER", PLOTLY_RENDERER)
+    try:
+        import plotly.io as pio
+
+        pio.renderers.default = os.environ["PLOTLY_RENDERER"]
+    except ImportError:  # plotly is a dependency; this only guards odd environments
+        pass
     try:
         import matplotlib
 

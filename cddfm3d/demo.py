@@ -11,15 +11,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import assets, viz
-from .face3d.render import render as render_face
+from .face3d.viz import landmark_panel, reconstruction_rows
 from .stylegan2 import channel_sensitivity, edit_channel, load_generator, style_stats, top_channels
 
 EDIT_SIGMAS = (-10.0, -5.0, 0.0, 5.0, 10.0)
-ZOOM = 4  # reconstruction panels are upscaled so that 68 landmarks are visible on 64 px faces
 
 
 def load_default_networks(device=None, generator: str | None = None):
@@ -28,34 +26,12 @@ def load_default_networks(device=None, generator: str | None = None):
     return G, assets.load("mini/recon", device)
 
 
-def landmark_panel(images: torch.Tensor, landmarks: torch.Tensor, zoom: int = ZOOM) -> torch.Tensor:
-    """Images [B, 3, S, S] in [-1, 1] upscaled ``zoom`` times (nearest) with landmarks [B, K, 2] drawn as dots."""
-    big = images.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3).clone()
-    size = big.shape[-1]
-    centres = ((landmarks + 0.5) * zoom - 0.5).round().long()   # pixel centres stay centres after upscaling
-    for b in range(len(big)):
-        for x, y in centres[b].tolist():
-            if 0 <= x < size and 0 <= y < size:
-                big[b, :, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = torch.tensor([-1.0, 1.0, -1.0]).view(3, 1, 1)
-    return big
-
-
-def reconstruction_rows(G_samples: torch.Tensor, coeffs: torch.Tensor, fm) -> dict:
-    """Render the predicted coefficients: the render alone, and blended over the sample where the face is."""
-    size = G_samples.shape[-1]
-    out = fm(coeffs, image_size=size)
-    rendered, mask = render_face(out, size=size, supersample=2)
-    rendered = rendered * 2 - 1
-    overlay = G_samples * (1 - 0.6 * mask) + rendered * 0.6 * mask
-    return {"render": rendered, "overlay": overlay, "landmarks": out.landmarks,
-            "mask": mask}
-
-
 def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n_channels: int = 4, seed: int = 0,
              truncation_psi: float = 0.7, device: str | None = None) -> dict:
     """Write the demo page and its images to ``out_dir``; returns the report (also ``demo.json``)."""
     from .face3d.losses import photometric_loss
-    from .world import mini_model, render as render_world
+    from .world import mini_model
+    from .world import render as render_world
 
     t0 = time.perf_counter()
     dev = torch.device(device or "cpu")
@@ -104,8 +80,8 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
         run_metrics={"photometric_samples": photo},
         shipped_metrics=shipped,
         edit_sigmas=list(EDIT_SIGMAS),
-        edited_channels=[dict(layer=l, channel=c, name=G.style_layers[l].name, rms_change_per_sigma=round(s, 5))
-                         for l, c, s in chosen],
+        edited_channels=[dict(layer=li, channel=c, name=G.style_layers[li].name, rms_change_per_sigma=round(s, 5))
+                         for li, c, s in chosen],
         seconds=round(time.perf_counter() - t0, 2))
     (out / "demo.json").write_text(json.dumps(report, indent=2))
     (out / "index.html").write_text(_page(report, chosen, G))
@@ -113,16 +89,13 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
 
 
 def _table(metrics: dict) -> str:
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
-
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metrics.items())
-    return f"<table border='1' cellpadding='3' style='border-collapse:collapse'>{rows}</table>"
+    return viz.table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]).html()
 
 
 def _page(report: dict, chosen, G) -> str:
     px = "style='image-rendering:pixelated;width:100%;max-width:1100px'"
-    items = "".join(f"<li>{html.escape(G.style_layers[l].name)} (layer {l}), channel {c}</li>" for l, c, _ in chosen)
+    items = "".join(f"<li>{html.escape(G.style_layers[li].name)} (layer {li}), channel {c}</li>"
+                    for li, c, _ in chosen)
     shipped = "".join(f"<h3>{html.escape(k)}</h3>{_table(v)}" for k, v in report["shipped_metrics"].items())
     return (
         "<!doctype html><meta charset='utf-8'><title>cddfm3d demo</title>"

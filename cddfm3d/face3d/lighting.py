@@ -46,3 +46,34 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor,
     coef = coef + torch.nn.functional.pad(coef.new_full((1, 3, 1), init_ambient), (0, 8))
     irradiance = torch.einsum("bnk,bck->bnc", sh_basis(normals), coef)
     return albedo * irradiance
+
+
+def light_direction(gamma: torch.Tensor) -> torch.Tensor:
+    """Unit direction [..., 3] toward the light of SH ``gamma`` [..., 27], from its first-order (band-1) terms.
+
+    The band-1 basis values are ``k1 * (-y, z, -x)`` of the normal (``sh_basis``), so the band-1 irradiance of a
+    colour with coefficients ``g[1:4]`` is ``k1 * n . (-g3, -g1, g2)``: largest for the normal along
+    ``d = (-g3, -g1, g2)`` (x right, y up, z toward the camera). The three colours are averaged first (a tint
+    scales a colour's vector, which keeps its direction). Second-order terms are ignored. Raises ``ValueError``
+    for a last dimension other than 27 and when the band-1 terms are all zero (no directional light).
+    """
+    if gamma.shape[-1] != 27:
+        raise ValueError(f"light_direction: expected gamma [..., 27], found shape {tuple(gamma.shape)}")
+    g = gamma.reshape(*gamma.shape[:-1], 3, 9).mean(-2)
+    d = torch.stack([-g[..., 3], -g[..., 1], g[..., 2]], -1)
+    norm = d.norm(dim=-1, keepdim=True)
+    if bool((norm == 0).any()):
+        raise ValueError("light_direction: gamma has no first-order SH terms (a purely ambient light has no "
+                         "direction)")
+    return d / norm
+
+
+def light_angles_deg(gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(elevation, azimuth) in degrees [...] of ``light_direction(gamma)``.
+
+    Elevation = asin(d_y) in [-90, 90] (positive: from above); azimuth = atan2(d_x, d_z) in (-180, 180]
+    (0: from the camera, positive: from the face's left, the viewer's right). The inverse of the light prior's
+    ``d = (cos e sin a, sin e, cos e cos a)`` (``cddfm3d.world.priors``).
+    """
+    d = light_direction(gamma)
+    return torch.rad2deg(torch.asin(d[..., 1].clamp(-1, 1))), torch.rad2deg(torch.atan2(d[..., 0], d[..., 2]))

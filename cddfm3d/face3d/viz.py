@@ -1,7 +1,9 @@
-"""Pictures of morphable-model outputs: matplotlib overlays and previews, plotly 3D meshes.
+"""Pictures of morphable-model outputs: matplotlib overlays and previews, plotly 3D meshes, and image tensors
+for grids (``landmark_panel``, ``reconstruction_rows``; tile them with ``cddfm3d.viz.grid`` / ``show``).
 
 matplotlib and plotly are imported inside the functions so that importing the package stays cheap.
-Images may be tensors [3, H, W] / [H, W, 3] or numpy arrays, values in [0, 1].
+For the matplotlib helpers, images may be tensors [3, H, W] / [H, W, 3] or numpy arrays, values in [0, 1];
+the tensor helpers take and return batches [B, 3, H, W] in [-1, 1] (the generator's range).
 """
 from __future__ import annotations
 
@@ -14,6 +16,50 @@ IBUG_PARTS = (
     list(range(36, 42)) + [36], list(range(42, 48)) + [42], list(range(48, 60)) + [48],
     list(range(60, 68)) + [60],
 )
+
+
+PANEL_ZOOM = 4  # landmark panels are upscaled so that 68 dots are visible on 64-px faces
+LANDMARK_RGB = (-1.0, 1.0, -1.0)  # green in [-1, 1]
+
+
+def landmark_panel(images: torch.Tensor, landmarks: torch.Tensor, zoom: int = PANEL_ZOOM,
+                   color=LANDMARK_RGB) -> torch.Tensor:
+    """Images [B, 3, S, S] in [-1, 1] upscaled ``zoom`` times (nearest) with landmarks [B, K, 2] drawn as dots.
+
+    Landmarks are in pixel coordinates of the input (x right, y down, pixel centres at integers); each becomes a
+    3 x 3 dot of ``color`` (RGB in [-1, 1]) centred on the upscaled pixel centre ``(x + 0.5) * zoom - 0.5``.
+    Dots outside the image are skipped. Returns a new tensor [B, 3, S * zoom, S * zoom]; the input is unchanged.
+    """
+    if images.ndim != 4 or landmarks.ndim != 3 or landmarks.shape[-1] != 2 or len(images) != len(landmarks):
+        raise ValueError(f"landmark_panel: expected images [B, 3, H, W] and landmarks [B, K, 2], found "
+                         f"{tuple(images.shape)} and {tuple(landmarks.shape)}")
+    big = images.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3).clone()
+    height, width = big.shape[-2:]
+    dot = torch.tensor(color, dtype=big.dtype, device=big.device).view(3, 1, 1)
+    centres = ((landmarks + 0.5) * zoom - 0.5).round().long()
+    for b in range(len(big)):
+        for x, y in centres[b].tolist():
+            if 0 <= x < width and 0 <= y < height:
+                big[b, :, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = dot
+    return big
+
+
+def reconstruction_rows(images: torch.Tensor, coeffs: torch.Tensor, fm, alpha: float = 0.6) -> dict:
+    """Render predicted coefficients next to the images they were predicted from.
+
+    ``images`` [B, 3, S, S] in [-1, 1], ``coeffs`` [B, 257], ``fm`` a MorphableModel. Returns a dict of
+    ``render`` [B, 3, S, S] in [-1, 1] (the face of ``coeffs``, 2x supersampled, black background), ``overlay``
+    (the render blended over the image with weight ``alpha`` where the face is), ``landmarks`` [B, 68, 2] (pixels of
+    the S-px image) and ``mask`` [B, 1, S, S] (face coverage in [0, 1]).
+    """
+    from .render import render
+
+    size = images.shape[-1]
+    out = fm(coeffs, image_size=size)
+    rendered, mask = render(out, size=size, supersample=2)
+    rendered = rendered * 2 - 1
+    overlay = images * (1 - alpha * mask) + rendered * alpha * mask
+    return {"render": rendered, "overlay": overlay, "landmarks": out.landmarks, "mask": mask}
 
 
 def to_numpy_image(image) -> np.ndarray:

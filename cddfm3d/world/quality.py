@@ -64,10 +64,22 @@ def generator_fd(G, net, real: torch.Tensor, n: int, seed: int = 0) -> float:
 
 
 @torch.no_grad()
-def generator_latency_ms(G, repeats: int = 50, warmup: int = 5) -> float:
-    """Median wall time (ms) of one batch-1 image on G's device (synchronised on CUDA)."""
+def generator_latency_ms(G, repeats: int = 50, warmup: int = 5, threads: int | None = None) -> float:
+    """Median wall time (ms) of one batch-1 image on G's device (synchronised on CUDA).
+
+    ``threads``: CPU threads for the measurement (``torch.set_num_threads``, restored after); ``None`` keeps the
+    current count. See ``cddfm3d.config.interactive_threads`` for why 1 thread is faster on a busy small machine.
+    """
+    from ..config import num_threads
+
     dev = next(G.parameters()).device
     z = torch.randn(1, G.z_dim, device=dev)
+    with num_threads(threads):
+        times = _latencies(G, z, dev, warmup, repeats)
+    return float(np.median(times))
+
+
+def _latencies(G, z, dev, warmup: int, repeats: int) -> list[float]:
     times = []
     for k in range(warmup + repeats):
         if dev.type == "cuda":
@@ -78,4 +90,4 @@ def generator_latency_ms(G, repeats: int = 50, warmup: int = 5) -> float:
             torch.cuda.synchronize(dev)
         if k >= warmup:
             times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    return times
