@@ -301,7 +301,7 @@ CHUNK = 250   # rendered in chunks for the progress bar (about 4 s per chunk on 
 true = sample_coeffs(N_EVAL, seed=SEED + 100)
 fresh = torch.cat([render(true[i:i + CHUNK], "human", 64, seed=SEED + 100 + i)
                    for i in tqdm(range(0, N_EVAL, CHUNK), desc="rendering", unit="chunk")]).to(DEVICE)
-ev = evaluate_recon(net, fm, fresh, true)
+ev = evaluate_recon(net, fm, fresh, true, progress=True)
 
 def guess_mean(group):  # error of predicting the dataset mean for every image
     x = true[:, SLICES[group]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..training import ResumableRun
 from .losses import landmark_loss, photometric_loss
@@ -158,8 +159,9 @@ def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrai
 # ------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, coeffs: torch.Tensor | None = None,
-                   batch: int = 256) -> dict:
-    """Metrics of ``net`` on images [N, 3, S, S] in [-1, 1] (float, or uint8 in [0, 255]).
+                   batch: int = 256, progress: bool = False) -> dict:
+    """Metrics of ``net`` on images [N, 3, S, S] in [-1, 1] (float, or uint8 in [0, 255]); ``progress`` shows a
+    tqdm bar over the batches.
 
     Always: ``photometric`` -- Deep3D's masked colour distance (0-1 RGB units) between each image and the
     render of its predicted coefficients, averaged over images. With ground-truth ``coeffs`` also:
@@ -174,7 +176,7 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     dev = next(net.parameters()).device
     sums: dict[str, float] = {}
     n = len(images)
-    for i in range(0, n, batch):
+    for i in tqdm(range(0, n, batch), unit="batch", desc="evaluate_recon", disable=not progress):
         x = images[i:i + batch]
         x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
         x = x.to(dev)
