@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16
 TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype+notebook
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit notebooks bench clean-notebooks sync-notebooks install mini-assets
+.PHONY: demo test lint unit notebooks bench clean-notebooks sync-notebooks install mini-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ demo: $(STAMP)
 	$(PY) -m cddfm3d demo --out out
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) tools/clean_notebooks.py --check notebooks
 	$(PY) tools/sync_notebooks.py --check notebooks
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) tests
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS) notebooks
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 unit: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) tests

@@ -18,13 +18,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cddfm3d.face3d import triton_raster  # noqa: E402
 from cddfm3d.face3d.camera import PinholeCamera  # noqa: E402
+from cddfm3d.face3d.mesh import ColoredMesh  # noqa: E402
 from cddfm3d.face3d.raster import interpolate, rasterize  # noqa: E402
 from cddfm3d.face3d.render import render  # noqa: E402
 
@@ -76,7 +76,7 @@ def bench(verts_world, faces, colors, size, batch, device, repeats, supersample=
         if supersample is None:
             rast = rasterize(camera.scaled(size).project(v), fc, size, size, backend=backend)
             return interpolate(c, rast, fc), rast.mask
-        out = SimpleNamespace(vertices=v, colors=c, faces=fc, camera=camera)
+        out = ColoredMesh(v, c, fc, camera)
         image, mask = render(out, size=size, supersample=supersample, backend=backend)
         return image, mask
 
