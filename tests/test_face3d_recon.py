@@ -1,5 +1,7 @@
 """ReconNet (Deep3DFaceRecon regressor: key layout, parameter count, checkpoint loading, small variant) and
 the 5-point alignment (POS, PIL path vs differentiable tensor path, landmark mapping and its inverse)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -188,6 +190,84 @@ def test_small_variant_bad_input_and_files(tmp_path):
         ReconNet.load(p)
 
 
+@pytest.fixture(scope="module")
+def small_net():
+    torch.manual_seed(4)
+    net = ReconNet("small", image_size=32, width=4).eval()
+    with torch.no_grad():
+        for p in net.final_layers.parameters():
+            p.normal_(0, 0.05)
+    return net
+
+
+def test_value_check_refuses_0_255_floats_nan_and_wrong_range(small_net):
+    net = small_net
+    g = torch.Generator().manual_seed(5)
+    u8 = torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8)
+    lo, hi = int(u8.min()), int(u8.max())
+    # A float image in 0..255: refused with the range found, the dtype, the shape and the conversion.
+    with pytest.raises(ValueError, match=rf"values in \[-1, 1\] \(input_range '-1_1', tolerance 0\.1\), found values "
+                                         rf"in \[{lo}, {hi}\] \(found dtype torch.float32, shape \(2, 3, 32, 32\)\); "
+                                         r"this looks like a 0\.\.255 image: pass image / 127\.5 - 1"):
+        net(u8.float())
+    with pytest.raises(ValueError, match="0..255 image"):
+        net.features(u8.float())
+    # The suggested conversion is accepted, and the check changes nothing in the result.
+    x = u8.float() / 127.5 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x, check=False), rtol=0, atol=0)
+    # check=False lets the hot loops skip the scan (and so lets a wrong range through).
+    with torch.no_grad():
+        assert net(u8.float(), check=False).shape == (2, 257)
+    # uint8 is refused whatever the check, with the conversion for the net's range.
+    with pytest.raises(ValueError, match=r"floating point in range -1_1, found torch.uint8 .*image / 127\.5 - 1"):
+        net(u8, check=False)
+    # NaN and Inf are counted.
+    bad = x.clone()
+    bad[0, 0, 0, 0], bad[1, 2, 3, 4], bad[1, 0, 5, 5] = float("nan"), float("inf"), -float("inf")
+    with pytest.raises(ValueError, match=r"images contain 3 NaN/Inf value\(s\) \(found dtype torch.float32"):
+        net(bad)
+
+
+@pytest.mark.parametrize("input_range, low, high", [("-1_1", -1.0, 1.0), ("0_1", 0.0, 1.0)])
+def test_value_check_tolerance_is_five_percent_of_the_range(input_range, low, high):
+    net = ReconNet("small", image_size=16, width=2, input_range=input_range).eval()
+    tol = 0.05 * (high - low)
+    ramp = torch.linspace(0, 1, 16 * 16 * 3, dtype=torch.float64).reshape(1, 3, 16, 16)
+    with torch.no_grad():
+        net(low - 0.99 * tol + ramp * (high - low + 1.98 * tol))      # just inside both bounds
+        for below, above in ((1.01, 0.0), (0.0, 1.01)):              # just outside one bound
+            x = low - below * tol + ramp * (high - low + (below + above) * tol)
+            with pytest.raises(ValueError, match=f"found values in \\[{low - below * tol:.4g}, "
+                                                 f"{high + above * tol:.4g}\\]"):
+                net(x)
+
+
+def test_value_check_names_the_fix_for_a_0_1_net():
+    net = ReconNet("small", image_size=16, width=2, input_range="0_1").eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    with pytest.raises(ValueError, match=r"\[-1, 1\] image: pass \(image \+ 1\) / 2, or set net.input_range = '-1_1'"):
+        net(x * 2 - 1)
+    with pytest.raises(ValueError, match=r"0\.\.255 image: pass image / 255$"):
+        net(x * 255)
+    with pytest.raises(ValueError, match=r"rescale the images to \[0, 1\]"):
+        net(x * 20 - 10)
+    with pytest.raises(ValueError, match=r"found torch.uint8 \(for uint8 images in 0\.\.255 pass image / 255\)"):
+        net((x * 255).to(torch.uint8))
+
+
+@pytest.mark.parametrize("shape, hint", [((3, 16, 16), r"images\[None\]"),
+                                         ((2, 16, 16, 3), r"images\.permute\(0, 3, 1, 2\)"),
+                                         ((2, 1, 16, 16), r"images\.expand\(-1, 3, -1, -1\)"),
+                                         ((2, 4, 16, 16), r"images\[:, :3\]"),
+                                         ((2, 3, 20, 16), r"resize or align the images to 16 x 16")])
+def test_shape_errors_name_the_layout_fix(shape, hint):
+    net = ReconNet("small", image_size=16, width=2).eval()
+    with pytest.raises(ValueError, match=rf"\[B, 3, 16, 16\] \(RGB, range -1_1\), found shape "
+                                         rf"{re.escape(str(shape))}; .*{hint}"):
+        net(torch.zeros(shape), check=False)
+
+
 # ----------------------------------------------------------------------------------------------- alignment
 def test_extract_5p():
     lm = np.random.default_rng(0).normal(size=(68, 2))
@@ -253,6 +333,20 @@ def test_align_image_geometry_and_inverse():
         align_image(img, np.zeros((7, 2)))
 
 
+def _directional_check(f, x, eps):
+    """(analytic, numeric) derivative of the scalar ``f`` at float64 ``x`` along a random unit direction: autograd
+    against a central difference."""
+    g = torch.Generator().manual_seed(7)
+    direction = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    direction /= direction.norm()
+    xi = x.detach().clone().requires_grad_(True)
+    f(xi).backward()
+    analytic = float((xi.grad * direction).sum())
+    with torch.no_grad():
+        numeric = float((f(x + eps * direction) - f(x - eps * direction)) / (2 * eps))
+    return analytic, numeric
+
+
 @pytest.mark.parametrize("scale", [150.3, 61.7])  # shrink (s' = 0.68, antialiased) and enlarge (s' = 1.65)
 def test_tensor_path_matches_pil(scale):
     h, w = 301, 263
@@ -260,22 +354,27 @@ def test_tensor_path_matches_pil(scale):
     lm5 = _landmarks_for(scale, h, angles=(0.1, -0.2, 0.15))
     ref = align_image(img, lm5)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-    x.requires_grad_(True)
     out, lm, tp = align_tensor(x, torch.from_numpy(lm5)[None].float())
     diff = (out.clamp(0, 1) - ref.tensor()).abs()
     print(f"scale {scale}: PIL vs grid_sample mean {diff.mean():.2e} max {diff.max():.2e}")
     assert diff.mean() < 3e-3 and diff.max() < 2e-2           # interpolation-kernel differences only
     np.testing.assert_allclose(lm[0].double().numpy(), ref.landmarks, atol=1e-4)
     np.testing.assert_allclose(tp[0].double().numpy(), ref.trans_params, rtol=1e-6)
-    out.sum().backward()
-    assert x.grad.abs().sum() > 0
-    # Continuous geometry: close to the exact crop and differentiable w.r.t. the landmarks.
-    lmt = torch.from_numpy(lm5)[None].float().requires_grad_(True)
-    cont, lmc, _ = align_tensor(x.detach(), lmt, exact=False)
+    # Continuous geometry: close to the exact crop.
+    lmt = torch.from_numpy(lm5)[None].float()
+    cont, lmc, _ = align_tensor(x, lmt, exact=False)
     assert (cont.clamp(0, 1) - ref.tensor()).abs().mean() < 2e-2
     assert (lmc[0].detach().double().numpy() - ref.landmarks).__abs__().max() < 1.5
-    (cont * torch.linspace(0, 1, 224)).sum().backward()
-    assert lmt.grad is not None and lmt.grad.abs().sum() > 0
+    # Gradients of a random read-out against float64 central differences: w.r.t. the pixels (the crop is linear
+    # in them, so the difference is exact up to rounding) and, for the continuous geometry, w.r.t. the landmarks.
+    weights = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x64, lm64 = x.double(), torch.from_numpy(lm5)[None]
+    analytic, numeric = _directional_check(lambda xi: (align_tensor(xi, lm64)[0] * weights).sum(), x64, eps=1e-3)
+    assert abs(analytic) > 1e-3 and analytic == pytest.approx(numeric, rel=1e-7)
+    analytic, numeric = _directional_check(lambda li: (align_tensor(x64, li, exact=False)[0] * weights).sum(),
+                                           lm64, eps=1e-5)
+    print(f"scale {scale}: landmark derivative {analytic:.6g} vs central difference {numeric:.6g}")
+    assert abs(analytic) > 1e-1 and analytic == pytest.approx(numeric, rel=1e-6)
 
 
 def test_crop_geometry_truncates_like_deep3d():

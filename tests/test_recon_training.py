@@ -77,18 +77,30 @@ def test_training_writes_checkpoint_and_loadable_net(data, fm, tmp_path):
     for name in ("checkpoint.pt", "recon.safetensors", "log.json"):
         assert (tmp_path / name).is_file(), name
     assert not list(tmp_path.glob("*.tmp"))
-    assert isinstance(json.loads((tmp_path / "log.json").read_text()), list)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 6 and json.loads(state["config"])["width"] == 4
+    # log.json is the run's log, as the checkpoint holds it (empty: no step of 6 is a multiple of log_every = 10)
+    assert json.loads((tmp_path / "log.json").read_text()) == json.loads(state["log"]) == tr.log == []
     assert not tr.net.training  # train() leaves the net in eval mode
-    # the heads moved away from their zero initialisation
-    assert any(float(h.weight.detach().abs().sum()) > 0 for h in tr.net.final_layers)
 
     net = ReconNet.load(tmp_path / "recon.safetensors")
     assert net.config == tr.net.config
     x = to_float(images[:5])
     with torch.no_grad():
         assert torch.equal(net(x), tr.net(x))
+
+
+def test_first_step_moves_the_zero_heads_by_the_warmup_learning_rate(data, fm, tmp_path):
+    """Adam's first step from a zero parameter is -lr * g / (|g| + eps) (bias-corrected m = g, v = g^2; weight
+    decay of zero is zero): every head parameter moves by at most lr_at(0) = lr / warmup, almost all by exactly
+    that. Catches the schedule not reaching the optimizer (lr 2e-3 instead of 2e-5), or the heads not training."""
+    images, coeffs = data
+    cfg = ReconTrainConfig(**TINY)
+    tr = train_recon(images, coeffs, cfg, tmp_path, model=fm, progress=False, max_steps=1)
+    lr0 = cfg.lr / cfg.warmup
+    moved = torch.cat([p.detach().abs().flatten() for p in tr.net.final_layers.parameters()]).double()
+    assert float(moved.max()) <= lr0 * (1 + 1e-6)
+    assert float(moved.median()) == pytest.approx(lr0, rel=1e-4)
 
 
 def test_train_rejects_mismatched_inputs(data, fm, tmp_path):
@@ -160,6 +172,7 @@ def test_training_reduces_the_loss(data, fm, tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     assert [e["step"] for e in log] == [10, 20]
     assert set(log[0]) == {"step", "lr", "total", "coeff", "landmark", "photo"}
+    assert [e["lr"] for e in log] == [tr.lr_at(9), tr.lr_at(19)]   # the rate of the step that ended there
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -173,7 +186,7 @@ def test_losses_against_independent_formulas(data, fm, tmp_path, monkeypatch):
 
     # prediction == target: coefficient and landmark terms vanish, the photometric term is the distance between
     # the (unclamped, not supersampled) render of the ground truth and the image
-    monkeypatch.setattr(tr.net, "forward", lambda imgs: y.clone())
+    monkeypatch.setattr(tr.net, "forward", lambda imgs, check=True: y.clone())
     with torch.no_grad():
         terms = tr.losses(x, y)
     assert float(terms["coeff"]) == 0.0 and float(terms["landmark"]) == 0.0
@@ -189,7 +202,7 @@ def test_losses_against_independent_formulas(data, fm, tmp_path, monkeypatch):
     delta[:, SLICES["angle"]] = torch.tensor([0.05, -0.1, 0.02])
     delta[:, SLICES["trans"]] = torch.tensor([0.1, 0.0, 0.0])
     pred = y + delta
-    monkeypatch.setattr(tr.net, "forward", lambda imgs: pred.clone())
+    monkeypatch.setattr(tr.net, "forward", lambda imgs, check=True: pred.clone())
     with torch.no_grad():
         terms = tr.losses(x, y)
     coeff = float((((pred - y).double() / scale.double()) ** 2).mean())
@@ -215,7 +228,7 @@ class FakeNet(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))
         self.coeffs, self.i, self.batches = coeffs, 0, []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
         assert x.dtype == torch.float32 and float(x.min()) >= -1 and float(x.max()) <= 1
         out = self.coeffs[self.i:self.i + len(x)]
         self.i += len(x)

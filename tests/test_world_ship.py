@@ -9,15 +9,18 @@ import math
 import shlex
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from cddfm3d import assets, cli
+from cddfm3d.face3d.morphable import SLICES
 from cddfm3d.face3d.recon import ReconNet
 from cddfm3d.stylegan2.checkpoints import save_generator
 from cddfm3d.stylegan2.generator import Generator
 from cddfm3d.training import COMMANDS_FILE, read_commands, record_command
-from cddfm3d.world.datasets import write_dataset
+from cddfm3d.world import mini_model, quality
+from cddfm3d.world.datasets import WorldDataset, write_dataset
 from cddfm3d.world.ship import ship_mini_assets
 
 # tiny held-out sets: fewer samples than feature dimensions, so the Fréchet distances see singular covariances
@@ -103,8 +106,51 @@ def test_record_and_read_commands(tmp_path):
         read_commands(tmp_path / "new", tmp_path / "other")
 
 
-def test_ship_mini_assets_end_to_end(world, assets_root):
+class FakeClock:
+    """``time.perf_counter`` of :mod:`cddfm3d.world.quality` that only moves while a generator runs: each
+    ``Generator.forward`` call takes ``ms_per_call`` milliseconds of this clock (installed by :meth:`install`)."""
+
+    def __init__(self, ms_per_call: float):
+        self.t, self.ms_per_call = 100.0, ms_per_call
+
+    def perf_counter(self) -> float:
+        return self.t
+
+    def install(self, monkeypatch) -> None:
+        forward = Generator.forward
+
+        def timed_forward(G, *args, **kwargs):
+            self.t += self.ms_per_call / 1000
+            return forward(G, *args, **kwargs)
+
+        monkeypatch.setattr(quality, "time", self)
+        monkeypatch.setattr(Generator, "forward", timed_forward)
+
+
+def untrained_metrics(net: ReconNet, heldout) -> dict:
+    """The metrics of a net whose zero heads predict 0 for every coefficient (the mean face, frontal, centred),
+    from the held-out ground truth in float64 (numpy) and the morphable model's landmarks."""
+    assert all(float(p.detach().abs().max()) == 0 for p in net.final_layers.parameters())
+    y = heldout.coeffs.double().numpy()
+    out = {"n": len(y)}
+    for g in ("id", "exp", "tex", "gamma", "trans", "angle"):
+        a = y[:, SLICES[g]]
+        if g != "angle":
+            out[f"rmse_{g}"] = float(np.sqrt((a ** 2).mean()))
+        out[f"r2_{g}"] = float(1 - (a ** 2).sum() / ((a - a.mean(0)) ** 2).sum())
+    for k, axis in enumerate(("pitch", "yaw", "roll")):
+        out[f"angle_deg_{axis}"] = float(np.degrees(np.abs(y[:, SLICES["angle"]][:, k])).mean())
+    fm = mini_model()
+    with torch.no_grad():
+        lt = fm(heldout.coeffs.float(), image_size=SIZE).landmarks.double().numpy()
+        lp = fm(torch.zeros(1, 257), image_size=SIZE).landmarks.double().numpy()
+    out["landmark_px"] = float(np.linalg.norm(lp - lt, axis=-1).mean())
+    return out
+
+
+def test_ship_mini_assets_end_to_end(world, assets_root, monkeypatch):
     d, cmds = world["dirs"], world["cmds"]
+    FakeClock(ms_per_call=7.0).install(monkeypatch)   # the latency measurement reads this clock
     report = ship(world, ship_command="python -m cddfm3d ship-mini --test")
     assert set(report) == {"generator", "recon", "seconds"}
     for name in ("generator", "recon"):
@@ -115,10 +161,10 @@ def test_ship_mini_assets_end_to_end(world, assets_root):
 
     # the loader verifies the files against the manifest and returns the original networks
     G = assets.load("mini/generator")
-    assert isinstance(G, Generator) and G.config == world["G"].config
+    assert type(G) is Generator and G.config == world["G"].config
     assert_same_module(G, world["G"])
     net = assets.load("mini/recon")
-    assert isinstance(net, ReconNet) and net.config == world["net"].config
+    assert type(net) is ReconNet and net.config == world["net"].config
     assert_same_module(net, world["net"])
 
     manifest = json.loads((assets_root / "MANIFEST.json").read_text())
@@ -146,7 +192,7 @@ def test_ship_mini_assets_end_to_end(world, assets_root):
     assert gen["n_fd"] == N_FD and gen["feature_dim"] == world["net"].feature_dim
     assert gen["cpu_threads"] == torch.get_num_threads()
     assert gen["fd_ratio_to_floor"] == pytest.approx(gen["fd_recon_features"] / gen["fd_floor_renders_vs_renders"])
-    assert gen["latency_ms_batch1_cpu"] > 0
+    assert gen["latency_ms_batch1_cpu"] == pytest.approx(7.0, rel=1e-9)   # the generator's time, in ms
     assert set(rec) == RECON_KEYS
     assert rec["n"] == N_FD and rec["n_generator_samples"] == N_PHOTO
     for group, metrics in (("generator", gen), ("recon", rec)):
@@ -154,7 +200,10 @@ def test_ship_mini_assets_end_to_end(world, assets_root):
             assert isinstance(v, (int, float)) and math.isfinite(v), (group, k, v)
     # two disjoint sets of renders are closer to each other than random-generator samples are to renders
     assert 0 < gen["fd_floor_renders_vs_renders"] < gen["fd_recon_features"]
-    assert rec["landmark_px"] > 0 and rec["rmse_id"] > 0   # an untrained net predicts the mean face
+    # an untrained net predicts the mean face: its errors are the ground truth's own size
+    expected = untrained_metrics(world["net"], WorldDataset(d["heldout"], "human", limit=N_FD))
+    assert {k: rec[k] for k in expected} == pytest.approx(expected, rel=1e-5, abs=1e-6)   # float32 sums
+    assert expected["landmark_px"] > 1 and expected["rmse_id"] > 0.1
 
 
 def test_ship_without_gan_checkpoint_and_reship_replaces_entries(world, assets_root, tmp_path):

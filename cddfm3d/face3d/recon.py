@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -35,6 +34,9 @@ from .morphable import N_COEFFS
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)  # id, exp, tex, angle, gamma, trans xy, trans z
 RESNET50_FEATURES = 2048
 INPUT_RANGES = ("0_1", "-1_1")
+RANGE_BOUNDS = {"0_1": (0.0, 1.0), "-1_1": (-1.0, 1.0)}
+RANGE_TOLERANCE = 0.05  # fraction of the range's width that values may overshoot (unclamped generator output,
+                        # bicubic/antialiased resampling); a 0..255 image overshoots by far more
 NATIVE_RANGE = {"resnet50": "0_1", "small": "-1_1"}
 NATIVE_FORMAT = "cddfm3d.ReconNet"
 NATIVE_VERSION = "1"
@@ -102,8 +104,8 @@ class ReconNet(nn.Module):
             native range ("0_1" for resnet50, "-1_1" for small).
     """
 
-    def __init__(self, backbone: str = "resnet50", image_size: Optional[int] = None, width: int = 32,
-                 n_stages: Optional[int] = None, norm: str = "batch", input_range: Optional[str] = None):
+    def __init__(self, backbone: str = "resnet50", image_size: int | None = None, width: int = 32,
+                 n_stages: int | None = None, norm: str = "batch", input_range: str | None = None):
         super().__init__()
         if backbone not in NATIVE_RANGE:
             raise ValueError(f"ReconNet: backbone must be one of {sorted(NATIVE_RANGE)}, found {backbone!r}")
@@ -163,35 +165,75 @@ class ReconNet(nn.Module):
             return (images + 1.0) * 0.5
         return images * 2.0 - 1.0        # [0, 1] -> native [-1, 1]
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features [B, C, 1, 1] of images in ``input_range``."""
-        self._check_images(images)
+    def features(self, images: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Pooled backbone features [B, C, 1, 1] of images in ``input_range``; ``check`` as in :meth:`forward`."""
+        self._check_images(images, check)
         x = self.to_native(images.to(self.final_layers[0].weight.dtype))
         f = self.backbone(x)
         return f.reshape(f.shape[0], -1, 1, 1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, S, S] (RGB, in ``input_range``, S = ``image_size``) -> coefficients [B, 257]."""
-        f = self.features(images)
+    def forward(self, images: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """images [B, 3, S, S] (RGB, S = ``image_size``, floating point, values in ``input_range``: [0, 1] or
+        [-1, 1], each bound give or take ``RANGE_TOLERANCE`` x the range's width) -> coefficients [B, 257].
+
+        Raises ``TypeError`` for a non-tensor and ``ValueError`` for another shape or a non-float dtype (always),
+        and with ``check=True`` for NaN/Inf values or values outside the range (a float image in 0..255 would
+        otherwise give meaningless coefficients without complaint). ``check=False`` skips that value scan (it
+        reads the tensor's minimum and maximum back, a synchronisation on a GPU): for training loops whose
+        inputs are known to be right, or that add noise on purpose.
+        """
+        f = self.features(images, check)
         return torch.cat([head(f) for head in self.final_layers], 1).flatten(1)
 
-    def _check_images(self, images) -> None:
-        s = self.image_size
+    def _check_images(self, images, check: bool = True) -> None:
+        s, r = self.image_size, self.input_range
+        fix = "image / 255" if r == "0_1" else "image / 127.5 - 1"
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"ReconNet: images must be a torch.Tensor [B, 3, {s}, {s}], found {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (s, s):
-            raise ValueError(f"ReconNet: images must be [B, 3, {s}, {s}] (RGB, range {self.input_range}), "
-                             f"found shape {tuple(images.shape)}")
+        shape = tuple(images.shape)
+        if images.ndim != 4 or shape[1] != 3 or shape[2:] != (s, s):
+            hint = ""
+            if shape == (3, s, s):
+                hint = "; add the batch dimension: images[None]"
+            elif images.ndim == 4 and shape[1:] == (s, s, 3):
+                hint = "; the channels come last: pass images.permute(0, 3, 1, 2)"
+            elif images.ndim == 4 and shape[1] in (1, 4) and shape[2:] == (s, s):
+                hint = ("; grey images: images.expand(-1, 3, -1, -1)" if shape[1] == 1
+                        else "; RGBA images: drop the alpha channel, images[:, :3]")
+            elif images.ndim == 4 and shape[1] == 3:
+                hint = f"; resize or align the images to {s} x {s} (cddfm3d.face3d.align)"
+            raise ValueError(f"ReconNet: images must be [B, 3, {s}, {s}] (RGB, range {r}), found shape {shape}"
+                             + hint)
         if not images.is_floating_point():
-            raise ValueError(f"ReconNet: images must be floating point in range {self.input_range}, found "
-                             f"{images.dtype} (divide uint8 images by 255)")
+            raise ValueError(f"ReconNet: images must be floating point in range {r}, found {images.dtype} "
+                             f"(for uint8 images in 0..255 pass {fix})")
+        if not check or images.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+        where = f"found dtype {images.dtype}, shape {shape}"
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = int((~torch.isfinite(images.detach())).sum())
+            raise ValueError(f"ReconNet: images contain {bad} NaN/Inf value(s) ({where}); drop or repair those "
+                             f"images first")
+        a, b = RANGE_BOUNDS[r]
+        tol = RANGE_TOLERANCE * (b - a)
+        if lo >= a - tol and hi <= b + tol:
+            return
+        if hi > 2.0 and lo >= -tol:
+            hint = f"this looks like a 0..255 image: pass {fix}"
+        elif r == "0_1" and lo >= -1.0 - 2 * tol and hi <= 1.0 + 2 * tol:
+            hint = "this looks like a [-1, 1] image: pass (image + 1) / 2, or set net.input_range = '-1_1'"
+        else:
+            hint = f"rescale the images to [{a:g}, {b:g}] (or pass check=False if this is intended)"
+        raise ValueError(f"ReconNet: images must have values in [{a:g}, {b:g}] (input_range {r!r}, tolerance "
+                         f"{tol:g}), found values in [{lo:.4g}, {hi:.4g}] ({where}); {hint}")
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
     # ------------------------------------------------------------------ Deep3DFaceRecon checkpoint
     @classmethod
-    def from_deep3d(cls, path, device=None, input_range: str = "0_1") -> "ReconNet":
+    def from_deep3d(cls, path, device=None, input_range: str = "0_1") -> ReconNet:
         """Load the official Deep3DFaceRecon_pytorch ``epoch_20.pth`` (key ``net_recon``, strict), in eval mode.
 
         The file is read with ``torch.load(weights_only=True)`` (tensors and primitive state only). A
@@ -239,7 +281,7 @@ class ReconNet(nn.Module):
         save_safetensors(self, path, meta)
 
     @classmethod
-    def load(cls, path, device=None) -> "ReconNet":
+    def load(cls, path, device=None) -> ReconNet:
         """Read a file written by :meth:`save` (strict), in eval mode."""
         path = Path(path)
         if not path.is_file():

@@ -100,7 +100,7 @@ class ReconTrainer(ResumableRun):
     # ----------------------------------------------------------- one iteration
     def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
         cfg = self.cfg
-        pred = self.net(images)
+        pred = self.net(images, check=False)  # inputs carry training noise on purpose
         coeff = (((pred - target) / self.scale) ** 2).mean()
         out_p = self.fm(pred, image_size=cfg.image_size, check=False)
         with torch.no_grad():
@@ -161,7 +161,8 @@ def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrai
 def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, coeffs: torch.Tensor | None = None,
                    batch: int = 256, progress: bool = False) -> dict:
     """Metrics of ``net`` on images [N, 3, S, S] in [-1, 1] (float, or uint8 in [0, 255]); ``progress`` shows a
-    tqdm bar over the batches.
+    tqdm bar over the batches. ``net`` is a :class:`ReconNet` taking [-1, 1] images (or a module whose
+    ``forward(images, check=False)`` returns [B, 257]); its per-batch value scan is skipped.
 
     Always: ``photometric`` -- Deep3D's masked colour distance (0-1 RGB units) between each image and the
     render of its predicted coefficients, averaged over images. With ground-truth ``coeffs`` also:
@@ -180,7 +181,7 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
         x = images[i:i + batch]
         x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
         x = x.to(dev)
-        pred = net(x).float()
+        pred = net(x, check=False).float()
         out_p = model(pred, image_size=size, check=False)
         rendered, mask = render(out_p, size=size, supersample=2)
         per_image = [float(photometric_loss(rendered[k:k + 1], (x[k:k + 1] + 1) / 2, mask[k:k + 1]))

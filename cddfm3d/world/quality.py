@@ -40,7 +40,7 @@ def recon_features(net, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
-        out.append(net.features(x.to(dev)).flatten(1).cpu())
+        out.append(net.features(x.to(dev), check=False).flatten(1).cpu())
     return torch.cat(out)
 
 
