@@ -46,7 +46,15 @@ def test_photometric_loss_float64():
     # The render mask is detached; colours get gradients.
     rr, mm = t64(r).requires_grad_(True), t64(m).requires_grad_(True)
     photometric_loss(rr, t64(t), mm).backward()
-    assert mm.grad is None and rr.grad.abs().sum() > 0
+    # d/dr = m (r - t) / sqrt(1e-6 + |r - t|^2) / max(sum m, 1), written out per pixel
+    expect_grad = np.zeros_like(r)
+    for bi in range(b):
+        for i in range(h):
+            for j in range(w):
+                d = r[bi, :, i, j] - t[bi, :, i, j]
+                expect_grad[bi, :, i, j] = m[bi, 0, i, j] * d / np.sqrt(1e-6 + np.sum(d ** 2)) / max(m.sum(), 1.0)
+    assert mm.grad is None
+    np.testing.assert_allclose(rr.grad.numpy(), expect_grad, rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         photometric_loss(t64(r), t64(t[:, :, :4]), t64(m))
 
@@ -124,7 +132,21 @@ def test_fit_recovers_pose_and_expression(mini):
     tgt, img, lm = _target(mini, size, with_identity=False)
     res = fit(img, mini, landmarks=lm, steps=(60, 440), lr=0.05, progress=False,
               fit_groups=("exp", "tex", "angle", "gamma", "trans"))
-    assert isinstance(res, FitResult) and res.coeffs.shape == (2, 257)
+    assert type(res) is FitResult and res.coeffs.shape == (2, 257)
+    # the reported losses belong to the returned coefficients (and the start to zero coefficients): landmarks and
+    # their distance recomputed, the regulariser in numpy, the total as Deep3D's weighted sum of the terms
+    with torch.no_grad():
+        lm_fit, lm_zero = mini(res.coeffs, image_size=size).landmarks, mini(mini.zeros(2), image_size=size).landmarks
+    torch.testing.assert_close(res.landmarks, lm_fit, rtol=0, atol=0)
+    assert res.losses["lm_px"] == pytest.approx(float((lm_fit - lm).double().norm(dim=-1).mean()), rel=1e-5)
+    assert res.initial_losses["lm_px"] == pytest.approx(float((lm_zero - lm).double().norm(dim=-1).mean()), rel=1e-5)
+    c = res.coeffs.double().numpy()
+    reg = (np.sum(c[:, SLICES["id"]] ** 2) + 0.8 * np.sum(c[:, SLICES["exp"]] ** 2)
+           + 0.017 * np.sum(c[:, SLICES["tex"]] ** 2)) / 2
+    assert res.losses["reg"] == pytest.approx(reg, rel=1e-5)
+    for losses in (res.losses, res.initial_losses):
+        weighted = sum(DEEP3D_WEIGHTS[k] * losses[k] for k in ("color", "lm", "reg", "gamma", "reflc"))
+        assert losses["total"] == pytest.approx(weighted, rel=1e-5)
     assert len(res.history["total"]) == 500 and res.history["stage"][0] == "pose"
     assert res.history["stage"][-1] == "all"
     f, g = mini.split(res.coeffs), mini.split(tgt)
