@@ -222,6 +222,10 @@ def test_value_check_refuses_0_255_floats_nan_and_wrong_range(small_net):
     # uint8 is refused whatever the check, with the conversion for the net's range.
     with pytest.raises(ValueError, match=r"floating point in range -1_1, found torch.uint8 .*image / 127\.5 - 1"):
         net(u8, check=False)
+    # Unclamped generator output overshoots [-1, 1] (the shipped mini generator up to about +-2.3): clamp it.
+    with pytest.raises(ValueError, match=r"found values in \[-1\.8, 2\.3\] .*unclamped generator output has: pass "
+                                         r"images\.clamp\(-1, 1\)"):
+        net(torch.linspace(-1.8, 2.3, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32))
     # NaN and Inf are counted.
     bad = x.clone()
     bad[0, 0, 0, 0], bad[1, 2, 3, 4], bad[1, 0, 5, 5] = float("nan"), float("inf"), -float("inf")
@@ -250,6 +254,8 @@ def test_value_check_names_the_fix_for_a_0_1_net():
         net(x * 2 - 1)
     with pytest.raises(ValueError, match=r"0\.\.255 image: pass image / 255$"):
         net(x * 255)
+    with pytest.raises(ValueError, match=r"pass images\.clamp\(0, 1\)"):
+        net(x * 1.5)
     with pytest.raises(ValueError, match=r"rescale the images to \[0, 1\]"):
         net(x * 20 - 10)
     with pytest.raises(ValueError, match=r"found torch.uint8 \(for uint8 images in 0\.\.255 pass image / 255\)"):

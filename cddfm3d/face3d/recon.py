@@ -178,9 +178,11 @@ class ReconNet(nn.Module):
 
         Raises ``TypeError`` for a non-tensor and ``ValueError`` for another shape or a non-float dtype (always),
         and with ``check=True`` for NaN/Inf values or values outside the range (a float image in 0..255 would
-        otherwise give meaningless coefficients without complaint). ``check=False`` skips that value scan (it
-        reads the tensor's minimum and maximum back, a synchronisation on a GPU): for training loops whose
-        inputs are known to be right, or that add noise on purpose.
+        otherwise give meaningless coefficients without complaint; unclamped generator output, which overshoots
+        [-1, 1], is refused too: clamp it). The message names the range, dtype and shape found and the
+        conversion. ``check=False`` skips that value scan (it reads the tensor's minimum and maximum back, a
+        synchronisation on a GPU): for training loops whose inputs are known to be right, or that add noise or
+        keep generator output unclamped on purpose.
         """
         f = self.features(images, check)
         return torch.cat([head(f) for head in self.final_layers], 1).flatten(1)
@@ -219,10 +221,13 @@ class ReconNet(nn.Module):
         tol = RANGE_TOLERANCE * (b - a)
         if lo >= a - tol and hi <= b + tol:
             return
-        if hi > 2.0 and lo >= -tol:
+        if hi > 5.0 and lo >= -tol:
             hint = f"this looks like a 0..255 image: pass {fix}"
         elif r == "0_1" and lo >= -1.0 - 2 * tol and hi <= 1.0 + 2 * tol:
             hint = "this looks like a [-1, 1] image: pass (image + 1) / 2, or set net.input_range = '-1_1'"
+        elif lo >= a - (b - a) and hi <= b + (b - a):
+            hint = (f"values a little outside the range, as unclamped generator output has: pass "
+                    f"images.clamp({a:g}, {b:g}) (or check=False where gradients must pass saturated pixels)")
         else:
             hint = f"rescale the images to [{a:g}, {b:g}] (or pass check=False if this is intended)"
         raise ValueError(f"ReconNet: images must have values in [{a:g}, {b:g}] (input_range {r!r}, tolerance "
