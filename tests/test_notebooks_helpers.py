@@ -251,8 +251,8 @@ def test_generator_latency_runs_on_the_requested_threads():
     seen = []
     G.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
-    ms = generator_latency_ms(G, repeats=3, warmup=1, threads=2)
-    assert seen == [2] * 4 and torch.get_num_threads() == before and ms > 0
+    generator_latency_ms(G, repeats=3, warmup=1, threads=2)
+    assert seen == [2] * 4 and torch.get_num_threads() == before   # the value: test_world_quality
     seen.clear()
     generator_latency_ms(G, repeats=2, warmup=0)
     assert seen == [before] * 2

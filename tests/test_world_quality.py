@@ -137,9 +137,30 @@ def test_generate(G):
     assert empty.shape == (0, 3, 16, 16)
 
 
-def test_generator_latency_ms(G):
-    t = generator_latency_ms(G, repeats=3, warmup=1)
-    assert isinstance(t, float) and t > 0 and math.isfinite(t)
+def test_generator_latency_ms(G, monkeypatch):
+    """On a clock that only moves while the generator runs, the j-th call lasting (j + 1)^2 ms: the result is the
+    median of the timed calls after the warm-up, in ms."""
+    from cddfm3d.world import quality
+
+    class Clock:
+        t, calls = 50.0, 0
+
+        @classmethod
+        def perf_counter(cls):
+            return cls.t
+
+    forward = Generator.forward
+
+    def timed_forward(self, *args, **kwargs):
+        Clock.calls += 1
+        Clock.t += Clock.calls ** 2 / 1000
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "time", Clock)
+    monkeypatch.setattr(Generator, "forward", timed_forward)
+    t = generator_latency_ms(G, repeats=6, warmup=3)
+    assert Clock.calls == 9 and type(t) is float
+    assert t == pytest.approx((6 ** 2 + 7 ** 2) / 2, rel=1e-9)   # median of 4^2 .. 9^2 (the mean would be 45.2)
 
 
 # ------------------------------------------------------------------------------------------------ features
