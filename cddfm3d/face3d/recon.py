@@ -35,8 +35,11 @@ HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)  # id, exp, tex, angle, gamma, trans xy, 
 RESNET50_FEATURES = 2048
 INPUT_RANGES = ("0_1", "-1_1")
 RANGE_BOUNDS = {"0_1": (0.0, 1.0), "-1_1": (-1.0, 1.0)}
-RANGE_TOLERANCE = 0.05  # fraction of the range's width that values may overshoot (unclamped generator output,
-                        # bicubic/antialiased resampling); a 0..255 image overshoots by far more
+# Values accepted by the check, per input range: wide enough for unclamped generator output (the mini generator
+# reaches about +-2.3, FFHQ StyleGAN2 about +-1.3, i.e. -0.15..1.15 after (x + 1) / 2) and resampling overshoot, so
+# that net(G(z)) works; narrow enough to catch the convention mistakes: a 0..255 image (both ranges) and a [-1, 1]
+# image given to a [0, 1] network (its dark pixels fall below -0.5).
+ACCEPTED_VALUES = {"0_1": (-0.5, 1.5), "-1_1": (-4.0, 4.0)}
 NATIVE_RANGE = {"resnet50": "0_1", "small": "-1_1"}
 NATIVE_FORMAT = "cddfm3d.ReconNet"
 NATIVE_VERSION = "1"
@@ -174,15 +177,16 @@ class ReconNet(nn.Module):
 
     def forward(self, images: torch.Tensor, check: bool = True) -> torch.Tensor:
         """images [B, 3, S, S] (RGB, S = ``image_size``, floating point, values in ``input_range``: [0, 1] or
-        [-1, 1], each bound give or take ``RANGE_TOLERANCE`` x the range's width) -> coefficients [B, 257].
+        [-1, 1]; the check accepts ``ACCEPTED_VALUES``, which leaves room for unclamped generator output) ->
+        coefficients [B, 257].
 
         Raises ``TypeError`` for a non-tensor and ``ValueError`` for another shape or a non-float dtype (always),
         and with ``check=True`` for NaN/Inf values or values outside the range (a float image in 0..255 would
-        otherwise give meaningless coefficients without complaint; unclamped generator output, which overshoots
-        [-1, 1], is refused too: clamp it). The message names the range, dtype and shape found and the
+        otherwise give meaningless coefficients without complaint, as would a [-1, 1] image given to a [0, 1]
+        network). The message names the range, dtype and shape found and the
         conversion. ``check=False`` skips that value scan (it reads the tensor's minimum and maximum back, a
         synchronisation on a GPU): for training loops whose inputs are known to be right, or that add noise or
-        keep generator output unclamped on purpose.
+        keep generator output far outside its range on purpose.
         """
         f = self.features(images, check)
         return torch.cat([head(f) for head in self.final_layers], 1).flatten(1)
@@ -218,20 +222,17 @@ class ReconNet(nn.Module):
             raise ValueError(f"ReconNet: images contain {bad} NaN/Inf value(s) ({where}); drop or repair those "
                              f"images first")
         a, b = RANGE_BOUNDS[r]
-        tol = RANGE_TOLERANCE * (b - a)
-        if lo >= a - tol and hi <= b + tol:
+        ok_lo, ok_hi = ACCEPTED_VALUES[r]
+        if lo >= ok_lo and hi <= ok_hi:
             return
-        if hi > 5.0 and lo >= -tol:
+        if hi > 5.0 and lo >= -0.5:
             hint = f"this looks like a 0..255 image: pass {fix}"
-        elif r == "0_1" and lo >= -1.0 - 2 * tol and hi <= 1.0 + 2 * tol:
+        elif r == "0_1" and lo >= -1.1 and hi <= 1.1:
             hint = "this looks like a [-1, 1] image: pass (image + 1) / 2, or set net.input_range = '-1_1'"
-        elif lo >= a - (b - a) and hi <= b + (b - a):
-            hint = (f"values a little outside the range, as unclamped generator output has: pass "
-                    f"images.clamp({a:g}, {b:g}) (or check=False where gradients must pass saturated pixels)")
         else:
             hint = f"rescale the images to [{a:g}, {b:g}] (or pass check=False if this is intended)"
-        raise ValueError(f"ReconNet: images must have values in [{a:g}, {b:g}] (input_range {r!r}, tolerance "
-                         f"{tol:g}), found values in [{lo:.4g}, {hi:.4g}] ({where}); {hint}")
+        raise ValueError(f"ReconNet: images must have values in [{a:g}, {b:g}] (input_range {r!r}; accepted "
+                         f"[{ok_lo:g}, {ok_hi:g}]), found values in [{lo:.4g}, {hi:.4g}] ({where}); {hint}")
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
