@@ -207,7 +207,8 @@ def test_value_check_refuses_0_255_floats_nan_and_wrong_range(small_net):
     lo, hi = int(u8.min()), int(u8.max())
     # A float image in 0..255: refused with the range found, the dtype, the shape and the conversion.
     with pytest.raises(ValueError, match=rf"values in \[-1, 1\] \(input_range '-1_1'; accepted \[-4, 4\]\), "
-                                         rf"found values in \[{lo}, {hi}\] \(found dtype torch.float32, shape \(2, 3, 32, 32\)\); "
+                                         rf"found values in \[{lo}, {hi}\] \(found dtype torch.float32, "
+                                         r"shape \(2, 3, 32, 32\)\); "
                                          r"this looks like a 0\.\.255 image: pass image / 127\.5 - 1"):
         net(u8.float())
     with pytest.raises(ValueError, match="0..255 image"):
