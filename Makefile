@@ -55,7 +55,9 @@ sync-notebooks: $(STAMP)
 # assets/MANIFEST.json. These are exactly the commands the manifest records for the shipped files
 # (tests/test_makefile.py checks it): the generator stopped at step 8321 (133.136 kimg) of a 400-kimg schedule, and
 # the reconstruction network ran 4000 steps, then was resumed with a 12000-step schedule. Hours on 2 CPU cores;
-# DEVICE=cuda takes minutes on one GPU (bit-identical results need the recorded device, cpu).
+# DEVICE=cuda takes minutes on one GPU. The shipped files came from runs of the trainers before the shared run base
+# (interrupted by hand several times, which did not resume bit-exactly then): a rebuild reproduces their recipe and
+# metrics, not their exact bytes; from now on a rebuild on the recorded device (cpu) is exact.
 WORLD_DIR ?= out/world
 DEVICE ?= cpu
 GAN_KIMG ?= 400

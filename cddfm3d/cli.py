@@ -136,12 +136,20 @@ def _training_images(path, resolution: int, domain: str = "human"):
     return ImageFolderDataset(path, resolution)
 
 
+def _check_batch(args, n: int) -> None:
+    """A batch larger than the training set only repeats images (and may not fit in memory): refused."""
+    if args.batch > n:
+        raise ValueError(f"--batch {args.batch} is larger than the training set ({n} images in {args.data}); "
+                         f"use --batch {n} or fewer, or a larger dataset")
+
+
 def _train_recon(args) -> int:
     from . import config
     from .face3d.recon_training import ReconTrainConfig, train_recon
     from .world.datasets import WorldDataset
 
     ds = WorldDataset(args.data, domain=args.domain)
+    _check_batch(args, len(ds))
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
                            lr=args.lr, seed=args.seed)
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
@@ -166,6 +174,7 @@ def _train_gan(args) -> int:
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
     dataset = _training_images(args.data, args.resolution, args.domain)
+    _check_batch(args, len(dataset))
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     trainer = train_gan(dataset, cfg, args.out, device=device, resume=not args.no_resume,
                         stop_at_step=args.stop_at_step, command=args.argv)
@@ -210,8 +219,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--out", type=_out_dir, default="out", help="output folder (default: out)")
     d.add_argument("--generator", type=_existing_file, default=None, help="generator checkpoint (.pt, .pkl or "
                    ".safetensors) at the mini world's 64 px; default: the shipped one")
-    d.add_argument("--n", type=POSITIVE, default=16, help="number of samples in the grid (default: 16)")
-    d.add_argument("--channels", type=POSITIVE, default=4, help="number of StyleSpace channels to edit (default: 4)")
+    from .demo import MAX_CHANNELS, MAX_SAMPLES
+
+    d.add_argument("--n", type=_int_at_least(1, MAX_SAMPLES), default=16, help=f"number of samples in the grid, "
+                   f"1-{MAX_SAMPLES} (default: 16)")
+    d.add_argument("--channels", type=_int_at_least(1, MAX_CHANNELS), default=4, help=f"number of StyleSpace "
+                   f"channels to edit, 1-{MAX_CHANNELS} (default: 4)")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the samples and the channel statistics (default: 0)")
     d.add_argument("--truncation", type=_float(), default=0.7, help="truncation psi of the samples: 1 = none, "
                    "0 = the average face (default: 0.7)")
@@ -289,11 +302,16 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .training import RunInterrupted
+
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:  # SIGINT / SIGTERM: the run saved its checkpoint at a step boundary
+        print(f"{args.command}: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from .face3d.viz import landmark_panel, reconstruction_rows
 from .stylegan2 import channel_sensitivity, edit_channel, load_generator, style_stats, top_channels
 
 EDIT_SIGMAS = (-10.0, -5.0, 0.0, 5.0, 10.0)
+MAX_SAMPLES = 256   # samples in the grids
+MAX_CHANNELS = 32   # edited channels (one row of the edit picture each)
 
 
 def load_default_networks(device=None, generator: str | None = None):
@@ -28,19 +30,26 @@ def load_default_networks(device=None, generator: str | None = None):
 
 def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n_channels: int = 4, seed: int = 0,
              truncation_psi: float = 0.7, device: str | None = None) -> dict:
-    """Write the demo page and its images to ``out_dir``; returns the report (also ``demo.json``)."""
+    """Write the demo page and its images to ``out_dir``; returns the report (also ``demo.json``).
+
+    ``n_samples`` in [1, MAX_SAMPLES], ``n_channels`` in [1, MAX_CHANNELS] (one picture row each); the output folder
+    is created only once the arguments and the networks are checked. Raises ``ValueError`` for other values, a
+    generator of another size than the reconstruction network's, or a checkpoint that is not a generator."""
     from .face3d.losses import photometric_loss
     from .world import mini_model
     from .world import render as render_world
 
     t0 = time.perf_counter()
+    for name, value, hi in (("n_samples", n_samples, MAX_SAMPLES), ("n_channels", n_channels, MAX_CHANNELS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise ValueError(f"run_demo: {name} must be an int in [1, {hi}], found {value!r}")
     dev = torch.device(device or "cpu")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     G, net = load_default_networks(dev, generator)
     if net.image_size != G.resolution:
         raise ValueError(f"the reconstruction network takes {net.image_size} px images, the generator makes "
                          f"{G.resolution} px; pass a generator of the mini world's size")
+    out.mkdir(parents=True, exist_ok=True)
     fm = mini_model(dev)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_samples, G.z_dim, generator=g).to(dev)

@@ -13,9 +13,12 @@ users want (:meth:`~ResumableRun.export`); the base owns everything else:
 * resume: the saved config must agree with the requested one on the fields that fix the architecture
   (:attr:`~ResumableRun.arch_keys`); everything else (length of the run, learning rate, ...) may change;
   an uninterrupted run and a run interrupted and resumed any number of times give bit-identical results;
-* the loop: tqdm progress, a snapshot every ``snapshot_every`` units, a save in ``finally:`` so an interrupted
-  run (Ctrl-C, time limit, exception) keeps its progress, and a deliberate stop at an absolute step
-  (``stop_at_step``) that keeps the full run's schedule;
+* the loop: tqdm progress, a snapshot every ``snapshot_every`` steps, and a deliberate stop at an absolute step
+  (``stop_at_step``) that keeps the full run's schedule. SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM
+  (``timeout``, batch schedulers, ``docker stop``) end the current step, save the checkpoint at that step boundary
+  and raise :class:`RunInterrupted`; a second Ctrl-C stops at once. An exception inside a step leaves the
+  checkpoint at the last snapshot, because a half-done step (weights updated, random streams advanced) cannot be
+  resumed exactly;
 * torchrun / DistributedDataParallel: only rank 0 writes files; every rank's random states are gathered into the
   checkpoint and each rank gets its own back on resume;
 * provenance: :func:`record_command` appends the command line to ``<out>/commands.txt`` when a command starts and
@@ -33,6 +36,8 @@ import json
 import os
 import random
 import shlex
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,7 +127,8 @@ def _as_tuple(x):
 
 # ------------------------------------------------------------------------------------------------ provenance
 def record_command(out_dir, argv) -> None:
-    """Append ``python -m cddfm3d <argv>`` to ``out_dir/commands.txt`` (creating the folder); rank 0 only.
+    """Append ``python -m cddfm3d <argv>`` (under torchrun: the torchrun line) to ``out_dir/commands.txt`` (creating
+    the folder); rank 0 only.
 
     Together with the stop lines a run appends (:meth:`ResumableRun.record_stop`) this is the provenance that
     :func:`rebuild_commands` turns into the commands that reproduce the folder's files."""
@@ -131,7 +137,17 @@ def record_command(out_dir, argv) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / COMMANDS_FILE, "a") as f:
-        f.write("python -m cddfm3d " + " ".join(shlex.quote(a) for a in argv) + "\n")
+        f.write(_launcher() + " " + " ".join(shlex.quote(a) for a in argv) + "\n")
+
+
+def _launcher() -> str:
+    """``python -m cddfm3d``, or the torchrun line that started this process group (its size fixes the per-rank
+    seeds, so it is part of what reproduces a run)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return "python -m cddfm3d"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return f"torchrun --nnodes {max(world // max(local, 1), 1)} --nproc_per_node {local} -m cddfm3d"
 
 
 def read_commands(*dirs) -> list[str]:
@@ -166,7 +182,8 @@ def rebuild_commands(*dirs) -> list[str]:
                 runs[-1] = [ln, None]   # the same command again resumes the same run (or finds it done)
             else:
                 runs.append([ln, None])
-        out += [cmd if stop is None else _with_stop(cmd, stop) for cmd, stop in runs]
+        # a command whose run saved nothing (stopped at step 0) produced nothing
+        out += [cmd if stop is None else _with_stop(cmd, stop) for cmd, stop in runs if stop != 0]
     return out
 
 
@@ -200,6 +217,53 @@ def _parse_stop(line: str) -> int | None:
     return step if step < total else None
 
 
+# ------------------------------------------------------------------------------------------------ stopping
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM at a step boundary, after its checkpoint was written.
+
+    ``signum``: the signal; ``step``: the step saved; ``exit_code``: the shell convention 128 + signal."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = int(signum), int(step)
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name} at step {self.step}; the checkpoint "
+                         f"is saved, re-run the same command to resume")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _StopSignals:
+    """While active (main thread only; elsewhere signals cannot be caught and this does nothing), SIGINT and
+    SIGTERM set :attr:`requested` instead of interrupting: the loop finishes its step and stops. A second SIGINT
+    raises ``KeyboardInterrupt`` at once (the checkpoint then stays at the last snapshot)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                try:
+                    self._previous[s] = signal.signal(s, self._handle)
+                except (ValueError, OSError):  # not settable here (embedded interpreters)
+                    pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __exit__(self, *exc) -> bool:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        return False
+
+
 # ------------------------------------------------------------------------------------------------ the run
 class ResumableRun:
     """Base of every trainer; see the module docstring.
@@ -223,6 +287,7 @@ class ResumableRun:
         self.log: list[dict] = []
         self.stop_at_step: int | None = None
         self.command: list[str] | None = None   # CLI arguments, recorded in commands.txt when the loop starts
+        self._saved_step = 0                      # step of the checkpoint on disk (0: none yet)
         self._tracked: dict[str, Any] = {}
 
     # ----------------------------------------------------------- declared state
@@ -286,7 +351,7 @@ class ResumableRun:
                 obj.set_state(state[key])
             else:
                 obj.load_state_dict(state[key])
-        self.step = int(state["step"])
+        self.step = self._saved_step = int(state["step"])
         self.log = json.loads(state["log"])
         if "rank_rng" in state:
             ranks = state["rank_rng"]
@@ -320,6 +385,7 @@ class ResumableRun:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        self._saved_step = self.step
         self.export()
         text = json.dumps(self.log)
         atomic_write(self.out / LOG_FILE, lambda tmp: tmp.write_text(text))
@@ -349,13 +415,13 @@ class ResumableRun:
         return self
 
     def record_stop(self) -> None:
-        """Append ``# stopped at step N of M`` (M: the step the run was asked to reach) to ``commands.txt`` when the
-        folder has one (a run started from the command line)."""
+        """Append ``# stopped at step N of M`` to ``commands.txt`` when the folder has one (a run started from the
+        command line): N is the step of the checkpoint on disk, M the step the run was asked to reach."""
         path = self.out / COMMANDS_FILE
         if self.rank == 0 and path.is_file():
             with open(path, "a") as f:
                 end = getattr(self, "_end", self.total_steps)
-                f.write(f"{STOP_MARK} at step {self.step} of {end} "
+                f.write(f"{STOP_MARK} at step {self._saved_step} of {end} "
                         f"({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
 
     # ----------------------------------------------------------- the loop
@@ -380,9 +446,11 @@ class ResumableRun:
                  unit: str = "step", scale: int = 1) -> dict:
         """Run :meth:`train_step` until :attr:`total_steps`, ``stop_at_step`` or ``max_steps`` more steps.
 
-        ``snapshot_every`` (steps, >= 1) sets how often the checkpoint is written; it is always written when the
-        loop ends, also by an exception or Ctrl-C. The bar shows ``progress_position()`` out of
-        ``total_steps * scale`` ``unit``. Returns ``{step, seconds, steps_per_second}``."""
+        ``snapshot_every`` (steps, >= 1) sets how often the checkpoint is written; it is also written when the loop
+        ends, and at the step boundary after SIGINT / SIGTERM, which then raise :class:`RunInterrupted`. An
+        exception inside a step propagates with the checkpoint left at the last snapshot (see the module
+        docstring). The bar shows ``progress_position()`` out of ``total_steps * scale`` ``unit``.
+        Returns ``{step, seconds, steps_per_second}``."""
         from tqdm.auto import tqdm
 
         self._end = self.total_steps if self.stop_at_step is None else min(self.total_steps, self.stop_at_step)
@@ -390,25 +458,42 @@ class ResumableRun:
             record_command(self.out, self.command)
         bar = tqdm(total=self.total_steps * scale, initial=min(self.progress_position(), self.total_steps * scale),
                    unit=unit, desc=self.name, disable=not progress or self.rank != 0)
-        done, t0, finished = 0, time.perf_counter(), False
-        try:
-            while self.step < self._end and (max_steps is None or done < max_steps):
-                stats = self.train_step()
-                self.step += 1
-                done += 1
-                bar.update(scale)
-                if self.step % self.log_every == 0:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()})
-                    self.log.append(dict(step=self.step, **self.log_fields(), **stats))
-                if self.step % max(int(snapshot_every), 1) == 0:
+        done, t0, clean = 0, time.perf_counter(), False
+        with _StopSignals() as stop:
+            try:
+                while self.step < self._end and (max_steps is None or done < max_steps):
+                    if self._stop_requested(stop):
+                        break
+                    stats = self.train_step()
+                    self.step += 1
+                    done += 1
+                    bar.update(scale)
+                    if self.step % self.log_every == 0:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()})
+                        self.log.append(dict(step=self.step, **self.log_fields(), **stats))
+                    if self.step % max(int(snapshot_every), 1) == 0:
+                        self.save()
+                clean = True
+            finally:
+                if clean:   # at a step boundary: the state is consistent (and every rank is at the same one)
                     self.save()
-            finished = True
-        finally:  # an interrupted run keeps its progress
-            self.save(gather=finished)
-            self.record_stop()
-            bar.close()
+                self.record_stop()
+                bar.close()
+        if stop.requested is not None:
+            raise RunInterrupted(stop.requested, self.step)
         seconds = time.perf_counter() - t0
         return dict(step=self.step, seconds=seconds, steps_per_second=done / max(seconds, 1e-9))
+
+    def _stop_requested(self, stop: _StopSignals) -> bool:
+        """True when a stop signal arrived; under torch.distributed, when it arrived on any rank (so that all stop
+        at the same step)."""
+        if self.world > 1:
+            flag = torch.tensor([0.0 if stop.requested is None else float(stop.requested)],
+                                device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() > 0 and stop.requested is None:
+                stop.requested = int(flag.item())
+        return stop.requested is not None
 
 
 def config_json(config) -> str:
@@ -416,6 +501,6 @@ def config_json(config) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2)
 
 
-__all__ = ["ResumableRun", "config_json", "dist_info", "allreduce_gradients", "init_distributed", "is_main_process",
-           "global_rng_state", "set_global_rng_state", "record_command", "read_commands", "rebuild_commands",
-           "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE", "STOP_OPTION"]
+__all__ = ["ResumableRun", "RunInterrupted", "config_json", "dist_info", "allreduce_gradients", "init_distributed",
+           "is_main_process", "global_rng_state", "set_global_rng_state", "record_command", "read_commands",
+           "rebuild_commands", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE", "STOP_OPTION"]

@@ -27,7 +27,7 @@ def test_every_option_has_help():
 @pytest.mark.parametrize("argv, fragment", [
     (["demo", "--device", "gpu"], "unknown device 'gpu'"),
     (["demo", "--device", "cuda"], "CUDA is not available"),
-    (["demo", "--n", "0"], "argument --n: expected an integer >= 1, found 0"),
+    (["demo", "--n", "0"], "argument --n: expected an integer in [1, 256], found 0"),
     (["demo", "--n", "three"], "expected an integer, found 'three'"),
     (["demo", "--channels", "-1"], "argument --channels"),
     (["demo", "--truncation", "nan"], "expected a finite number"),
@@ -83,3 +83,25 @@ def test_program_name_in_usage():
                              "sys.argv[0] = '/some/bin/cddfm3d'; raise SystemExit(main(['--help']))"],
                             capture_output=True, text=True, check=True)
     assert script.stdout.startswith("usage: cddfm3d ")
+
+
+def test_demo_refusals_leave_no_folder(tmp_path, capsys):
+    from cddfm3d.stylegan2 import Generator, save_generator
+
+    g32 = tmp_path / "g32.safetensors"
+    save_generator(Generator(32, z_dim=8, w_dim=8, mapping_layers=1, channel_max=8), g32)
+    assert cli.main(["demo", "--out", str(tmp_path / "out"), "--generator", str(g32)]) == 2
+    assert "32 px" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli.main(["demo", "--out", str(tmp_path / "out"), "--channels", "100000"]) == 2
+    assert "argument --channels: expected an integer in [1, 32]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_larger_than_the_dataset_is_refused(tmp_path, capsys):
+    from cddfm3d.world.datasets import write_dataset
+
+    data = write_dataset(tmp_path / "w", 6, size=32, progress=False)
+    for cmd in (["train-recon", "--batch", "7"], ["train-gan", "--batch", "8", "--resolution", "32"]):
+        assert cli.main(cmd + ["--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+        assert f"--batch {cmd[2]} is larger than the training set (6 images in {data})" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

@@ -3,8 +3,13 @@ check, atomic files, rank handling (real two-process gloo run), CUDA random stat
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +18,8 @@ import torch
 
 from cddfm3d import training
 from cddfm3d.serialization import read_safetensors
-from cddfm3d.training import (COMMANDS_FILE, ResumableRun, global_rng_state, read_commands, rebuild_commands,
-                              record_command, set_global_rng_state)
+from cddfm3d.training import (COMMANDS_FILE, ResumableRun, RunInterrupted, global_rng_state, read_commands,
+                              rebuild_commands, record_command, set_global_rng_state)
 
 
 @dataclass
@@ -29,12 +34,15 @@ class ToyConfig:
 class ToyRun(ResumableRun):
     """A linear model trained with SGD on data drawn from every random source a trainer may use: its own
     torch.Generator (batch indices), torch's global generator (dropout), Python's random and NumPy's global
-    generator (noise). An unrestored source makes a resumed run differ from an uninterrupted one."""
+    generator (noise). An unrestored source makes a resumed run differ from an uninterrupted one.
+
+    ``interrupt=(step, kind)`` disturbs that step in its middle, after its random draws and before the update:
+    ``"SIGINT"`` / ``"SIGTERM"`` send the signal to this process, ``"crash"`` raises RuntimeError."""
 
     name = "toy"
     arch_keys = ("width",)
 
-    def __init__(self, config: ToyConfig, out_dir, device=None, fail_at: int | None = None):
+    def __init__(self, config: ToyConfig, out_dir, device=None, interrupt: tuple[int, str] | None = None):
         super().__init__(config, out_dir, device)
         torch.manual_seed(config.seed)
         self.net = torch.nn.Sequential(torch.nn.Linear(config.width, config.width), torch.nn.Dropout(0.5),
@@ -43,7 +51,7 @@ class ToyRun(ResumableRun):
         self.rng = torch.Generator().manual_seed(config.seed + 1)
         self.track(net=self.net, opt=self.opt, rng=self.rng)
         self.data = torch.randn(32, config.width, generator=torch.Generator().manual_seed(99))
-        self.fail_at = fail_at
+        self.interrupt = interrupt
         self.exports = 0
         self.counter = 0
 
@@ -62,10 +70,13 @@ class ToyRun(ResumableRun):
         torch.save(self.net.state_dict(), self.out / "toy.pt")
 
     def train_step(self) -> dict:
-        if self.fail_at is not None and self.step == self.fail_at:
-            raise KeyboardInterrupt
         idx = torch.randint(len(self.data), (4,), generator=self.rng)
         noise = random.gauss(0, 1) + float(np.random.standard_normal())
+        torch.rand(1)
+        if self.interrupt is not None and self.step == self.interrupt[0]:
+            if self.interrupt[1] == "crash":
+                raise RuntimeError("crash in the middle of a step")
+            os.kill(os.getpid(), getattr(signal, self.interrupt[1]))
         x = self.data[idx].to(self.device)
         loss = (self.net(x).squeeze(1) - noise).square().mean()
         self.opt.zero_grad()
@@ -85,9 +96,8 @@ def reseed_globals(seed=123):
 
 
 def run(out, cfg=None, resume=True, **kw):
-    fail_at = kw.pop("fail_at", None)
-    r = ToyRun(cfg or ToyConfig(), out, fail_at=fail_at).start(resume, **kw)
-    return r
+    interrupt = kw.pop("interrupt", None)
+    return ToyRun(cfg or ToyConfig(), out, interrupt=interrupt).start(resume, **kw)
 
 
 def assert_same_state(a: ToyRun, b: ToyRun):
@@ -102,16 +112,24 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     straight = run(tmp_path / "a")
     straight.train()
     after_straight = (torch.rand(3), random.random(), np.random.rand())
-    # interrupted twice (Ctrl-C inside a step, then a step budget), with the global generators disturbed between
-    # the processes, as a fresh interpreter would have them
+    # interrupted three times (Ctrl-C in the middle of a step, a crash in the middle of a step, then a step budget),
+    # with the global generators disturbed between the processes, as a fresh interpreter would have them
     reseed_globals()
-    first = run(tmp_path / "b", fail_at=5)
-    with pytest.raises(KeyboardInterrupt):
+    first = run(tmp_path / "b", interrupt=(4, "SIGINT"))
+    with pytest.raises(RunInterrupted) as stopped:
         first.train()
+    # the signal ended the step it arrived in; the checkpoint is at that step boundary
+    assert stopped.value.step == 5 and stopped.value.exit_code == 128 + signal.SIGINT
     assert first.step == 5 and torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 5
     reseed_globals(7)
+    crashing = run(tmp_path / "b", interrupt=(7, "crash"))
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.train()
+    # a half-done step is not saved: the checkpoint stays at the last snapshot (step 6)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 6
+    reseed_globals(9)
     second = run(tmp_path / "b")
-    assert second.step == 5 and second.counter == 5
+    assert second.step == 6 and second.counter == 6
     second.train(max_steps=1)
     reseed_globals(8)
     resumed = run(tmp_path / "b")
@@ -276,9 +294,10 @@ def line(argv):
 
 def test_record_stop_and_rebuild(tmp_path):
     argv = ["train-toy", "--out", str(tmp_path / "r"), "--note", "a b"]
-    # interrupted, resumed and interrupted again by the same command, then finished
-    r = ToyRun(ToyConfig(), tmp_path / "r", fail_at=3).start(command=argv)
-    with pytest.raises(KeyboardInterrupt):
+    # interrupted (Ctrl-C during step index 2: saved at step 3), resumed and stopped again by the same command,
+    # then finished
+    r = ToyRun(ToyConfig(), tmp_path / "r", interrupt=(2, "SIGINT")).start(command=argv)
+    with pytest.raises(RunInterrupted):
         r.train()
     ToyRun(ToyConfig(), tmp_path / "r").start(command=argv).train(max_steps=2)
     lines = (tmp_path / "r" / COMMANDS_FILE).read_text().splitlines()
@@ -296,9 +315,14 @@ def test_record_stop_and_rebuild(tmp_path):
     stop = argv + ["--stop-at-step", "4"]
     ToyRun(ToyConfig(), tmp_path / "s").start(stop_at_step=4, command=stop).train()
     assert rebuild_commands(tmp_path / "s") == [line(stop)]
-    with pytest.raises(KeyboardInterrupt):
-        ToyRun(ToyConfig(), tmp_path / "t", fail_at=2).start(stop_at_step=4, command=stop).train()
+    with pytest.raises(RunInterrupted):
+        ToyRun(ToyConfig(), tmp_path / "t", interrupt=(1, "SIGTERM")).start(stop_at_step=4, command=stop).train()
     assert rebuild_commands(tmp_path / "t") == [line(argv + ["--stop-at-step", "2"])]
+    # a run that crashed before its first checkpoint produced nothing: no command
+    with pytest.raises(RuntimeError):
+        ToyRun(ToyConfig(), tmp_path / "u", interrupt=(1, "crash")).start(command=argv).train()
+    assert (tmp_path / "u" / COMMANDS_FILE).read_text().splitlines()[1].startswith("# stopped at step 0 of 8")
+    assert not (tmp_path / "u" / "checkpoint.pt").exists() and rebuild_commands(tmp_path / "u") == []
     # datasets: no stop lines, repeats merged
     record_command(tmp_path / "d", ["make-world", "--n", "5"])
     record_command(tmp_path / "d", ["make-world", "--n", "5"])
@@ -308,8 +332,9 @@ def test_record_stop_and_rebuild(tmp_path):
 
 
 def test_rebuilt_gan_command_reproduces_an_interrupted_run(tmp_path, monkeypatch):
-    """End to end through the CLI: a train-gan run interrupted twice and then stopped early; the single command
-    that rebuild_commands states, run in a fresh folder, writes the identical generator."""
+    """End to end through the CLI: a train-gan run hit by Ctrl-C between its discriminator and generator updates,
+    then by a crash in the middle of a step, then stopped early; the single command that rebuild_commands states,
+    run in a fresh folder, writes the identical generator."""
     from PIL import Image
 
     from cddfm3d import cli
@@ -332,17 +357,29 @@ def test_rebuilt_gan_command_reproduces_an_interrupted_run(tmp_path, monkeypatch
 
     monkeypatch.setattr(GANTrainer, "__init__", small_init)
     run_dir = tmp_path / "run"
-    original_step = GANTrainer.train_step
-    for interrupt_at in (2, 5):
-        def step(self, at=interrupt_at):
-            if self.step == at:
-                raise KeyboardInterrupt
-            return original_step(self)
+    original_d_step = GANTrainer.d_step
 
-        monkeypatch.setattr(GANTrainer, "train_step", step)
-        with pytest.raises(KeyboardInterrupt):
-            cli.main(args + ["--out", str(run_dir)])
-    monkeypatch.setattr(GANTrainer, "train_step", original_step)
+    def d_step_then_ctrl_c(self, real):
+        stats = original_d_step(self, real)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return stats
+
+    monkeypatch.setattr(GANTrainer, "d_step", d_step_then_ctrl_c)
+    assert cli.main(args + ["--out", str(run_dir)]) == 128 + signal.SIGINT
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 3
+
+    def d_step_then_crash(self, real):
+        stats = original_d_step(self, real)
+        if self.step == 5:
+            raise RuntimeError("crash between the D and G updates")
+        return stats
+
+    monkeypatch.setattr(GANTrainer, "d_step", d_step_then_crash)
+    with pytest.raises(RuntimeError, match="crash"):
+        cli.main(args + ["--out", str(run_dir)])
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 4   # the last snapshot
+    monkeypatch.setattr(GANTrainer, "d_step", original_d_step)
     assert cli.main(args + ["--out", str(run_dir), "--stop-at-step", "7"]) == 0
     rebuilt = rebuild_commands(run_dir)
     assert rebuilt == [line(args + ["--out", str(run_dir), "--stop-at-step", "7"])]
@@ -354,3 +391,63 @@ def test_rebuilt_gan_command_reproduces_an_interrupted_run(tmp_path, monkeypatch
     assert meta_a == meta_b and a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_stops_at_the_step_boundary_and_restores_handlers(tmp_path, sig):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    r = run(tmp_path, interrupt=(1, sig))
+    with pytest.raises(RunInterrupted) as stopped:
+        r.train()
+    assert stopped.value.signum == getattr(signal, sig) and stopped.value.step == 2 and r.step == 2
+    assert f"interrupted by {sig} at step 2" in str(stopped.value)
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+SUBPROCESS_RUN = """
+import sys, time
+sys.path.insert(0, {root!r})
+from cddfm3d.training import RunInterrupted
+from tests.test_training import ToyConfig, ToyRun, reseed_globals
+
+class Slow(ToyRun):
+    def train_step(self):
+        stats = super().train_step()
+        time.sleep(0.05)   # long enough steps for the signal to land inside one
+        return stats
+
+reseed_globals(0)
+try:
+    Slow(ToyConfig(steps=60, checkpoint_every=1000), {out!r}).start(command=["train-toy"]).train()
+except RunInterrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_code)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_keeps_an_exact_checkpoint(tmp_path):
+    """As `timeout` or a batch scheduler does it: SIGTERM to a running process, at whatever point of a step. The
+    process saves the step boundary and exits with 128 + 15; resuming reproduces an uninterrupted run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SUBPROCESS_RUN.format(root=root, out=str(out))],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / COMMANDS_FILE).exists() and time.time() < deadline:   # the loop has started
+        time.sleep(0.05)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < saved < 60 and f"interrupted by SIGTERM at step {saved}" in err
+    assert (out / COMMANDS_FILE).read_text().splitlines()[-1].startswith(f"# stopped at step {saved} of 60")
+    reseed_globals(5)
+    resumed = ToyRun(ToyConfig(steps=60, checkpoint_every=1000), out).start()
+    resumed.train()
+    reseed_globals(0)
+    straight = ToyRun(ToyConfig(steps=60, checkpoint_every=1000), tmp_path / "straight").start()
+    straight.train()
+    assert_same_state(straight, resumed)
