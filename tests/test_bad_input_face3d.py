@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cddfm3d.face3d.align import TEMPLATE_5P, align_image, align_tensor, landmark_problem
+from cddfm3d.face3d.align import (TEMPLATE_5P, align_image, align_tensor, crop_geometry, landmark_problem,
+                                  value_range_kind)
 from cddfm3d.face3d.fitting import fit
 from cddfm3d.face3d.morphable import MorphableModel
 from tests.test_face3d_recon import _landmarks_for, _smooth_image
@@ -116,16 +117,13 @@ def test_align_image_dtypes_layouts_and_modes():
     img = _smooth_image(H, W)
     lm5 = _landmarks_for(40.0, H, t=(50.0, 60.0))
     ref = align_image(img, lm5)
-    with pytest.raises(ValueError, match=r"found float64 \(120, 100, 3\) \(float image in \[0, 1\]\? pass "
-                                         r"\(image \* 255\)\.round\(\)\.astype\(np\.uint8\)\)"):
-        align_image(img / 255.0, lm5)
     with pytest.raises(ValueError, match=r"found uint8 \(3, 120, 100\) \(channels first\? pass "
                                          r"image\.transpose\(1, 2, 0\)\)"):
         align_image(img.transpose(2, 0, 1), lm5)
-    with pytest.raises(ValueError, match=r"uint16 .*convert uint16 to uint8"):
-        align_image(img.astype(np.uint16) * 256, lm5)
     with pytest.raises(ValueError, match=r"PIL image mode 'I;16' \(16-bit or float\) is not supported"):
         align_image(Image.fromarray(img[..., 0].astype(np.uint16) * 256), lm5)
+    with pytest.raises(ValueError, match=r"found the path 'face\.jpg' \(a file\? pass PIL\.Image\.open\(path\)\)"):
+        align_image("face.jpg", lm5)
     # 8-bit modes are converted to RGB and give the RGB result; RGBA and gray arrays are kept
     pal = Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
     a = align_image(pal, lm5)
@@ -150,6 +148,205 @@ def test_align_tensor_dtypes_and_layouts():
         align_tensor(x[0].float(), lm)
     with pytest.raises(ValueError, match=r"expected a landmark tensor \[B=1, 68\|5, 2\], found ndarray"):
         align_tensor(x.float(), lm.numpy())
+
+
+def _hinted_fix(message: str) -> str:
+    """The expression after the last 'pass ' of an error message, up to the parenthesis that closes the hint."""
+    text, depth = message.rsplit("pass ", 1)[1], 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return text[:i]
+    return text
+
+
+# (name, image made from the uint8 reference img, hint text expected) for every dtype/range kind of array.
+ARRAY_KINDS = {
+    "float_0_1": (lambda u: u.astype(np.float32) / 255, "a [0, 1] image: pass (np.clip(image, 0, 1) * 255)"),
+    "float_0_255": (lambda u: u.astype(np.float32), "a 0..255 image: pass np.clip(image, 0, 255).round()"),
+    "float_-1_1": (lambda u: u / 127.5 - 1, "a [-1, 1] image: pass ((np.clip(image, -1, 1) + 1) * 127.5)"),
+    "uint16_0_255": (lambda u: u.astype(np.uint16), "uint16 values in [28, 227], already 0..255: pass "
+                                                     "image.astype(np.uint8)"),
+    "uint16_16bit": (lambda u: u.astype(np.uint16) * 257, "uint16 values in [7196, 58339], 16-bit: pass "
+                                                          "(image / 257).round().astype(np.uint8)"),
+    "int64_0_255": (lambda u: u.astype(np.int64), "already 0..255: pass image.astype(np.uint8)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARRAY_KINDS))
+def test_align_image_hint_follows_the_range_and_works(name):
+    """Each array kind gets the conversion its range calls for, and doing what the message says gives exactly the
+    uint8 result (the old hint for every float array, (image * 255).round().astype(np.uint8), wraps 0..255 data)."""
+    ref = _smooth_image(H, W)
+    lm5 = _landmarks_for(40.0, H, t=(50.0, 60.0))
+    make, expected = ARRAY_KINDS[name]
+    image = make(ref)
+    with pytest.raises(ValueError) as err:
+        align_image(image, lm5)
+    message = str(err.value)
+    assert expected in message, message
+    fixed = eval(_hinted_fix(message), {"np": np, "image": image})
+    np.testing.assert_array_equal(fixed, ref)
+    np.testing.assert_array_equal(np.asarray(align_image(fixed, lm5).image), np.asarray(align_image(ref, lm5).image))
+
+
+def test_align_image_masks_pil_high_bit_depth_and_nan_hints():
+    ref = _smooth_image(H, W)
+    lm5 = _landmarks_for(40.0, H, t=(50.0, 60.0))
+    gray = ref[..., 0]
+    for image, expected in ((gray > 128, "boolean mask: pass image.astype(np.uint8) * 255"),
+                            ((gray > 128).astype(np.int32), "int32 values in [0, 1], a 0/1 mask: pass "
+                                                            "image.astype(np.uint8) * 255")):
+        with pytest.raises(ValueError) as err:
+            align_image(image, lm5)
+        assert expected in str(err.value)
+        fixed = eval(_hinted_fix(str(err.value)), {"np": np, "image": image})
+        np.testing.assert_array_equal(fixed, (gray > 128) * 255)
+    # 16-bit and float PIL modes: the conversion is written for np.asarray(image)
+    for pil, expected in ((Image.fromarray(gray.astype(np.uint16) * 257), "16-bit: pass (np.asarray(image) / 257)"),
+                          (Image.fromarray(gray.astype(np.float32) / 255), "a [0, 1] image: pass "
+                                                                           "(np.clip(np.asarray(image), 0, 1)")):
+        with pytest.raises(ValueError) as err:
+            align_image(pil, lm5)
+        assert expected in str(err.value), str(err.value)
+        expr = re.search(r"pass (.*); then Image\.fromarray", str(err.value)).group(1)
+        np.testing.assert_array_equal(eval(expr, {"np": np, "image": pil}), gray)
+    bad = ref.astype(np.float32)
+    bad[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"float32 \(120, 100, 3\) \(it contains 1 NaN/Inf value\(s\); repair"):
+        align_image(bad, lm5)
+    with pytest.raises(ValueError, match=r"values in \[-2\.5, 4\]: rescale them to 0\.\.255 yourself \(undo any "
+                                         r"mean/std normalisation"):
+        align_image(np.linspace(-2.5, 4, H * W * 3).reshape(H, W, 3), lm5)
+
+
+def test_align_image_torch_tensor_hints_are_torch():
+    """A CHW float tensor is told the torch forms (permute, clamp, .to(torch.uint8)), never numpy's transpose."""
+    ref = _smooth_image(H, W)
+    lm5 = _landmarks_for(40.0, H, t=(50.0, 60.0))
+    chw = torch.from_numpy(ref).permute(2, 0, 1).float() / 255
+    with pytest.raises(ValueError) as err:
+        align_image(chw.requires_grad_(True), lm5)
+    message = str(err.value)
+    assert "transpose" not in message and "np." not in message, message
+    assert ("found torch.float32 tensor (3, 120, 100) (values in [0.1098, 0.8902], a [0, 1] image: pass "
+            "(image.clamp(0, 1) * 255).round().to(torch.uint8)) (channels first? pass image.permute(1, 2, 0)) "
+            "(or give float [B, C, H, W] tensors to align_tensor directly)") in message
+    image = chw.detach()
+    fixed = eval("(image.clamp(0, 1) * 255).round().to(torch.uint8)", {"torch": torch, "image": image})
+    fixed = fixed.permute(1, 2, 0)
+    np.testing.assert_array_equal(fixed.numpy(), ref)
+    np.testing.assert_array_equal(np.asarray(align_image(fixed, lm5).image), np.asarray(align_image(ref, lm5).image))
+    with pytest.raises(ValueError, match=r"found torch\.uint8 tensor \(3, 120, 100\) \(channels first\? pass "
+                                         r"image\.permute\(1, 2, 0\)\)$"):
+        align_image(torch.from_numpy(ref).permute(2, 0, 1), lm5)
+
+
+# ----------------------------------------------------------------------------------------------- resampling range
+def _checkerboard(h, w, block, lo=0.0, hi=1.0):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.where((yy // block + xx // block) % 2 == 1, hi, lo)
+
+
+def _source_coords(trans_params, size, h0, w0):
+    """Where crop pixel centres sample the original image (PIL's resize-then-crop geometry, align.py ``_theta``):
+    u = (c + left + 0.5) w0 / w - 0.5, v = (r + up + 0.5) h0 / h - 0.5, in float64 from trans_params."""
+    w, h, left, up = crop_geometry(trans_params, size)
+    c = np.arange(size)
+    return (c + left + 0.5) * w0 / w - 0.5, (c + up + 0.5) * h0 / h - 0.5
+
+
+# (px/dm of the face, checkerboard square in px, face centre): enlarged (s' = 1.46) with the crop reaching past the
+# left border, and shrunk with antialiasing (s' = 0.36) inside the image.
+RESAMPLE_CASES = [(10.0, 2, (2.0, 30.0)), (40.0, 6, (30.0, 30.0))]
+
+
+@pytest.mark.parametrize("scale,block,centre", RESAMPLE_CASES)
+def test_align_tensor_stays_in_the_input_range(scale, block, centre):
+    """A checkerboard: unclamped bicubic overshoots by 0.18 to 0.43; the output stays in each channel's [min, max]
+    (0 allowed only where the interpolation reaches the zero fill), pixels inside the image far from its border stay
+    in the image's own range, pixels far outside are exactly 0, and unclamped values are passed through unchanged."""
+    h = w = 60
+    levels = [(0.0, 1.0), (0.25, 0.75), (-0.5, 0.5)]                     # per channel; the second excludes 0
+    x = torch.from_numpy(np.stack([_checkerboard(h, w, block, *lv) for lv in levels]))[None]
+    lm = torch.from_numpy(_landmarks_for(scale, h, t=centre))[None]
+    raw, _, tp = align_tensor(x, lm, size=32, clamp=False)
+    out, _, _ = align_tensor(x, lm, size=32)
+    assert float(raw[0, 0].min()) < -0.15 and float(raw[0, 0].max()) > 1.15   # the overshoot is real
+    for ch, (lo, hi) in enumerate(levels):
+        o, r = out[0, ch].numpy(), raw[0, ch].numpy()
+        assert o.min() >= min(lo, 0.0) and o.max() <= max(hi, 0.0)
+        inside = (r >= lo) & (r <= hi)
+        np.testing.assert_array_equal(o[inside], r[inside])               # untouched where not clamped
+        if lo <= 0 <= hi:                                                 # the zero fill adds nothing to the range
+            np.testing.assert_array_equal(o, np.clip(r, lo, hi))
+    if tp[0, 2] > 1:  # no antialiasing pass: the bicubic taps are within 2 px of the sample point
+        u, v = _source_coords(tp[0].double().numpy(), 32, h, w)
+        far_in = ((u >= 2) & (u <= w - 3))[None, :] & ((v >= 2) & (v <= h - 3))[:, None]
+        far_out = ((u < -2) | (u > w + 1))[None, :] | ((v < -2) | (v > h + 1))[:, None]
+        assert far_in.sum() > 50 and far_out.sum() > 50
+        o = out[0, 1].numpy()
+        assert o[far_in].min() >= 0.25 and o[far_in].max() <= 0.75
+        assert (o[far_out] == 0).all()
+        assert float(raw[0, 1][torch.from_numpy(far_in)].min()) < 0.2  # and there it did overshoot unclamped
+
+
+def test_align_tensor_clamp_gradient_is_the_unclamped_one_where_inside():
+    """d/dx of a read-out of the clamped crop == that of the raw crop masked to its unclamped pixels."""
+    h = w = 60
+    x = torch.from_numpy(np.stack([_checkerboard(h, w, 2)] * 3))[None]
+    lm = torch.from_numpy(_landmarks_for(10.0, h, t=(2.0, 30.0)))[None]
+    weights = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    raw = align_tensor(x, lm, size=32, clamp=False)[0]
+    keep = ((raw >= 0) & (raw <= 1)).double()
+    assert 0.2 < float(keep.mean()) < 0.9
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (align_tensor(xa, lm, size=32)[0] * weights).sum().backward()
+    (align_tensor(xb, lm, size=32, clamp=False)[0] * weights * keep).sum().backward()
+    assert float(xa.grad.abs().sum()) > 1.0
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_accepts_aligned_high_contrast_images(mini):
+    """The reviewer's case: fit(align_tensor(checkerboard)) was refused (bicubic output in [-0.25, 1.25]), with a
+    hint to undo a normalisation. Now both aligners' outputs are accepted; the raw resampling gets the clamp hint."""
+    h = w = 60
+    board = _checkerboard(h, w, 3)
+    lm5 = _landmarks_for(10.0, h, t=(30.0, 30.0))
+    x = torch.from_numpy(np.stack([board] * 3))[None].float()
+    lm = torch.from_numpy(lm5)[None].float()
+    raw = align_tensor(x, lm, size=32, clamp=False)[0]
+    lo, hi = float(raw.min()), float(raw.max())
+    assert lo < -0.2 and hi > 1.2
+    with pytest.raises(ValueError, match=re.escape(f"found range [{lo:.4g}, {hi:.4g}]; slightly outside [0, 1] "
+                                                   f"(bicubic resampling or unclamped generator output)? pass "
+                                                   f"image.clamp(0, 1)")):
+        fit(raw, mini, steps=1, progress=False)
+    assert torch.isfinite(fit(align_tensor(x, lm, size=32)[0], mini, steps=1, progress=False).coeffs).all()
+    # PIL path: 8-bit resampling clips the overshoot itself, so its tensor is in [0, 1] with both ends reached.
+    aligned = align_image((board * 255).astype(np.uint8), lm5, size=32).tensor()
+    assert float(aligned.min()) == 0.0 and float(aligned.max()) == 1.0
+    assert torch.isfinite(fit(aligned.expand(-1, 3, -1, -1), mini, steps=1, progress=False).coeffs).all()
+
+
+def test_align_tensor_nan_and_empty_images():
+    lm = torch.from_numpy(_landmarks_for(40.0, H, t=(50.0, 60.0)))[None].float()
+    x = torch.rand(2, 3, H, W)
+    x[1, 2, 7, 9] = float("nan")
+    with pytest.raises(ValueError, match=r"align_tensor: images contain 1 NaN/Inf value\(s\), first at index "
+                                         r"\(1, 2, 7, 9\)"):
+        align_tensor(x, lm.expand(2, -1, -1))
+    with pytest.raises(ValueError, match=r"align_tensor: images are empty, found shape \(1, 3, 0, 100\)"):
+        align_tensor(torch.rand(1, 3, 0, W), lm)
+
+
+def test_value_range_kinds():
+    kinds = {(0.0, 1.0): "0_1", (-0.04, 1.04): "0_1", (-0.25, 1.25): "0_1_overshoot", (-1.0, 0.9): "-1_1",
+             (-1.3, 1.2): "-1_1_overshoot", (0.0, 255.0): "0_255", (3.0, 200.0): "0_255",
+             (-64.0, 319.0): "0_255_overshoot", (-6.0, 10.0): None, (-2.1, 2.6): None, (0.0, 1000.0): None,
+             (float("nan"), 1.0): None}
+    for (lo, hi), kind in kinds.items():
+        assert value_range_kind(lo, hi) == kind, (lo, hi)
 
 
 # ----------------------------------------------------------------------------------------------- fit()
@@ -193,6 +390,36 @@ def test_fit_image_ranges(mini, target):
         fit(normalised * 3, mini, steps=1, progress=False)
 
 
+def test_fit_range_hints_follow_the_range_and_work(mini, target):
+    """Overshoot of each convention (bicubic resampling, unclamped generator output) gets the fix its range calls for,
+    and doing what the message says makes the image acceptable (before: every one was told to undo a normalisation,
+    or a [0, 1.2] image to divide by 255)."""
+    img, _ = target
+
+    def overshoot(image, low, high):  # two rows pushed to the given values, as resampling an edge would
+        image = image.clone()
+        image[..., 10, :], image[..., 11, :] = low, high
+        return image
+
+    cases = {"[0, 1] +-0.25": (overshoot(img, -0.25, 1.25), "slightly outside [0, 1] (bicubic resampling or "
+                                                            "unclamped generator output)? pass image.clamp(0, 1)"),
+             "[0, 1] -0.35": (overshoot(img, -0.35, 1.0), "image.clamp(0, 1); if it is a [-1, 1] image, pass "
+                                                          "(image + 1) / 2"),
+             "0..255 +-60": (overshoot(img * 255, -60, 315), "0..255 values with resampling overshoot? pass "
+                                                             "(image / 255).clamp(0, 1)"),
+             "[-1, 1] +-0.3": (overshoot(img * 2 - 1, -1.3, 1.3), "a [-1, 1] image with overshoot (unclamped "
+                                                                  "generator output)? pass "
+                                                                  "((image + 1) / 2).clamp(0, 1)")}
+    for name, (image, hint) in cases.items():
+        lo, hi = float(image.min()), float(image.max())
+        with pytest.raises(ValueError) as err:
+            fit(image, mini, steps=1, progress=False)
+        message = str(err.value)
+        assert f"found range [{lo:.4g}, {hi:.4g}]; " in message and hint in message, (name, message)
+        fixed = eval(hint.rsplit("pass ", 1)[1], {"image": image})
+        assert torch.isfinite(fit(fixed, mini, steps=1, progress=False).coeffs).all(), name
+
+
 def test_fit_dtypes_and_layouts(mini, target):
     img, lm = target
     with pytest.raises(TypeError, match=r"found torch\.uint8 \(pass image\.float\(\) / 255\)"):
@@ -201,6 +428,20 @@ def test_fit_dtypes_and_layouts(mini, target):
         fit(img[0].permute(1, 2, 0).numpy(), mini, steps=1, progress=False)
     with pytest.raises(ValueError, match=r"found \(1, 32, 32, 3\) \(channels last\? pass image\.permute"):
         fit(img.permute(0, 2, 3, 1).contiguous(), mini, steps=1, progress=False)
+    # unbatched: the hint is for the tensor as given (3-D), and the shape reported is the one given
+    with pytest.raises(ValueError, match=r"found \(32, 32, 3\) \(channels last\? pass image\.permute\(2, 0, 1\)\)"):
+        fit(img[0].permute(1, 2, 0), mini, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"found \(1, 32, 32\) \(grayscale\? pass image\.expand\(3, -1, -1\)\)"):
+        fit(img[0, :1], mini, steps=1, progress=False)
+    # numpy arrays and PIL images: the conversion by dtype and layout
+    with pytest.raises(TypeError, match=r"found ndarray float32 \(32, 32, 3\) \(pass torch\.from_numpy\(image\)"
+                                        r"\.permute\(2, 0, 1\)\[None\]\.float\(\)\)$"):
+        fit(img[0].permute(1, 2, 0).numpy(), mini, steps=1, progress=False)
+    with pytest.raises(TypeError, match=r"found ndarray uint8 \(32, 32, 3\) \(pass torch\.from_numpy\(image\)"
+                                        r"\.permute\(2, 0, 1\)\[None\]\.float\(\) / 255\)$"):
+        fit((img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), mini, steps=1, progress=False)
+    with pytest.raises(TypeError, match=r"found Image \(a PIL image: pass align_image\(image, landmarks\)\.tensor"):
+        fit(Image.new("RGB", (32, 32)), mini, steps=1, progress=False)
     with pytest.raises(ValueError, match=r"found \(1, 1, 32, 32\) \(grayscale\? pass image\.expand"):
         fit(img[:, :1], mini, steps=1, progress=False)
     with pytest.raises(ValueError, match=r"found \(1, 4, 32, 32\) \(RGBA\? drop alpha"):

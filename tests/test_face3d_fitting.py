@@ -212,6 +212,62 @@ def test_fit_bad_input(mini):
         fit(img, mini, steps=1, progress=False, fit_groups=("shape",))
 
 
+def _no_render(*args):
+    raise AssertionError("fit rendered before validating its arguments")
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_ARGS = [  # (keyword arguments, exception, message)
+    ({"lr": NAN}, ValueError, "fit: lr must be finite, found nan"),
+    ({"lr": INF}, ValueError, "fit: lr must be finite, found inf"),
+    ({"lr": 0.0}, ValueError, "fit: lr must be > 0, found 0.0"),
+    ({"lr": -0.05}, ValueError, "fit: lr must be > 0, found -0.05"),
+    ({"lr": torch.tensor(NAN)}, ValueError, "fit: lr must be finite, found nan"),
+    ({"lr": "0.05"}, TypeError, "fit: lr must be a real number, found str '0.05'"),
+    ({"lr": True}, TypeError, "fit: lr must be a real number, found bool True"),
+    ({"steps": 0}, ValueError, "fit: steps must be >= 1, found 0"),
+    ({"steps": -3}, ValueError, "fit: steps must be >= 1, found -3"),
+    ({"steps": 10.5}, TypeError, "fit: steps must be an int or (pose_steps, all_steps), found float 10.5"),
+    ({"steps": NAN}, TypeError, "fit: steps must be an int or (pose_steps, all_steps), found float nan"),
+    ({"steps": "100"}, TypeError, "fit: steps must be an int or (pose_steps, all_steps), found str '100'"),
+    ({"steps": (60.7, 440)}, TypeError, "fit: steps[0] (pose steps) must be an int, found float 60.7"),
+    ({"steps": (5, NAN)}, TypeError, "fit: steps[1] (all steps) must be an int, found float nan"),
+    ({"steps": (-1, 5)}, ValueError, "fit: steps[0] (pose steps) must be >= 0, found -1"),
+    ({"steps": (0, 0)}, ValueError, "fit: steps must add up to >= 1, found (0, 0)"),
+    ({"steps": (1, 2, 3)}, ValueError, "fit: steps must be an int or (pose_steps, all_steps), found 3 values"),
+    ({"weights": {"lm": NAN}}, ValueError, "fit: weights['lm'] must be finite, found nan"),
+    ({"weights": {"reg": -INF}}, ValueError, "fit: weights['reg'] must be finite, found -inf"),
+    ({"weights": {"color": -1}}, ValueError, "fit: weights['color'] must be >= 0 (a negative weight maximises "
+                                             "that loss), found -1.0"),
+    ({"weights": {"gamma": None}}, TypeError, "fit: weights['gamma'] must be a real number, found NoneType None"),
+    ({"weights": [("lm", 1.0)]}, TypeError, "fit: weights must be a dict of loss weights"),
+    ({"fit_groups": "angle"}, TypeError, "fit: fit_groups must be a sequence of group names, found the string "
+                                         "'angle' (one group? pass ('angle',))"),
+    ({"fit_groups": ()}, ValueError, "fit: fit_groups is empty but the 'all' stage has 440 steps"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,message", BAD_ARGS, ids=[repr(k) for k, _, _ in BAD_ARGS])
+def test_fit_numeric_arguments_are_validated_up_front(mini, kwargs, error, message):
+    """Each bad value is refused before any rendering, naming the argument and the value found (lr=nan used to run
+    and return NaN coefficients; steps=(60.7, 440) was truncated; a negative weight maximised its loss)."""
+    img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(error) as err:
+        fit(img, mini, progress=False, renderer=_no_render, **kwargs)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_fit_accepts_numeric_argument_types(mini):
+    """numpy scalars, 0-d tensors and numpy step pairs are numbers too; zero weights and pose-only runs are valid."""
+    img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(lr=np.float32(0.05), steps=(np.int64(2), 0), weights={"color": torch.tensor(0.0), "reg": 1})
+    res = fit(img, mini, progress=False, **kwargs)
+    assert res.stages == (("pose", 2), ("all", 0)) and len(res.history["total"]) == 2
+    assert fit(img, mini, progress=False, steps=np.array([1, 1]), fit_groups=["exp"]).stages == (("pose", 1),
+                                                                                                  ("all", 1))
+    assert fit(img, mini, progress=False, steps=(1, 0), fit_groups=()).stages == (("pose", 1), ("all", 0))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fit_on_cuda_matches_cpu_start(mini):
     tgt, img, lm = _target(mini, 48, with_identity=False)

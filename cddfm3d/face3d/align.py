@@ -22,7 +22,10 @@ Two implementations:
 Bad input. Landmarks are checked before any geometry (:func:`landmark_problem`): NaN/Inf, placeholder rows that
 video pipelines write for "no face" (all 0, all -1: the 5 points collapse to one), collinear points, and points that
 all lie outside the image raise ``ValueError("degenerate landmarks: ...")``. The thresholds are relative (to the
-image size and to the points' own spread), so a tiny but valid face in a small image passes.
+image size and to the points' own spread), so a tiny but valid face in a small image passes. Images of another
+dtype, layout or bit depth are refused with the conversion to use, chosen by the range of their values
+(:func:`value_range_kind`) and written in numpy or torch form as given. Resampling never leaves the input's value
+range: PIL clips its 8-bit output, and :func:`align_tensor` clamps the bicubic overshoot (``clamp=True``).
 
 Landmarks follow Deep3D's formula ``(lm - t + (w0/2, h0/2)) * s' - (w/2 - size/2, h/2 - size/2)`` (in y-up
 coordinates). Note: that formula and the image resampling disagree by up to ~1 px (half-pixel terms
@@ -31,6 +34,8 @@ with it.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,33 +260,122 @@ class Aligned:
 _PIL_KEEP = ("RGB", "RGBA", "L")
 _PIL_REFUSE = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # high bit depth: converting to 8 bits would clip
 
+# Value conventions of float images are told apart by the range [lo, hi] of their values. A 0..255 image with
+# overshoot needs some content brighter than 20/255 to be recognised, so that mean/std normalised data (|x| < 3 for
+# ImageNet statistics) is never mistaken for it.
+def value_range_kind(lo: float, hi: float) -> str | None:
+    """The value convention an image whose finite values span [lo, hi] most likely follows, or None.
+
+    First match of: "0_1" [-0.05, 1.05] (rounding only); "0_1_overshoot" [-0.5, 1.5] (bicubic resampling or
+    unclamped generator output around [0, 1]); "-1_1" [-1.05, 1.05]; "-1_1_overshoot" [-1.5, 1.5]; "0_255"
+    [-0.5, 255.5] with hi > 1.5; "0_255_overshoot" [-127.5, 382.5] with hi > 20. The overshoot bounds are half
+    the nominal range on each side, as ``cddfm3d.face3d.recon.ACCEPTED_VALUES`` for [0, 1]. Anything else (for
+    example mean/std normalised data beyond [-1.5, 1.5]) is None.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        return None
+    if lo >= -0.05 and hi <= 1.05:
+        return "0_1"
+    if lo >= -0.5 and hi <= 1.5:
+        return "0_1_overshoot"
+    if lo >= -1.05 and hi <= 1.05:
+        return "-1_1"
+    if lo >= -1.5 and hi <= 1.5:
+        return "-1_1_overshoot"
+    if lo >= -0.5 and 1.5 < hi <= 255.5:
+        return "0_255"
+    if lo >= -127.5 and 20 < hi <= 382.5:
+        return "0_255_overshoot"
+    return None
+
+
+# How to make uint8 0..255 from a float numpy array {x} (index 0) or torch tensor {x} (index 1) of each kind.
+_TO_UINT8 = {
+    "0_1": ("(np.clip({x}, 0, 1) * 255).round().astype(np.uint8)",
+            "({x}.clamp(0, 1) * 255).round().to(torch.uint8)"),
+    "-1_1": ("((np.clip({x}, -1, 1) + 1) * 127.5).round().astype(np.uint8)",
+             "(({x}.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)"),
+    "0_255": ("np.clip({x}, 0, 255).round().astype(np.uint8)", "{x}.clamp(0, 255).round().to(torch.uint8)"),
+}
+
+
+def _uint8_hint(arr: np.ndarray, is_tensor: bool, x: str = "image") -> str:
+    """Why a non-uint8 array (``arr``, from a numpy array or a torch tensor) is not 8-bit, and the conversion to use,
+    chosen by the range of its values and written in numpy or torch form for the expression ``x``."""
+    t = 1 if is_tensor else 0
+    if arr.size == 0:
+        return "it is empty"
+    if arr.dtype.kind == "b":
+        return f"boolean mask: pass {x}" + (".to(torch.uint8) * 255" if t else ".astype(np.uint8) * 255")
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            return f"it contains {int((~finite).sum())} NaN/Inf value(s); repair those first"
+        lo, hi = float(arr.min()), float(arr.max())
+        kind = value_range_kind(lo, hi)
+        found = f"values in [{lo:.4g}, {hi:.4g}]"
+        if kind is None:
+            return f"{found}: rescale them to 0..255 yourself (undo any mean/std normalisation first)"
+        base = kind.replace("_overshoot", "")
+        name = {"0_1": "[0, 1]", "-1_1": "[-1, 1]", "0_255": "0..255"}[base]
+        hint = f"{found}, a {name} image{' with overshoot' if base != kind else ''}: pass {_TO_UINT8[base][t]}"
+        if kind == "0_1_overshoot" and hi <= 1.05:  # could also be a bright [-1, 1] image
+            hint += f"; if it is a [-1, 1] image, pass {_TO_UINT8['-1_1'][t]}"
+        return hint.format(x=x)
+    if arr.dtype.kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        found = f"{arr.dtype} values in [{lo}, {hi}]"
+        if lo >= 0 and hi <= 1:
+            return f"{found}, a 0/1 mask: pass {x}" + (".to(torch.uint8) * 255" if t else ".astype(np.uint8) * 255")
+        if lo >= 0 and hi <= 255:
+            return f"{found}, already 0..255: pass {x}" + (".to(torch.uint8)" if t else ".astype(np.uint8)")
+        if lo >= 0 and hi <= 65535:
+            return f"{found}, 16-bit: pass ({x} / 257).round()" + (".to(torch.uint8)" if t else ".astype(np.uint8)")
+        return f"{found}: rescale them to 0..255 yourself"
+    return f"dtype {arr.dtype} is not an image type"
+
 
 def _as_pil(image, who: str):
-    """PIL image or uint8 array [H, W], [H, W, 1|3|4] -> PIL image in mode RGB, RGBA or L.
+    """PIL image, uint8 array or uint8 CPU/CUDA tensor [H, W], [H, W, 1|3|4] -> PIL image in mode RGB, RGBA or L.
 
-    Other 8-bit PIL modes (P, 1, LA, CMYK, YCbCr, ...) are converted to RGB; 16-bit and float modes and non-uint8
-    arrays are refused with the conversion to use."""
+    Other 8-bit PIL modes (P, 1, LA, CMYK, YCbCr, ...) are converted to RGB; 16-bit and float modes, other dtypes and
+    channels-first layouts are refused with the conversion to use (its form chosen by the values' range, and written
+    for numpy or torch as given)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
         if image.mode in _PIL_KEEP:
             return image
         if image.mode in _PIL_REFUSE:
-            raise ValueError(f"{who}: PIL image mode {image.mode!r} (16-bit or float) is not supported; convert it "
-                             f"to 8-bit RGB yourself (scaling its range to 0..255)")
+            raise ValueError(f"{who}: PIL image mode {image.mode!r} (16-bit or float) is not supported; convert it to "
+                             f"8 bits first ({_uint8_hint(np.asarray(image), False, 'np.asarray(image)')}; then "
+                             f"Image.fromarray(...))")
         return image.convert("RGB")
-    arr = np.asarray(image)
+    if isinstance(image, (str, os.PathLike)):
+        raise ValueError(f"{who}: expected a PIL image or a uint8 array, found the path {str(image)!r} (a file? pass "
+                         f"PIL.Image.open(path))")
+    is_tensor = isinstance(image, torch.Tensor)
+    if is_tensor:
+        cpu = image.detach().cpu()
+        arr = (cpu.float() if cpu.dtype == torch.bfloat16 else cpu).numpy()
+    else:
+        arr = np.asarray(image)
+    what = f"torch.{str(image.dtype).removeprefix('torch.')} tensor" if is_tensor else f"{arr.dtype}"
     shape_ok = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))
-    if arr.dtype != np.uint8 or not shape_ok:
-        hint = ""
-        if arr.dtype.kind == "f":
-            hint = " (float image in [0, 1]? pass (image * 255).round().astype(np.uint8))"
-        elif arr.dtype.kind in "iub" and arr.dtype != np.uint8:
-            hint = f" (convert {arr.dtype} to uint8 0..255 yourself)"
+    if arr.dtype != np.uint8 or not shape_ok or arr.size == 0:
+        hints = []
+        if arr.dtype != np.uint8 or arr.size == 0:
+            hints.append(_uint8_hint(arr, is_tensor))
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and not shape_ok:
-            hint += " (channels first? pass image.transpose(1, 2, 0))"
-        raise ValueError(f"{who}: expected a PIL image or a uint8 array [H, W] or [H, W, 1|3|4], found {arr.dtype} "
-                         f"{arr.shape}{hint}")
+            fix = "image.permute(1, 2, 0)" if is_tensor else "image.transpose(1, 2, 0)"
+            hints.append(f"channels first? pass {fix}")
+        if arr.ndim == 4 and arr.shape[0] == 1:
+            hints.append("a batch of one? pass image[0]")
+        if is_tensor and arr.dtype.kind == "f":
+            hints.append("or give float [B, C, H, W] tensors to align_tensor directly")
+        hint = "".join(f" ({h})" for h in hints)
+        raise ValueError(f"{who}: expected a PIL image or a uint8 array [H, W] or [H, W, 1|3|4], found {what} "
+                         f"{tuple(arr.shape)}{hint}")
     return Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
 
 
@@ -332,9 +426,27 @@ def _theta(w, h, left, up, size, dtype, device):
                          [0.0, size / h, (size + 2 * up) / h - 1.0]], dtype=dtype, device=device)
 
 
+def _clamp_to_source(crop, source, sampled, grid, mode: str):
+    """Clamp a resampled crop [1, C, S, S] to the value range of what it was interpolated from.
+
+    Bounds, per channel of the one image: the channel's min and max over ``source`` [1, C, H, W]; at crop pixels
+    whose interpolation taps reach outside ``sampled`` (the zero fill), 0 is included in the range. The taps are found
+    by resampling a ones image with the same grid: the in-image weights sum to 1 exactly when no tap falls outside.
+    The bounds are detached, so the crop's gradient is unchanged where it is not clamped and 0 where it is."""
+    with torch.no_grad():
+        lo = source.amin(dim=(2, 3), keepdim=True)                        # [1, C, 1, 1]
+        hi = source.amax(dim=(2, 3), keepdim=True)
+        ones = sampled.new_ones(1, 1, *sampled.shape[2:])
+        inside = F.grid_sample(ones, grid.detach(), mode=mode, padding_mode="zeros", align_corners=False)
+        fill = (inside - 1).abs() > 1e-4                                  # [1, 1, S, S]
+        lo = torch.where(fill, lo.clamp(max=0), lo)
+        hi = torch.where(fill, hi.clamp(min=0), hi)
+    return torch.maximum(torch.minimum(crop, hi), lo)
+
+
 def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP3D_SIZE,
                  rescale: float | None = None, template=TEMPLATE_5P, mode: str = "bicubic",
-                 antialias: bool = True, exact: bool = True):
+                 antialias: bool = True, exact: bool = True, clamp: bool = True):
     """Batched, differentiable :func:`align_image`.
 
     Args:
@@ -344,8 +456,20 @@ def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP
         antialias: when shrinking (s' < 1) and ``exact``, resize with ``F.interpolate(antialias=True)`` first.
         exact: Deep3D's integer sizes/offsets (matches :func:`align_image`); False: continuous geometry,
             differentiable w.r.t. the landmarks as well.
+        clamp: keep the output in the input's value range (default). Bicubic kernels have negative lobes, so
+            unclamped resampling of sharp edges overshoots (a 0/1 checkerboard of 2-px squares comes out in
+            [-0.45, 1.45]), which :func:`cddfm3d.face3d.fitting.fit` would refuse as outside [0, 1]. The bounds
+            are per image and per channel: that channel's [min, max] over the input image, widened to include 0
+            at crop pixels whose interpolation reaches the zero fill outside the image. They are constants for
+            autograd: the gradient is unchanged where the output is not clamped and 0 where it is. ``False``
+            returns the raw resampling, which is linear in the pixels. (:func:`align_image` needs no such
+            option: PIL resamples 8-bit images and clips the overshoot to 0..255.)
 
     Returns: (aligned [B, C, size, size], landmarks in the crop [B, K, 2] (y down), trans_params [B, 5]).
+
+    Raises ValueError (before any work) for images that are not float [B, C, H, W] (uint8, channels-last and
+    unbatched layouts are named with the fix), empty, or containing NaN/Inf; landmarks of another shape or batch
+    size; and ``degenerate landmarks`` (see :func:`landmark_problem`).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         found = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
@@ -364,6 +488,13 @@ def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP
         raise ValueError(f"align_tensor: expected a landmark tensor [B={images.shape[0]}, 68|5, 2], found {found}")
     lm5 = _five(landmarks, "align_tensor")
     b, c, h0, w0 = images.shape
+    if images.numel() == 0:
+        raise ValueError(f"align_tensor: images are empty, found shape {tuple(images.shape)}")
+    finite = torch.isfinite(images.detach())
+    if not bool(finite.all()):
+        first = tuple((~finite).nonzero()[0].tolist())
+        raise ValueError(f"align_tensor: images contain {int((~finite).sum())} NaN/Inf value(s), first at index "
+                         f"{first} ([b, c, y, x]); repair or drop those images first")
     for i in range(b):
         _check_landmarks(landmarks[i], lm5[i], h0, w0, "align_tensor", sample=i)
     rescale = default_rescale(size) if rescale is None else float(rescale)
@@ -393,7 +524,8 @@ def align_tensor(images: torch.Tensor, landmarks: torch.Tensor, size: int = DEEP
             theta = torch.stack([torch.stack([size / wt, z, (size + 2 * lt) / wt - 1]),
                                  torch.stack([z, size / ht, (size + 2 * ut) / ht - 1])])
         grid = F.affine_grid(theta[None], [1, c, size, size], align_corners=False)
-        out.append(F.grid_sample(img, grid, mode=mode, padding_mode="zeros", align_corners=False))
+        crop = F.grid_sample(img, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        out.append(_clamp_to_source(crop, images[i:i + 1], img, grid, mode) if clamp else crop)
         # Landmarks (Deep3D's formula, y up), differentiable in the landmarks.
         lm_up = _to_up(landmarks[i], h0)
         if exact:

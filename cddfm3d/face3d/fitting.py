@@ -17,14 +17,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .align import extract_5p, landmark_problem
+from .align import extract_5p, landmark_problem, value_range_kind
 from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, landmark_loss, photometric_loss,
                      reflectance_loss)
 from .morphable import LAYOUT, N_COEFFS, SLICES
@@ -75,40 +76,69 @@ def _first_bad(t: torch.Tensor) -> str:
     return f"{n} NaN/Inf value(s), first at index {tuple(bad.nonzero()[0].tolist())}"
 
 
+def _not_a_tensor_hint(image) -> str:
+    """The conversion of a numpy array or PIL image to fit's float [B, 3, S, S] tensor, by dtype and layout."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return ("a PIL image: pass align_image(image, landmarks).tensor(), or "
+                "torch.from_numpy(np.asarray(image.convert('RGB'))).permute(2, 0, 1)[None].float() / 255")
+    if not isinstance(image, np.ndarray):
+        return "for an H x W x 3 uint8 array a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255"
+    layout = {3: (".permute(2, 0, 1)[None]" if image.shape[-1] in (3, 4) else "[None]"),
+              4: (".permute(0, 3, 1, 2)" if image.shape[-1] in (3, 4) else "")}.get(image.ndim, "")
+    scale = " / 255" if image.dtype == np.uint8 else ""
+    return f"pass torch.from_numpy(image){layout}.float(){scale}"
+
+
+def _range_hint(lo: float, hi: float) -> str:
+    """The fix for a float image whose values span [lo, hi] instead of [0, 1] (see ``value_range_kind``)."""
+    kind = value_range_kind(lo, hi)
+    if kind == "0_1_overshoot":
+        hint = ("slightly outside [0, 1] (bicubic resampling or unclamped generator output)? pass image.clamp(0, 1)")
+        if hi <= 1.05:
+            hint += "; if it is a [-1, 1] image, pass (image + 1) / 2"
+        return hint
+    return {"-1_1": "for [-1, 1] images pass (image + 1) / 2",
+            "-1_1_overshoot": "a [-1, 1] image with overshoot (unclamped generator output)? pass "
+                              "((image + 1) / 2).clamp(0, 1); mean/std normalised? undo that instead",
+            "0_255": "0..255 values? pass image / 255",
+            "0_255_overshoot": "0..255 values with resampling overshoot? pass (image / 255).clamp(0, 1)",
+            }.get(kind, "undo any mean/std normalisation first, or rescale the values to [0, 1]")
+
+
 def _check_image(image, who: str) -> torch.Tensor:
     """-> float image [B, 3, S, S]; every other dtype, layout, channel count, range or NaN/Inf is a clear error."""
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found {type(image).__name__} "
-                        f"(for an HxWx3 uint8 array a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255)")
+        raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found {type(image).__name__}"
+                        + (f" {image.dtype} {image.shape}" if isinstance(image, np.ndarray) else "")
+                        + f" ({_not_a_tensor_hint(image)})")
     if not image.is_floating_point():
         raise TypeError(f"{who}: image must be a float tensor [B, 3, S, S] in [0, 1], found {image.dtype}"
                         + (" (pass image.float() / 255)" if image.dtype == torch.uint8 else ""))
-    if image.ndim == 3:
-        image = image[None]
     shape = tuple(image.shape)
+    unbatched = image.ndim == 3
+    if unbatched:
+        image = image[None]
     if image.ndim == 4 and image.shape[1] != 3:
         if image.shape[-1] in (1, 3, 4) and image.shape[1] == image.shape[2]:
-            hint = " (channels last? pass image.permute(0, 3, 1, 2))"
+            hint = f" (channels last? pass image.permute({'2, 0, 1' if unbatched else '0, 3, 1, 2'}))"
         elif image.shape[1] == 1:
-            hint = " (grayscale? pass image.expand(-1, 3, -1, -1))"
+            hint = f" (grayscale? pass image.expand({'3' if unbatched else '-1, 3'}, -1, -1))"
         elif image.shape[1] == 4:
-            hint = " (RGBA? drop alpha with image[:, :3], or composite it over a background first)"
+            hint = f" (RGBA? drop alpha with image[{'' if unbatched else ':, '}:3], or composite it over a background)"
         else:
             hint = ""
         raise ValueError(f"{who}: image must be square RGB [B, 3, S, S], found {shape}{hint}")
     if image.ndim != 4 or image.shape[2] != image.shape[3]:
         raise ValueError(f"{who}: image must be square RGB [B, 3, S, S], found {shape}")
+    if image.numel() == 0:
+        raise ValueError(f"{who}: image is empty, found shape {shape}")
     if not bool(torch.isfinite(image).all()):
         raise ValueError(f"{who}: image contains {_first_bad(image)} (index [b, c, y, x])")
     lo, hi = float(image.min()), float(image.max())
     if lo < -0.05 or hi > 1.05:
-        if lo >= -0.05 and hi <= 255.5:
-            hint = "; 0..255 values? pass image / 255"
-        elif lo >= -1.05 and hi <= 1.05:
-            hint = "; for [-1, 1] images pass (image + 1) / 2"
-        else:
-            hint = "; undo any mean/std normalisation first"
-        raise ValueError(f"{who}: image must be in [0, 1], found range [{lo:.4g}, {hi:.4g}]{hint}")
+        raise ValueError(f"{who}: image must be in [0, 1], found range [{lo:.4g}, {hi:.4g}]; {_range_hint(lo, hi)}")
     return image
 
 
@@ -164,16 +194,80 @@ def _check_inputs(image, landmarks, mask, init, who="fit"):
     return image, landmarks, mask, init
 
 
+def _real(value, name: str, who: str = "fit") -> float:
+    """A finite real number (Python, numpy or 0-d tensor; not bool) as float, else ValueError/TypeError naming it."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, found {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{who}: {name} must be finite, found {value}")
+    return value
+
+
+def _count(value, name: str, minimum: int, who: str = "fit") -> int:
+    """A whole number >= minimum (int or numpy integer; floats and bools refused), else ValueError/TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{who}: {name} must be an int, found {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{who}: {name} must be >= {minimum}, found {int(value)}")
+    return int(value)
+
+
 def _stage_steps(steps):
-    if isinstance(steps, int):
-        if steps < 1:
-            raise ValueError(f"fit: steps must be >= 1, found {steps}")
+    """``steps`` (int >= 1, or (pose_steps, all_steps) of ints >= 0 with a sum >= 1) -> ((stage, n), (stage, n))."""
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        steps = _count(steps, "steps", 1)
         first = max(1, round(steps * POSE_FRACTION)) if steps > 1 else 0
         return (("pose", first), ("all", steps - first))
-    steps = tuple(int(v) for v in steps)
-    if len(steps) != 2 or min(steps) < 0 or sum(steps) < 1:
-        raise ValueError(f"fit: steps must be an int or (pose_steps, all_steps), found {steps}")
-    return (("pose", steps[0]), ("all", steps[1]))
+    if isinstance(steps, np.ndarray):
+        steps = steps.tolist()
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        raise TypeError(f"fit: steps must be an int or (pose_steps, all_steps), found {type(steps).__name__} "
+                        f"{steps!r}")
+    if len(steps) != 2:
+        raise ValueError(f"fit: steps must be an int or (pose_steps, all_steps), found {len(steps)} values {steps!r}")
+    pose_n = _count(steps[0], "steps[0] (pose steps)", 0)
+    all_n = _count(steps[1], "steps[1] (all steps)", 0)
+    if pose_n + all_n < 1:
+        raise ValueError(f"fit: steps must add up to >= 1, found {tuple(steps)}")
+    return (("pose", pose_n), ("all", all_n))
+
+
+def _check_options(steps, lr, weights, fit_groups):
+    """Validate fit's numeric and choice arguments -> (stages, lr, loss weights, groups of the 'all' stage)."""
+    stages = _stage_steps(steps)
+    lr = _real(lr, "lr")
+    if not lr > 0:
+        raise ValueError(f"fit: lr must be > 0, found {lr}")
+    w = dict(DEEP3D_WEIGHTS)
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise TypeError(f"fit: weights must be a dict of loss weights (keys from {TERMS}), found "
+                            f"{type(weights).__name__}")
+        unknown = set(weights) - set(TERMS)
+        if unknown:
+            raise ValueError(f"fit: unknown loss weights {sorted(unknown, key=str)}; expected keys from {TERMS}")
+        for k, v in weights.items():
+            v = _real(v, f"weights[{k!r}]")
+            if v < 0:
+                raise ValueError(f"fit: weights[{k!r}] must be >= 0 (a negative weight maximises that loss), found {v}")
+            w[k] = v
+    if fit_groups is None:
+        groups = STAGE_GROUPS["all"]
+    else:
+        if isinstance(fit_groups, str):
+            raise TypeError(f"fit: fit_groups must be a sequence of group names, found the string {fit_groups!r} "
+                            f"(one group? pass ({fit_groups!r},))")
+        groups = tuple(fit_groups)
+        bad = [g for g in groups if g not in SLICES]
+        if bad:
+            raise ValueError(f"fit: unknown coefficient groups {bad}; expected from {tuple(SLICES)}")
+        if not groups and stages[1][1] > 0:
+            raise ValueError(f"fit: fit_groups is empty but the 'all' stage has {stages[1][1]} steps; name at least "
+                             f"one group from {tuple(SLICES)}")
+    return stages, lr, w, groups
 
 
 def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask: torch.Tensor | None = None,
@@ -189,25 +283,34 @@ def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask:
             centres on integers: the convention of ``FaceOutput.landmarks``).
         mask: optional skin/attention mask [B, 1, S, S] multiplying the photometric term.
         init: starting coefficients [B, 257] (default zeros: mean face, frontal, ambient light).
-        steps: total steps (12% go to the pose stage) or (pose_steps, all_steps).
-        lr: Adam learning rate (scaled per group by ``LR_SCALE``), cosine-decayed in each stage.
+        steps: total steps, an int >= 1 (12% go to the pose stage), or (pose_steps, all_steps): ints >= 0 with a
+            sum >= 1.
+        lr: Adam learning rate, finite and > 0 (scaled per group by ``LR_SCALE``), cosine-decayed in each stage.
         device: where to run (default: the image's device). A model on another device is copied there.
         progress: show a tqdm bar.
         renderer: ``renderer(fm_output, camera, size) -> (image, mask)``; default
             :func:`cddfm3d.face3d.render.render`. It is given the output restricted to the model's front
             faces (the photometric region).
-        weights: overrides of ``DEEP3D_WEIGHTS`` (keys 'color', 'lm', 'reg', 'gamma', 'reflc').
-        fit_groups: coefficient groups optimised in the 'all' stage (default all six).
+        weights: overrides of ``DEEP3D_WEIGHTS`` (keys 'color', 'lm', 'reg', 'gamma', 'reflc'; finite, >= 0).
+        fit_groups: coefficient groups optimised in the 'all' stage (default all six; a sequence, not a string).
 
     Raises (before any work):
-        TypeError: ``image`` is not a float tensor (uint8 tensors: pass ``image.float() / 255``).
-        ValueError: ``image`` not [B, 3, S, S] (channels-last, grayscale and RGBA layouts are named with the
-            conversion to use), containing NaN/Inf, or outside [0, 1] (the range found is reported, with
-            "pass image / 255" for 0..255 data); ``landmarks`` of another shape, with NaN/Inf, or degenerate
+        TypeError: ``image`` is not a float tensor (the conversion is named for uint8 tensors, numpy arrays by dtype
+            and layout, and PIL images); ``steps`` not an int or a pair of ints (floats are refused, not
+            truncated); ``lr`` or a weight not a real number; ``weights`` not a dict; ``fit_groups`` a string.
+        ValueError: ``lr`` NaN/Inf or <= 0; a weight NaN/Inf or < 0; ``steps`` < 1 (pair: an entry < 0 or a sum
+            < 1); ``image`` not [B, 3, S, S] (channels-last, grayscale and RGBA layouts are named with the
+            conversion to use), empty, containing NaN/Inf, or outside [0, 1] by more than 0.05: the range found is
+            reported with the fix its range suggests (:func:`cddfm3d.face3d.align.value_range_kind`):
+            ``image.clamp(0, 1)`` for a small overshoot (within [-0.5, 1.5], e.g. bicubic resampling),
+            ``(image + 1) / 2`` for [-1, 1], ``image / 255`` for 0..255, else undoing a mean/std normalisation;
+            ``landmarks`` of another shape, with NaN/Inf, or degenerate
             (``"degenerate landmarks: ..."``, :func:`cddfm3d.face3d.align.landmark_problem`: placeholder rows such
             as all 0 or all -1, collinear points); ``mask`` of another shape, NaN/Inf or outside [0, 1]; ``init``
-            of another width (e.g. 256) or NaN/Inf; unknown ``weights`` keys or ``fit_groups``.
+            of another width (e.g. 256) or NaN/Inf; unknown ``weights`` keys or ``fit_groups``; empty
+            ``fit_groups`` with 'all' steps to run.
     """
+    stages, lr, w, groups_all = _check_options(steps, lr, weights, fit_groups)
     image, landmarks, mask, init = _check_inputs(image, landmarks, mask, init)
     device = torch.device(device) if device is not None else image.device
     if model.mean_shape.device != device:
@@ -217,17 +320,7 @@ def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask:
     b, _, size, _ = image.shape
     landmarks = None if landmarks is None else landmarks.to(device, dtype)
     mask = None if mask is None else mask.to(device, dtype)
-    w = dict(DEEP3D_WEIGHTS)
-    if weights:
-        unknown = set(weights) - set(TERMS)
-        if unknown:
-            raise ValueError(f"fit: unknown loss weights {sorted(unknown)}; expected keys from {TERMS}")
-        w.update(weights)
     renderer = renderer or _default_renderer
-    groups_all = tuple(fit_groups) if fit_groups is not None else STAGE_GROUPS["all"]
-    bad = [g for g in groups_all if g not in SLICES]
-    if bad:
-        raise ValueError(f"fit: unknown coefficient groups {bad}; expected from {tuple(SLICES)}")
     lm_scale = 224.0 / size  # landmark loss in 224-px units (Deep3D's weight refers to 224 px)
 
     coeffs = (init.to(device, dtype).clone() if init is not None else model.zeros(b).to(device))
@@ -259,7 +352,6 @@ def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask:
             vals["lm_px"] = float((out.landmarks.detach() - landmarks).norm(dim=-1).mean())
         return vals
 
-    stages = _stage_steps(steps)
     history: dict = {}
     with torch.no_grad():
         initial = measure(*evaluate("all")[:3])
