@@ -375,11 +375,13 @@ def test_tensor_path_matches_pil(scale):
     cont, lmc, _ = align_tensor(x, lmt, exact=False)
     assert (cont.clamp(0, 1) - ref.tensor()).abs().mean() < 2e-2
     assert (lmc[0].detach().double().numpy() - ref.landmarks).__abs__().max() < 1.5
-    # Gradients of a random read-out against float64 central differences: w.r.t. the pixels (the crop is linear
-    # in them, so the difference is exact up to rounding) and, for the continuous geometry, w.r.t. the landmarks.
+    # Gradients of a random read-out against float64 central differences: w.r.t. the pixels (with clamp=False the
+    # crop is linear in them, so the difference is exact up to rounding; the default clamp to the input's range is
+    # piecewise linear, tested in test_bad_input_face3d.py) and, for the continuous geometry, w.r.t. the landmarks.
     weights = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     x64, lm64 = x.double(), torch.from_numpy(lm5)[None]
-    analytic, numeric = _directional_check(lambda xi: (align_tensor(xi, lm64)[0] * weights).sum(), x64, eps=1e-3)
+    analytic, numeric = _directional_check(lambda xi: (align_tensor(xi, lm64, clamp=False)[0] * weights).sum(), x64,
+                                           eps=1e-3)
     assert abs(analytic) > 1e-3 and analytic == pytest.approx(numeric, rel=1e-7)
     analytic, numeric = _directional_check(lambda li: (align_tensor(x64, li, exact=False)[0] * weights).sum(),
                                            lm64, eps=1e-5)
