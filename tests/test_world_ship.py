@@ -32,7 +32,7 @@ GEN_KEYS = {"fd_recon_features", "fd_floor_renders_vs_renders", "fd_ratio_to_flo
 RECON_KEYS = {"n", "landmark_px", "rmse_id", "rmse_exp", "rmse_tex", "rmse_gamma", "rmse_trans", "angle_deg_pitch",
               "r2_id", "r2_exp", "r2_tex", "r2_gamma", "r2_trans", "r2_angle", "angle_deg_yaw", "angle_deg_roll",
               "photometric_heldout_renders", "photometric_generator_samples",
-              "n_generator_samples"}
+              "n_generator_samples", "ev_shape", "ev_expression", "ev_albedo", "ev_light", "ev_pose"}
 
 
 def tiny_generator(seed: int = 0) -> Generator:
@@ -145,6 +145,24 @@ def untrained_metrics(net: ReconNet, heldout) -> dict:
         lt = fm(heldout.coeffs.float(), image_size=SIZE).landmarks.double().numpy()
         lp = fm(torch.zeros(1, 257), image_size=SIZE).landmarks.double().numpy()
     out["landmark_px"] = float(np.linalg.norm(lp - lt, axis=-1).mean())
+    # explained variance in the attributes' spaces: the mean face's features against the truth's
+    from cddfm3d.face3d.lighting import shade
+    from cddfm3d.face3d.measures import LIGHT_NORMALS
+
+    def ev(true, pred):
+        return float(1 - ((true - pred) ** 2).sum() / ((true - true.mean(0)) ** 2).sum())
+
+    id_base, exp_base = fm.id_base.double().numpy(), fm.exp_base.double().numpy()
+    tex_base, mean_tex = fm.tex_base.double().numpy(), fm.mean_tex.double().numpy().reshape(-1)
+    out["ev_shape"] = ev(y[:, SLICES["id"]] @ id_base.T, 0.0)
+    out["ev_expression"] = ev(y[:, SLICES["exp"]] @ exp_base.T, 0.0)
+    out["ev_albedo"] = ev((mean_tex + y[:, SLICES["tex"]] @ tex_base.T) / 255, mean_tex / 255)
+    out["ev_pose"] = ev(np.degrees(y[:, SLICES["angle"]]), 0.0)
+    normals = LIGHT_NORMALS[None].expand(len(y), -1, -1)
+    ones = torch.ones_like(normals)
+    light = shade(ones, normals, heldout.coeffs.double()[:, SLICES["gamma"]]).numpy().reshape(len(y), -1)
+    light0 = shade(ones[:1], normals[:1], torch.zeros(1, 27, dtype=torch.float64)).numpy().reshape(1, -1)
+    out["ev_light"] = ev(light, light0)
     return out
 
 

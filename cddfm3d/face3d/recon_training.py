@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..training import ResumableRun
 from .losses import landmark_loss, photometric_loss
+from .measures import ATTRIBUTES, ExplainedVariance, attribute_features
 from .morphable import SLICES, MorphableModel
 from .recon import ReconNet
 from .render import render
@@ -169,13 +170,19 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     ``landmark_px`` (mean 68-landmark distance in pixels), per-group coefficient RMSE ``rmse_<group>`` (id, exp,
     tex, gamma in coefficient units; ``angle_deg`` mean absolute angle error per axis; ``trans`` RMSE in dm), and
     per-group ``r2_<group>`` = 1 - SSE / SST, the fraction of the coefficients' variance (around the evaluation
-    set's mean) that the predictions explain: 0 is no better than always predicting the average face.
+    set's mean) that the predictions explain: 0 is no better than always predicting the average face; and the
+    same explained variance in the space where each attribute is seen (:mod:`cddfm3d.face3d.measures`), which is
+    what matters, because most components barely move the face: ``ev_shape`` (identity part of the vertex
+    positions), ``ev_expression`` (expression part), ``ev_albedo`` (per-vertex albedo colour), ``ev_light`` (SH
+    irradiance over camera-facing normals), ``ev_pose`` (angles).
     """
     if len(images) == 0:
         raise ValueError("evaluate_recon: no images")
     size = images.shape[-1]
     dev = next(net.parameters()).device
     sums: dict[str, float] = {}
+    r2 = {g: ExplainedVariance() for g in GROUPS + ("angle",)}
+    ev = {a: ExplainedVariance() for a in ATTRIBUTES}
     n = len(images)
     for i in tqdm(range(0, n, batch), unit="batch", desc="evaluate_recon", disable=not progress):
         x = images[i:i + batch]
@@ -193,14 +200,11 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
             _acc(sums, "landmark_px", float((out_p.landmarks - lm_t).norm(dim=-1).mean(1).sum()))
             for g in GROUPS:
                 _acc(sums, f"sq_{g}", float(((pred[:, SLICES[g]] - y[:, SLICES[g]]) ** 2).mean(1).sum()))
-                yd = y[:, SLICES[g]].double()
-                _acc(sums, f"sum_{g}", yd.sum(0))
-                _acc(sums, f"sumsq_{g}", (yd ** 2).sum(0))
+            for g in r2:
+                r2[g].update(pred[:, SLICES[g]], y[:, SLICES[g]])
+            for a in ATTRIBUTES:
+                ev[a].update(attribute_features(model, pred, a), attribute_features(model, y, a))
             ang = (pred[:, SLICES["angle"]] - y[:, SLICES["angle"]]).abs().rad2deg()
-            _acc(sums, "sq_angle", float(((pred[:, SLICES["angle"]] - y[:, SLICES["angle"]]) ** 2).mean(1).sum()))
-            ya = y[:, SLICES["angle"]].double()
-            _acc(sums, "sum_angle", ya.sum(0))
-            _acc(sums, "sumsq_angle", (ya ** 2).sum(0))
             for k, name in enumerate(("pitch", "yaw", "roll")):
                 _acc(sums, f"angle_deg_{name}", float(ang[:, k].sum()))
     out = {"n": n, "photometric": sums["photometric"] / n}
@@ -208,10 +212,8 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
         out["landmark_px"] = sums["landmark_px"] / n
         for g in GROUPS:
             out[f"rmse_{g}"] = math.sqrt(sums[f"sq_{g}"] / n)
-        for g in GROUPS + ("angle",):
-            sst = float((sums[f"sumsq_{g}"] - sums[f"sum_{g}"] ** 2 / n).sum())
-            sse = sums[f"sq_{g}"] * (SLICES[g].stop - SLICES[g].start)
-            out[f"r2_{g}"] = 1.0 - sse / sst if sst > 0 else float("nan")
+        out.update({f"r2_{g}": acc.value() for g, acc in r2.items()})
+        out.update({f"ev_{a}": acc.value() for a, acc in ev.items()})
         for name in ("pitch", "yaw", "roll"):
             out[f"angle_deg_{name}"] = sums[f"angle_deg_{name}"] / n
     return out
