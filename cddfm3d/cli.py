@@ -77,6 +77,17 @@ def _device(text: str) -> str:
     return text
 
 
+def _attribute_weight(text: str) -> tuple[str, float]:
+    """``NAME=W`` with an attribute name and a weight >= 0."""
+    from .face3d.measures import ATTRIBUTES
+
+    name, sep, value = text.partition("=")
+    if not sep or name not in ATTRIBUTES:
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT with NAME one of {', '.join(ATTRIBUTES)}, "
+                                         f"found {text!r}")
+    return name, _float(0)(value)
+
+
 def _existing_dir(text: str) -> str:
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder")
@@ -151,7 +162,7 @@ def _train_recon(args) -> int:
     ds = WorldDataset(args.data, domain=args.domain)
     _check_batch(args, len(ds))
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
-                           lr=args.lr, seed=args.seed)
+                           lr=args.lr, seed=args.seed, attribute_weights=dict(args.attribute_weights))
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
                           resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
     print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
@@ -255,6 +266,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--lr", type=_float(0, strict=True), default=2e-3, help="peak learning rate of AdamW "
                    "(default: 0.002)")
     r.add_argument("--width", type=POSITIVE, default=16, help="base width of the small backbone (default: 16)")
+    r.add_argument("--attribute-weights", nargs="+", type=_attribute_weight, default=[], metavar="NAME=W",
+                   help="losses in the space where each attribute is seen, e.g. shape=1 expression=1 albedo=1 "
+                        "light=1 pose=1 (attributes: shape, expression, albedo, light, pose; default: none)")
     _run_options(r)
     r.set_defaults(func=_train_recon)
 

@@ -320,3 +320,84 @@ def test_coefficient_scale():
     np.testing.assert_allclose(s.numpy(), expected, rtol=1e-6)
     assert float(s[5]) == pytest.approx(1e-3) and float(s[7]) == pytest.approx(1e-3)
     np.testing.assert_allclose(coefficient_scale(c, floor=0.5).numpy(), np.maximum(expected, 0.5), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ attribute losses
+def test_attribute_scale_is_the_per_sample_variance(fm, data):
+    from cddfm3d.face3d.measures import ATTRIBUTES, attribute_features
+    from cddfm3d.face3d.recon_training import attribute_scale
+
+    _, coeffs = data
+    scale = attribute_scale(fm, coeffs)
+    for i, a in enumerate(ATTRIBUTES):
+        f = attribute_features(fm, coeffs, a).double().numpy()
+        expected = ((f - f.mean(0)) ** 2).sum(1).mean()
+        assert float(scale[i]) == pytest.approx(expected, rel=1e-5), a
+    with pytest.raises(ValueError, match="at least 2"):
+        attribute_scale(fm, coeffs[:1])
+
+
+def test_attribute_losses_are_one_minus_explained_variance(data, fm, tmp_path, monkeypatch):
+    """With the batch itself as the reference sample, each attribute term equals 1 - explained variance of the
+    prediction on that batch, computed independently in numpy; predicting the batch mean gives exactly 1."""
+    from cddfm3d.face3d.measures import ATTRIBUTES, attribute_features
+    from cddfm3d.face3d.recon_training import attribute_scale
+
+    images, coeffs = data
+    x, y = to_float(images[:8]), coeffs[:8]
+    weights = {"shape": 1.0, "expression": 0.5, "albedo": 2.0, "light": 1.0, "pose": 0.1}
+    cfg = ReconTrainConfig(**dict(TINY, attribute_weights=weights))
+    tr = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path, attr_scale=attribute_scale(fm, y))
+    g = torch.Generator().manual_seed(1)
+    pred = y + 0.3 * torch.randn(y.shape, generator=g) * coefficient_scale(coeffs)
+    monkeypatch.setattr(tr.net, "forward", lambda imgs, check=True: pred.clone())
+    with torch.no_grad():
+        terms = tr.losses(x, y)
+    extra = 0.0
+    for a in ATTRIBUTES:
+        fp = attribute_features(fm, pred, a).double().numpy()
+        ft = attribute_features(fm, y, a).double().numpy()
+        one_minus_ev = ((fp - ft) ** 2).sum() / ((ft - ft.mean(0)) ** 2).sum()
+        assert float(terms[f"attr_{a}"]) == pytest.approx(one_minus_ev, rel=1e-4), a
+        extra += weights[a] * one_minus_ev
+    base = cfg.w_coeff * float(terms["coeff"]) + cfg.w_landmark * float(terms["landmark"]) + \
+        cfg.w_photo * float(terms["photo"])
+    assert float(terms["total"]) == pytest.approx(base + extra, rel=1e-4)
+    mean_face = y.mean(0, keepdim=True).expand_as(y).clone()
+    monkeypatch.setattr(tr.net, "forward", lambda imgs, check=True: mean_face)
+    with torch.no_grad():
+        terms = tr.losses(x, y)
+    for a in ("shape", "expression", "albedo", "light"):   # linear in the coefficients: the mean's features are
+        assert float(terms[f"attr_{a}"]) == pytest.approx(1.0, rel=1e-4), a   # the features' mean
+
+
+def test_attribute_weights_are_checked_and_resume(data, fm, tmp_path):
+    images, coeffs = data
+    with pytest.raises(ValueError, match="attribute_weights.*'colour'"):
+        ReconTrainer(ReconTrainConfig(**dict(TINY, attribute_weights={"colour": 1.0})), fm, torch.ones(257), tmp_path)
+    with pytest.raises(ValueError, match="attribute_weights.*'shape': -1"):
+        ReconTrainer(ReconTrainConfig(**dict(TINY, attribute_weights={"shape": -1.0})), fm, torch.ones(257), tmp_path)
+    with pytest.raises(ValueError, match="need attr_scale"):
+        ReconTrainer(ReconTrainConfig(**dict(TINY, attribute_weights={"shape": 1.0})), fm, torch.ones(257), tmp_path)
+    cfg = ReconTrainConfig(**dict(TINY, attribute_weights={"shape": 1.0, "light": 1.0}))
+    straight = train_recon(images, coeffs, cfg, tmp_path / "a", model=fm, progress=False)
+    train_recon(images, coeffs, cfg, tmp_path / "b", model=fm, progress=False, max_steps=3)
+    resumed = train_recon(images, coeffs, cfg, tmp_path / "b", model=fm, progress=False)
+    for k, v in straight.net.state_dict().items():
+        assert torch.equal(v, resumed.net.state_dict()[k]), k
+    assert torch.equal(straight.attr_scale, resumed.attr_scale)
+    log = json.loads((tmp_path / "a" / "log.json").read_text())
+    assert all("attr_shape" in e and "attr_light" in e and "attr_albedo" not in e for e in log)
+
+
+def test_cli_attribute_weights(tmp_path, capsys):
+    from cddfm3d import cli
+
+    data = write_dataset(tmp_path / "w", 8, size=SIZE, progress=False)
+    out = tmp_path / "run"
+    assert cli.main(["train-recon", "--data", str(data), "--out", str(out), "--steps", "2", "--batch", "4",
+                     "--width", "4", "--device", "cpu", "--attribute-weights", "shape=1", "light=0.5"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert json.loads(state["config"])["attribute_weights"] == {"shape": 1.0, "light": 0.5}
+    assert cli.main(["train-recon", "--data", str(data), "--out", str(out), "--attribute-weights", "nose=1"]) == 2
+    assert "expected NAME=WEIGHT with NAME one of shape, expression, albedo, pose, light" in capsys.readouterr().err

@@ -1,11 +1,15 @@
 """Training and evaluating a reconstruction network on renders with known coefficients.
 
-Supervision (all three available only because the data is rendered from coefficients we know):
+Supervision (available only because the data is rendered from coefficients we know):
 
 * coefficient loss: squared error of each coefficient in units of its prior standard deviation (so the 257
   outputs are on one scale whatever their group);
 * landmark loss: Deep3D-weighted squared distance of the 68 projected landmarks, in pixels of the image;
-* photometric loss: Deep3D's masked colour distance between the re-rendered prediction and the input.
+* photometric loss: Deep3D's masked colour distance between the re-rendered prediction and the input;
+* attribute losses (``attribute_weights``, off by default): for each attribute, the squared distance of its
+  features (:mod:`cddfm3d.face3d.measures`: identity / expression vertex parts, albedo colours, SH irradiance,
+  angles) divided by their variance over the training coefficients (:func:`attribute_scale`), i.e. a batch
+  estimate of 1 - explained variance in the space where the attribute is seen, as 3DDFA's VDC is for vertices.
 
 Resumable like every trainer here (:mod:`cddfm3d.training`): the full state (network, optimizer, step, every
 random state) is saved atomically every ``checkpoint_every`` steps and when the run is interrupted, and a second
@@ -14,7 +18,7 @@ call continues exactly where it stopped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,11 +49,28 @@ class ReconTrainConfig:
     noise_std: float = 0.02        # Gaussian pixel noise on inputs (robustness to generator artefacts)
     checkpoint_every: int = 250
     seed: int = 0
+    # weights of the losses in the space where each attribute is seen ({"shape": 1.0, ...}; see attribute_scale)
+    attribute_weights: dict = field(default_factory=dict)
 
 
 def coefficient_scale(coeffs: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
     """Per-coefficient standard deviation [257] of a coefficient sample (the loss's units)."""
     return coeffs.double().std(0).clamp_min(floor).float()
+
+
+@torch.no_grad()
+def attribute_scale(model: MorphableModel, coeffs: torch.Tensor, n: int = 2000) -> torch.Tensor:
+    """Per-sample total variance [5] of each attribute's features (order ``ATTRIBUTES``) over the first ``n`` rows
+    of a coefficient sample: the mean over samples of sum_k (f_k - mean_k)^2. An attribute loss divided by it is a
+    batch estimate of 1 - explained variance (0: exact, 1: as good as predicting the average face)."""
+    if len(coeffs) < 2:
+        raise ValueError(f"attribute_scale: need at least 2 coefficient rows, found {len(coeffs)}")
+    c = coeffs[:n].to(model.mean_shape)
+    out = []
+    for a in ATTRIBUTES:
+        f = attribute_features(model, c, a).double()
+        out.append(float((f - f.mean(0)).square().sum(1).mean()))
+    return torch.tensor(out).clamp_min(1e-12).float()
 
 
 class ReconTrainer(ResumableRun):
@@ -61,13 +82,22 @@ class ReconTrainer(ResumableRun):
     arch_keys = ("image_size", "width", "norm")
 
     def __init__(self, config: ReconTrainConfig, model: MorphableModel, coeff_scale: torch.Tensor, out_dir,
-                 device=None):
+                 device=None, attr_scale: torch.Tensor | None = None):
+        bad = {a: w for a, w in config.attribute_weights.items()
+               if a not in ATTRIBUTES or isinstance(w, bool) or not isinstance(w, (int, float))
+               or not math.isfinite(w) or w < 0}
+        if bad:
+            raise ValueError(f"ReconTrainConfig.attribute_weights: expected {{attribute: weight >= 0}} with "
+                             f"attributes from {ATTRIBUTES}, found {bad}")
+        if any(config.attribute_weights.values()) and attr_scale is None:
+            raise ValueError("ReconTrainer: attribute_weights need attr_scale (attribute_scale(model, coeffs))")
         super().__init__(config, out_dir, device)
         torch.manual_seed(config.seed)
         self.fm = model.to(self.device)
         self.net = ReconNet("small", image_size=config.image_size, width=config.width, norm=config.norm,
                             input_range="-1_1").to(self.device)
         self.scale = coeff_scale.to(self.device)
+        self.attr_scale = (torch.ones(len(ATTRIBUTES)) if attr_scale is None else attr_scale).to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.rng = torch.Generator().manual_seed(config.seed)
         self.track(net=self.net, opt=self.opt, rng=self.rng)
@@ -83,10 +113,12 @@ class ReconTrainer(ResumableRun):
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
-        return {"scale": self.scale.cpu()}
+        return {"scale": self.scale.cpu(), "attr_scale": self.attr_scale.cpu()}
 
     def load_extra_state(self, state: dict) -> None:
         self.scale = state["scale"].to(self.device)
+        if "attr_scale" in state:   # (absent in checkpoints written before the attribute losses)
+            self.attr_scale = state["attr_scale"].to(self.device)
 
     def export(self) -> None:
         self.net.save(self.out / "recon.safetensors")
@@ -112,7 +144,14 @@ class ReconTrainer(ResumableRun):
         rendered, mask = render(sub, size=cfg.image_size, supersample=1, clamp=False)
         photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
         total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo
-        return dict(total=total, coeff=coeff, landmark=lm, photo=photo)
+        terms = dict(coeff=coeff, landmark=lm, photo=photo)
+        for i, a in enumerate(ATTRIBUTES):
+            w = cfg.attribute_weights.get(a, 0.0)
+            if w > 0:   # batch estimate of 1 - explained variance in the attribute's space
+                d = attribute_features(self.fm, pred, a) - attribute_features(self.fm, target, a)
+                terms[f"attr_{a}"] = d.square().sum(1).mean() / self.attr_scale[i]
+                total = total + w * terms[f"attr_{a}"]
+        return dict(total=total, **terms)
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -151,7 +190,8 @@ def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrai
     """Train (or resume) a small ReconNet; writes ``out_dir/{checkpoint.pt, recon.safetensors, log.json}``.
     ``stop_at_step`` ends the run at that absolute step (the learning-rate schedule stays that of ``steps``)."""
     fm = model or MorphableModel.mini()
-    trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device)
+    attr = attribute_scale(fm, coeffs) if any(config.attribute_weights.values()) else None
+    trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device, attr_scale=attr)
     trainer.start(resume, stop_at_step, command)
     trainer.train(images_u8, coeffs, progress=progress, max_steps=max_steps)
     return trainer
