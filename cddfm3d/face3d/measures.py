@@ -20,6 +20,10 @@ On these features: :func:`attribute_distance` (RMS over vertices / normals of th
 in the feature's units; degrees per axis for pose) and :func:`explained_variance` (1 - SSE / SST, pooled over
 the feature's entries: the share of the variation across faces that a prediction reproduces; 0 is predicting the
 average, 1 is exact). :class:`ExplainedVariance` accumulates it over batches.
+
+How much each single component shows in an image: :func:`component_visibility` (the screen motion in pixels, or
+the colour change, of one prior standard deviation of each component, over the vertices :func:`visible_vertices`
+finds by z-buffering).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import torch
 
 from .lighting import INIT_AMBIENT, sh_basis
 from .morphable import SLICES, MorphableModel
+from .raster import rasterize
 
 ATTRIBUTES = ("shape", "expression", "albedo", "pose", "light")
 ATTRIBUTE_GROUPS = {"shape": "id", "expression": "exp", "albedo": "tex", "pose": "angle", "light": "gamma"}
@@ -121,5 +126,166 @@ def explained_variance(pred: torch.Tensor, true: torch.Tensor) -> float:
     return acc.value()
 
 
+# ------------------------------------------------------------------------------------- component visibility
+VISIBILITY_SUPERSAMPLE = 8     # visible_vertices rasterizes at this multiple of the image size
+MOTION_GROUPS = ("id", "exp", "angle", "trans")   # observed as screen motion, pixels
+COLOUR_GROUPS = ("tex", "gamma")                  # observed as colour change, RGB 0-1
+VERTEX_SETS = ("visible", "all")
+QUANTITIES = {"screen": "pixels", "albedo": "RGB 0-1", "colour": "RGB 0-1"}
+DEFAULT_QUANTITY = {"id": "screen", "exp": "screen", "angle": "screen", "trans": "screen", "tex": "albedo",
+                    "gamma": "colour"}
+
+
+def _check_single_coeffs(model: MorphableModel, coeffs, who: str) -> torch.Tensor:
+    """``None`` (the mean face: zeros), [257] or [B, 257] -> [B, 257] in the model's dtype and device."""
+    if coeffs is None:
+        return model.zeros(1)
+    if not isinstance(coeffs, torch.Tensor) or not coeffs.is_floating_point():
+        found = coeffs.dtype if isinstance(coeffs, torch.Tensor) else type(coeffs).__name__
+        raise TypeError(f"{who}: coeffs must be a float tensor [257] or [B, 257], found {found}")
+    c = coeffs[None] if coeffs.ndim == 1 else coeffs
+    if c.ndim != 2 or c.shape[1] != 257 or c.shape[0] == 0:
+        raise ValueError(f"{who}: coeffs must be [257] or [B >= 1, 257], found {tuple(coeffs.shape)}")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"{who}: coeffs contain NaN/Inf")
+    return c.to(model.mean_shape.device, model.mean_shape.dtype)
+
+
+def _check_image_size(image_size, who: str) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"{who}: image_size must be a positive int (pixels), found {image_size!r}")
+    return image_size
+
+
+def visible_vertices(model: MorphableModel, coeffs: torch.Tensor | None = None, image_size: int = 64,
+                     supersample: int = VISIBILITY_SUPERSAMPLE) -> torch.Tensor:
+    """Which vertices the camera sees: bool [B, N] (``coeffs`` [B, 257] or [257], default the mean face).
+
+    The whole mesh is projected with the model's camera scaled to ``image_size`` and z-buffered (no back-face
+    culling) at ``image_size * supersample`` px; a vertex is visible when it is a corner of a triangle that is
+    the nearest one at one or more samples. The fine grid matters: MiniFace's triangles are about half a pixel
+    wide at 64 px, so at the image's own size many visible triangles win no sample. Vertices on the border of a
+    hidden region count as visible (e.g. the lips' edge against the mouth cavity behind them).
+
+    Raises ``TypeError`` / ``ValueError`` for coefficients that are not a finite float [257] or [B, 257], or an
+    ``image_size`` / ``supersample`` that is not a positive int."""
+    who = "visible_vertices"
+    c = _check_single_coeffs(model, coeffs, who)
+    size = _check_image_size(image_size, who)
+    if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
+        raise ValueError(f"{who}: supersample must be a positive int, found {supersample!r}")
+    hi = size * supersample
+    with torch.no_grad():
+        out = model(c, image_size=size, check=False)
+        # The same sub-sample placement as render(): output pixel centres on integers, k x k samples inside.
+        xy = out.screen[..., :2] * supersample + (supersample - 1) / 2
+        frags = rasterize(torch.cat([xy, out.screen[..., 2:]], -1), model.faces, hi, hi)
+        b = frags.pix_index // (hi * hi)
+        seen = torch.zeros(c.shape[0], model.faces.shape[0], dtype=torch.bool, device=c.device)
+        seen[b, frags.pix_face] = True
+        vis = torch.zeros(c.shape[0], model.n_vertices, dtype=torch.bool, device=c.device)
+        for i in range(c.shape[0]):
+            vis[i, model.faces[seen[i]].reshape(-1)] = True
+    return vis
+
+
+def component_visibility(model: MorphableModel, group: str, std, image_size: int = 64,
+                         coeffs: torch.Tensor | None = None, vertices: str = "visible",
+                         quantity: str | None = None) -> torch.Tensor:
+    """How much one prior standard deviation of each component of ``group`` shows in an image.
+
+    For component k of the group (width K) and a face with coefficients c (``coeffs`` [257] or [B, 257]; default
+    the mean face, frontal, centred, ambient light), the image quantity q(c) is (``quantity``; by default the one
+    the group changes: "screen" for id, exp, angle, trans; "albedo" for tex; "colour" for gamma)
+
+    * ``"screen"``: the 2-D screen position (x, y) of each vertex, pixels, with the model's camera scaled to
+      ``image_size`` (:meth:`PinholeCamera.scaled`; 29 px per dm at the face for 64 px);
+    * ``"albedo"``: the per-vertex albedo, RGB 0-1 (x 255 for 0-255 units);
+    * ``"colour"``: the per-vertex lit colour (albedo x SH irradiance), RGB 0-1: for gamma the light itself, for
+      id / exp / angle the shading through the normals (zero under the default ambient-only light: pass ``coeffs``
+      with a directional light);
+
+    and the result is the linearised change of one standard deviation, as an RMS over vertices::
+
+        m_k = sqrt( mean_{v in V} | (d q_v / d c_k) * std_k |^2 )
+
+    with |.| the Euclidean norm of the 2-vector (pixels) or RGB 3-vector. The derivative is exact (forward-mode
+    autodiff of the model's forward pass); shape and texture enter linearly, and only the perspective division
+    bends a finite step: the mean motion of the +1 and -1 std steps agrees with m_k to 1e-4 (relative). V is the
+    set of vertices the camera sees at c (``vertices="visible"``, :func:`visible_vertices`: hidden ones, e.g. the
+    mouth cavity behind closed lips, cannot show anything), or every vertex (``"all"``). In "screen", depth-only
+    motion counts only through its perspective effect; what it changes in shading is measured by "colour".
+
+    Args:
+        model: a :class:`MorphableModel` (float32 or float64; the result is float64 either way).
+        group: one of ``MOTION_GROUPS`` + ``COLOUR_GROUPS``: "id", "exp", "angle", "trans", "tex", "gamma".
+        std: the prior standard deviation of each component: a number, or [K] values >= 0 (e.g.
+            ``cddfm3d.world.priors.prior_std()[SLICES[group]]``), in coefficient units (radians for angles, dm for
+            translation).
+        image_size: pixels; the camera's focal length and centre scale with it.
+        coeffs: where to linearise: [257] or [B, 257]; default the mean face (zeros).
+        vertices: "visible" or "all".
+        quantity: None (the group's own), "screen", "albedo" or "colour".
+
+    Returns:
+        float64 [K] (``coeffs`` None or [257]) or [B, K]: pixels for "screen", RGB 0-1 for "albedo" and "colour".
+
+    Raises:
+        ValueError: unknown ``group``, ``vertices`` or ``quantity``; ``std`` not a finite number >= 0 or not of
+            length K; ``image_size`` not a positive int; ``coeffs`` not [257] / [B, 257] or not finite.
+        TypeError: ``coeffs`` not a float tensor.
+    """
+    who = "component_visibility"
+    groups = MOTION_GROUPS + COLOUR_GROUPS
+    if group not in groups:
+        raise ValueError(f"{who}: group must be one of {groups}, found {group!r}")
+    if vertices not in VERTEX_SETS:
+        raise ValueError(f"{who}: vertices must be one of {VERTEX_SETS}, found {vertices!r}")
+    quantity = DEFAULT_QUANTITY[group] if quantity is None else quantity
+    if quantity not in QUANTITIES:
+        raise ValueError(f"{who}: quantity must be None or one of {tuple(QUANTITIES)}, found {quantity!r}")
+    size = _check_image_size(image_size, who)
+    single = coeffs is None or (isinstance(coeffs, torch.Tensor) and coeffs.ndim == 1)
+    c = _check_single_coeffs(model, coeffs, who)
+    sl = SLICES[group]
+    width = sl.stop - sl.start
+    try:
+        s = torch.as_tensor(std.detach().cpu() if isinstance(std, torch.Tensor) else std, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{who}: std must be a number or {width} numbers, found {type(std).__name__}") from e
+    s = s.flatten()
+    if s.numel() == 1:
+        s = s.expand(width)
+    if s.numel() != width:
+        raise ValueError(f"{who}: std must be a number or {width} values for group {group!r}, found {s.numel()}")
+    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+        raise ValueError(f"{who}: std must be finite and >= 0, found range [{float(s.min())}, {float(s.max())}]")
+    vis = visible_vertices(model, c, size) if vertices == "visible" else None
+
+    def observed(part: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([row[:, :sl.start], part, row[:, sl.stop:]], 1)
+        out = model(full, image_size=size, check=False)
+        if quantity == "albedo":
+            return out.albedo[0]
+        if quantity == "colour":
+            return out.colors[0]
+        return out.screen[0, :, :2]
+
+    tangents = torch.diag(s).to(c)[:, None, :]                                  # [K, 1, K]: std_k e_k
+    result = torch.zeros(c.shape[0], width, dtype=torch.float64)
+    for i in range(c.shape[0]):
+        row = c[i:i + 1]
+
+        def change(t, row=row):
+            return torch.func.jvp(lambda p: observed(p, row), (row[:, sl],), (t,))[1]
+
+        d = torch.func.vmap(change)(tangents).double()                          # [K, N, 2 or 3]
+        if vis is not None:
+            d = d[:, vis[i].to(d.device)]
+        result[i] = d.square().sum(-1).mean(-1).sqrt().cpu()
+    return result[0] if single else result
+
+
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_GROUPS", "LIGHT_NORMALS", "camera_facing_normals", "attribute_features",
-           "attribute_distance", "ExplainedVariance", "explained_variance"]
+           "attribute_distance", "ExplainedVariance", "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS",
+           "QUANTITIES", "visible_vertices", "component_visibility"]

@@ -9,9 +9,12 @@ shape and texture bases are scaled by their standard deviations (unit coefficien
 * light: one dominant light from the front-top (elevation ~ N(25, 15) deg, azimuth ~ N(0, 30) deg) written as
   first-order SH, an ambient level, a slightly tinted colour per light, and small second-order terms;
 * translation: a few pixels of jitter in x, y and a few percent of scale through z.
+
+:func:`prior_std` gives the standard deviation of each of the 257 coefficients under these priors.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -86,3 +89,48 @@ def sample_coeffs(n: int, seed: int = 0) -> torch.Tensor:
     out[:, SLICES["trans"]] = torch.stack(
         [_truncated_normal(n, s, lim, gen) for s, lim in zip(TRANS_STD, TRANS_LIMIT, strict=True)], -1)
     return out.float()
+
+
+GAMMA_STD_SAMPLES = 200_000   # draws of the light prior behind prior_std's gamma entries
+GAMMA_STD_SEED = 20240        # fixed, so prior_std is deterministic
+
+
+def truncated_normal_std(std: float, limit: float) -> float:
+    """Standard deviation of Normal(0, std^2) conditioned on |x| <= limit (std > 0, limit > 0).
+
+    With a = limit / std, phi / Phi the standard normal density / distribution: the symmetric truncation keeps
+    the mean at 0 and Var = std^2 (1 - 2 a phi(a) / (2 Phi(a) - 1)) (the second moment of a truncated normal,
+    e.g. Johnson, Kotz & Balakrishnan, Continuous Univariate Distributions vol. 1, ch. 13.10.1)."""
+    if not (math.isfinite(std) and math.isfinite(limit)) or std <= 0 or limit <= 0:
+        raise ValueError(f"truncated_normal_std: std and limit must be finite and > 0, found {std}, {limit}")
+    a = limit / std
+    phi = math.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+    mass = math.erf(a / math.sqrt(2.0))                    # 2 Phi(a) - 1
+    return std * math.sqrt(1.0 - 2.0 * a * phi / mass)
+
+
+def prior_std() -> torch.Tensor:
+    """Standard deviation [257] (float64) of each coefficient under :func:`sample_coeffs`'s priors.
+
+    id, exp, tex: ``ID_SCALE``, ``EXP_SCALE``, ``TEX_SCALE`` (exact); angles (radians) and translation (dm): the
+    truncated normals' std (:func:`truncated_normal_std`, exact); gamma: the sample std of ``GAMMA_STD_SAMPLES``
+    draws of :func:`light_gamma` with a fixed seed (the light prior is not Gaussian; relative error about
+    ``1 / sqrt(2 * GAMMA_STD_SAMPLES)`` = 0.16 %). The gamma entries vary around a non-zero mean (the light comes
+    from the front-top); their std is the spread around it."""
+    return _prior_std().clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _prior_std() -> torch.Tensor:
+    out = torch.zeros(N_COEFFS, dtype=torch.float64)
+    out[SLICES["id"]] = ID_SCALE
+    out[SLICES["exp"]] = EXP_SCALE
+    out[SLICES["tex"]] = TEX_SCALE
+    angle = [truncated_normal_std(math.radians(POSE_DEG[k][0]), math.radians(POSE_DEG[k][1]))
+             for k in ("pitch", "yaw", "roll")]
+    out[SLICES["angle"]] = torch.tensor(angle, dtype=torch.float64)
+    trans = [truncated_normal_std(sd, lim) for sd, lim in zip(TRANS_STD, TRANS_LIMIT, strict=True)]
+    out[SLICES["trans"]] = torch.tensor(trans, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(GAMMA_STD_SEED)
+    out[SLICES["gamma"]] = light_gamma(GAMMA_STD_SAMPLES, gen).std(0)
+    return out
