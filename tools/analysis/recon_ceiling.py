@@ -5,7 +5,8 @@
 Draws ``--n`` faces from the world's prior (``cddfm3d.world.sample_coeffs``, a seed no shipped dataset uses),
 renders them clean in the "human" domain at ``--size`` px, and fits coefficients to each image with
 :func:`cddfm3d.face3d.fitting.fit` (photometric + 68-landmark losses at the true landmarks; the prior terms --
-coefficient, monochrome-light and skin-reflectance regularisers -- are off unless ``--deep3d-weights``), twice:
+coefficient, monochrome-light and skin-reflectance regularisers -- are off unless ``--deep3d-weights``; with
+``--no-landmarks`` the photometric loss alone, as a network sees only pixels), twice:
 
 * ``truth``: starting from the true coefficients. If the image pins an attribute, the fit stays there; if it
   drifts, the image does not hold that attribute at this size, and no network can read it from the image either.
@@ -31,26 +32,29 @@ from cddfm3d.world import mini_model, render, sample_coeffs
 
 
 def run_fit(images, landmarks, init, steps, lr, weights, batch):
-    """Fit in batches; -> (fitted coeffs [N, 257], loss at the start, loss at the end), losses averaged."""
+    """Fit in batches (``landmarks`` None: photometric only); -> (fitted coeffs [N, 257], photometric loss at the
+    start, at the end), averaged over the images."""
     fm = mini_model()
     out, first, last = [], {}, {}
     for i in range(0, len(images), batch):
         sl = slice(i, i + batch)
-        res = fit(images[sl], fm, landmarks=landmarks[sl], init=None if init is None else init[sl], steps=steps,
-                  lr=lr, weights=weights, progress=False)
+        res = fit(images[sl], fm, landmarks=None if landmarks is None else landmarks[sl],
+                  init=None if init is None else init[sl], steps=steps, lr=lr, weights=weights, progress=False)
         out.append(res.coeffs)
         n = len(res.coeffs)
-        for k in ("color", "lm_px"):
-            first[k] = first.get(k, 0.0) + res.initial_losses[k] * n
-            last[k] = last.get(k, 0.0) + res.losses[k] * n
+        first["color"] = first.get("color", 0.0) + res.initial_losses["color"] * n
+        last["color"] = last.get("color", 0.0) + res.losses["color"] * n
     total = len(images)
     return torch.cat(out), {k: v / total for k, v in first.items()}, {k: v / total for k, v in last.items()}
 
 
-def scores(pred: torch.Tensor, true: torch.Tensor) -> dict:
-    """ev_<attribute> (explained variance in each attribute's space) and the mean absolute angle errors (deg)."""
+def scores(pred: torch.Tensor, true: torch.Tensor, size: int) -> dict:
+    """ev_<attribute> (explained variance in each attribute's space), the mean absolute angle errors (deg) and the
+    mean 68-landmark error (px at ``size``)."""
     fm = mini_model()
-    out = {}
+    with torch.no_grad():
+        lm = (fm(pred.float(), image_size=size).landmarks - fm(true.float(), image_size=size).landmarks)
+    out = {"lm_px": float(lm.norm(dim=-1).mean())}
     for a in ATTRIBUTES:
         acc = ExplainedVariance()
         acc.update(attribute_features(fm, pred.float(), a), attribute_features(fm, true.float(), a))
@@ -73,6 +77,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=32, help="images per fit call (default 32)")
     p.add_argument("--deep3d-weights", action="store_true",
                    help="keep Deep3D's regularisers (reg, gamma, reflc) instead of photometric + landmark only")
+    p.add_argument("--no-landmarks", action="store_true", help="photometric loss only (no landmark targets)")
     p.add_argument("--starts", nargs="+", default=("truth", "mean"), choices=("truth", "mean"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
@@ -84,6 +89,8 @@ def main(argv=None) -> None:
     with torch.no_grad():
         landmarks = fm(true, image_size=args.size).landmarks
     weights = None if args.deep3d_weights else {"reg": 0.0, "gamma": 0.0, "reflc": 0.0}
+    if args.no_landmarks:
+        landmarks = None
     rows = []
     for start in args.starts:
         t0 = time.perf_counter()
@@ -92,14 +99,15 @@ def main(argv=None) -> None:
         else:
             fitted, first, last = run_fit(images, landmarks, None, tuple(args.mean_steps), args.lr, weights,
                                           args.batch)
-        row = {"start": start, **scores(fitted, true), "lm_px": last["lm_px"], "color_truth": float("nan"),
+        row = {"start": start, **scores(fitted, true, args.size), "color_truth": float("nan"),
                "color_fit": last["color"], "seconds": time.perf_counter() - t0}
         if start == "truth":
             row["color_truth"] = first["color"]
         rows.append(row)
         print(f"[{start}] done in {row['seconds']:.0f} s", flush=True)
 
-    weights_name = "Deep3D weights" if args.deep3d_weights else "photometric + landmark only"
+    weights_name = ("Deep3D weights" if args.deep3d_weights else "no prior terms") + (
+        ", photometric loss only" if args.no_landmarks else ", photometric + true 68-landmark losses")
     print(f"\n{args.n} clean {args.size}-px 'human' renders (coefficient seed {args.seed}), fit lr {args.lr}, "
           f"{weights_name}\n")
     cols = ["start", "ev_shape", "ev_expression", "ev_albedo", "ev_light", "ev_pose", "pitch_deg", "yaw_deg",
