@@ -9,9 +9,10 @@ the skin tone). This script draws ``--n`` faces from the prior, measures the spr
 the log DC light per channel, and builds the coefficients an oracle would give that knows everything except how
 the brightness of each channel splits between albedo and light (the best split for two independent log-normal
 gains: w = var(log albedo) / (var(log albedo) + var(log light)) of the product goes to the albedo; the texture
-coefficients of albedo / g by least squares). It prints that oracle's explained variance per attribute (an
-upper bound for any estimator that misses the few cues the basis leaves) and how much the transform changes
-``--renders`` 64-px renders.
+coefficients of albedo / g by least squares). It prints that oracle's explained variance per attribute -- what
+the split costs an estimator that cannot use the cues the basis leaves (not a bound for one that can: on clean
+renders an analysis-by-synthesis fit recovers more, see recon_ceiling.py) -- and how much the transform changes
+``--renders`` 64-px renders, i.e. how small those cues are.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
     print(f"{args.n} prior faces. std of log skin albedo (R, G, B): {', '.join(f'{v:.3f}' for v in va.sqrt())}; "
           f"std of log DC light: {', '.join(f'{v:.3f}' for v in vl.sqrt())}; share of the product's log variance "
           f"given to the albedo: {', '.join(f'{v:.2f}' for v in w)}\n")
-    print("| attribute | ev of the oracle missing only the brightness split |\n|---|---|")
+    print("| attribute | ev of an oracle that misses only the brightness split |\n|---|---|")
     for a in ("albedo", "light", "shape", "expression", "pose"):
         ev = explained_variance(attribute_features(fm, oracle, a), attribute_features(fm, c, a))
         print(f"| {a} | {ev:.3f} |")
