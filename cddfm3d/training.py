@@ -304,7 +304,7 @@ class ResumableRun:
 
     @staticmethod
     def _reserved() -> set[str]:
-        return {"step", "config", "log", "global_rng", "rank_rng", "format", "extra"}
+        return {"step", "config", "log", "rank_rng", "format"}
 
     def extra_state(self) -> dict:
         """Subclass hook: further state (ints, floats, tensors) saved at the top level of the checkpoint."""
@@ -320,11 +320,11 @@ class ResumableRun:
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT_FILE
 
-    def state_dict(self, gather: bool = True) -> dict:
-        """The full state. Under torch.distributed with ``gather`` every rank's random states are collected
-        (a collective call: all ranks must call it)."""
+    def state_dict(self) -> dict:
+        """The full state. Under torch.distributed every rank's random states are collected (a collective call:
+        all ranks must call it, as they do at the same step boundaries)."""
         rng = self._rank_rng_state()
-        if self.world > 1 and gather:
+        if self.world > 1:
             ranks: list = [None] * self.world
             torch.distributed.all_gather_object(ranks, rng)
         else:
@@ -378,9 +378,9 @@ class ResumableRun:
     def export(self) -> None:
         """Subclass hook: write the run's deliverable (e.g. ``generator.safetensors``) into :attr:`out`."""
 
-    def save(self, gather: bool = True) -> None:
+    def save(self) -> None:
         """Checkpoint (atomically), then the export, then ``log.json``; only rank 0 writes."""
-        state = self.state_dict(gather=gather)
+        state = self.state_dict()
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)

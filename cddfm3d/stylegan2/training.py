@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..training import ResumableRun, allreduce_gradients, init_distributed
+from ..training import ResumableRun, allreduce_gradients
 from .checkpoints import save_generator
 from .discriminator import Discriminator
 from .generator import Generator
@@ -209,4 +209,4 @@ def train_gan(dataset: Dataset, config: TrainConfig, out_dir, device=None, resum
     return trainer
 
 
-__all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "sample_ws", "init_distributed"]
+__all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "sample_ws"]
