@@ -23,7 +23,7 @@ from typing import Any
 from ..serialization import atomic_write
 from .errors import AssetError, AssetIntegrityError, AssetValidationError
 from .integrity import cached_sha256
-from .kinds import loader_for, unknown_kind_message
+from .kinds import PACKAGE, loader_for, unknown_kind_message
 from .real import REAL_ASSETS, is_real
 
 ASSETS_ENV = "CDDFM3D_ASSETS"
@@ -31,7 +31,6 @@ MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "cddfm3d.assets"
 MANIFEST_VERSION = 1
 REQUIRED_FIELDS = ("file", "kind", "sha256", "size")
-PACKAGE = "cddfm3d"
 # An installed wheel carries assets/ as package data under cddfm3d/_shipped (pyproject.toml [tool.setuptools]).
 INSTALLED_SUBDIR = "_shipped"
 

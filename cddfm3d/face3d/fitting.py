@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .align import extract_5p, landmark_problem, value_range_kind
+from .align import _check_landmarks, extract_5p, value_range_kind
 from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, landmark_loss, photometric_loss,
                      reflectance_loss)
 from .morphable import LAYOUT, N_COEFFS, SLICES
@@ -165,9 +165,7 @@ def _check_inputs(image, landmarks, mask, init, who="fit"):
         if not bool(torch.isfinite(landmarks).all()):
             raise ValueError(f"{who}: landmarks contain {_first_bad(landmarks)} (index [b, point, xy])")
         for i in range(b):
-            problem = landmark_problem(extract_5p(landmarks[i]), s, s)
-            if problem is not None:
-                raise ValueError(f"degenerate landmarks: the landmarks of sample {i} given to {who} {problem}")
+            _check_landmarks(landmarks[i], extract_5p(landmarks[i]), s, s, who, sample=i)
     if mask is not None:
         mask = _as_tensor(mask, "mask", who)
         if mask.ndim == 3:

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from .lighting import INIT_AMBIENT, sh_basis
+from .lighting import shade
 from .morphable import SLICES, MorphableModel
 from .raster import rasterize
 
@@ -70,10 +70,8 @@ def attribute_features(model: MorphableModel, coeffs: torch.Tensor, attribute: s
         return model.compute_albedo(part).flatten(1)
     if attribute == "pose":
         return torch.rad2deg(part)
-    basis = sh_basis(LIGHT_NORMALS.to(part))                                   # [M, 9]
-    coef = part.reshape(-1, 3, 9).clone()
-    coef[:, :, 0] += INIT_AMBIENT
-    return torch.einsum("mk,bck->bmc", basis, coef).flatten(1)                 # [B, M * 3]
+    normals = LIGHT_NORMALS.to(part).expand(len(part), -1, -1)                # irradiance = shade of albedo 1
+    return shade(torch.ones_like(normals), normals, part).flatten(1)           # [B, M * 3]
 
 
 def _width(attribute: str) -> int:

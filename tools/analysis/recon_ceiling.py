@@ -26,7 +26,7 @@ import time
 import torch
 
 from cddfm3d.face3d.fitting import fit
-from cddfm3d.face3d.measures import ATTRIBUTES, ExplainedVariance, attribute_features
+from cddfm3d.face3d.measures import ATTRIBUTES, attribute_features, explained_variance
 from cddfm3d.face3d.morphable import SLICES
 from cddfm3d.world import mini_model, render, sample_coeffs
 
@@ -56,9 +56,8 @@ def scores(pred: torch.Tensor, true: torch.Tensor, size: int) -> dict:
         lm = (fm(pred.float(), image_size=size).landmarks - fm(true.float(), image_size=size).landmarks)
     out = {"lm_px": float(lm.norm(dim=-1).mean())}
     for a in ATTRIBUTES:
-        acc = ExplainedVariance()
-        acc.update(attribute_features(fm, pred.float(), a), attribute_features(fm, true.float(), a))
-        out[f"ev_{a}"] = acc.value()
+        out[f"ev_{a}"] = explained_variance(attribute_features(fm, pred.float(), a),
+                                            attribute_features(fm, true.float(), a))
     err = (pred[:, SLICES["angle"]] - true[:, SLICES["angle"]]).abs().rad2deg().mean(0)
     out.update({f"{k}_deg": float(v) for k, v in zip(("pitch", "yaw", "roll"), err, strict=True)})
     return out
