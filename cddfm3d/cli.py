@@ -183,7 +183,9 @@ def _train_gan(args) -> int:
     from .training import init_distributed
 
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
-                      snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed)
+                      snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed,
+                      init_generator=args.init_generator, init_discriminator=args.init_discriminator,
+                      d_warmup_steps=args.d_warmup_steps)
     dataset = _training_images(args.data, args.resolution, args.domain)
     _check_batch(args, len(dataset))
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
@@ -300,6 +302,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
     t.add_argument("--augment", default="none", choices=["none", "translate_flip"], help="augmentation of the "
                    "discriminator's inputs (default: none)")
+    t.add_argument("--init-generator", type=_existing_file, default=None, metavar="FILE",
+                   help="fine-tune: start G and its EMA from this generator file (.safetensors, .pt or .pkl); used "
+                        "only when the run starts afresh")
+    t.add_argument("--init-discriminator", type=_existing_file, default=None, metavar="FILE",
+                   help="fine-tune: start D from this discriminator file (default: a fresh D)")
+    t.add_argument("--d-warmup-steps", type=_int_at_least(0), default=0, metavar="N",
+                   help="train only D for the first N steps (G and its EMA frozen; for a fresh D; default: 0)")
     _run_options(t)
     t.set_defaults(func=_train_gan)
     return p

@@ -49,6 +49,36 @@ def test_resume_refuses_other_architecture(tmp_path):
         train_gan(squares(), TrainConfig(**other), tmp_path, progress=False, max_steps=1)
 
 
+def test_fine_tune_starts_from_given_weights_and_warms_up_d(tmp_path):
+    first = train_gan(squares(), TrainConfig(**CFG), tmp_path / "a", progress=False, max_steps=3)
+    assert (tmp_path / "a" / "discriminator.safetensors").is_file()
+    cfg = dict(CFG, seed=5, init_generator=str(tmp_path / "a" / "generator.safetensors"),
+               init_discriminator=str(tmp_path / "a" / "discriminator.safetensors"), d_warmup_steps=2)
+    tuned = train_gan(squares(), TrainConfig(**cfg), tmp_path / "b", progress=False, max_steps=2)
+    # During the warm-up only D moves: G and its EMA are still exactly the start generator (the first run's EMA).
+    for k, v in first.G_ema.state_dict().items():
+        assert torch.equal(tuned.G.state_dict()[k], v), k
+        assert torch.equal(tuned.G_ema.state_dict()[k], v), k
+    d_start = first.D.state_dict()
+    assert any(not torch.equal(tuned.D.state_dict()[k], d_start[k]) for k in d_start)
+    assert tuned.images_seen == 2 * CFG["batch_size"]
+    # After the warm-up G trains; a resumed run takes its weights from the checkpoint, not from the init files.
+    resumed = train_gan(squares(), TrainConfig(**cfg), tmp_path / "b", progress=False, max_steps=1)
+    assert resumed.step == 3
+    assert any(not torch.equal(resumed.G.state_dict()[k], v) for k, v in first.G_ema.state_dict().items())
+    straight = train_gan(squares(), TrainConfig(**cfg), tmp_path / "c", progress=False, max_steps=3)
+    for k, v in straight.G_ema.state_dict().items():
+        assert torch.equal(resumed.G_ema.state_dict()[k], v), k
+
+
+def test_fine_tune_refuses_other_architecture(tmp_path):
+    train_gan(squares(), TrainConfig(**CFG), tmp_path / "a", progress=False, max_steps=1)
+    other = dict(CFG, generator=dict(CFG["generator"], w_dim=32),
+                 init_generator=str(tmp_path / "a" / "generator.safetensors"))
+    with pytest.raises(ValueError, match="init_generator.*architecture"):
+        train_gan(squares(), TrainConfig(**other), tmp_path / "b", progress=False, max_steps=1)
+
+
 def test_style_mixing_and_augment():
     from cddfm3d.stylegan2 import Generator
 

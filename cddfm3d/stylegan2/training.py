@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..training import ResumableRun, allreduce_gradients
-from .checkpoints import save_generator
+from .checkpoints import load_discriminator, load_generator, save_discriminator, save_generator
 from .discriminator import Discriminator
 from .generator import Generator
 
@@ -40,6 +40,11 @@ class TrainConfig:
     total_kimg: float = 100.0
     snapshot_kimg: float = 5.0
     seed: int = 0
+    # Fine-tuning: start weights (a generator / discriminator file any loader of stylegan2.checkpoints reads) and
+    # discriminator-only warm-up steps (G frozen, EMA untouched) so that a fresh D does not push G around first.
+    init_generator: str | None = None
+    init_discriminator: str | None = None
+    d_warmup_steps: int = 0
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -103,6 +108,32 @@ class GANTrainer(ResumableRun):
         self.track(G=self.G, D=self.D, G_ema=self.G_ema, opt_G=self.opt_G, opt_D=self.opt_D, rng=self.rng)
         self._dataset: Dataset | None = None
 
+    def start(self, resume: bool = True, stop_at_step: int | None = None,
+              command: list[str] | None = None) -> GANTrainer:
+        """As :meth:`ResumableRun.start`; a run that starts afresh (no checkpoint resumed) first loads the start
+        weights of ``init_generator`` (into G and the EMA generator) and ``init_discriminator``, if set. A resumed
+        run takes every weight from its checkpoint."""
+        super().start(resume, stop_at_step, command)
+        if self.step == 0:
+            self._load_init()
+        return self
+
+    def _load_init(self) -> None:
+        cfg = self.cfg
+        if cfg.init_generator:
+            src = load_generator(cfg.init_generator)
+            if src.config != self.G.config:
+                raise ValueError(f"init_generator {cfg.init_generator}: architecture {src.config} differs from the "
+                                 f"run's {self.G.config}")
+            self.G.load_state_dict(src.state_dict())
+            self.G_ema.load_state_dict(src.state_dict())
+        if cfg.init_discriminator:
+            src = load_discriminator(cfg.init_discriminator)
+            if src.config != self.D.config:
+                raise ValueError(f"init_discriminator {cfg.init_discriminator}: architecture {src.config} differs "
+                                 f"from the run's {self.D.config}")
+            self.D.load_state_dict(src.state_dict())
+
     def extra_state(self) -> dict:
         return {"images_seen": self.images_seen}
 
@@ -111,6 +142,7 @@ class GANTrainer(ResumableRun):
 
     def export(self) -> None:
         save_generator(self.G_ema, self.out / "generator.safetensors")
+        save_discriminator(self.D, self.out / "discriminator.safetensors")
 
     @property
     def total_steps(self) -> int:
@@ -175,9 +207,10 @@ class GANTrainer(ResumableRun):
         idx = torch.randint(len(dataset), (per_rank,), generator=self.rng).tolist()
         real = torch.stack([_item(dataset, i) for i in idx]).to(self.device, torch.float32)
         stats = self.d_step(real)
-        stats.update(self.g_step(per_rank))
         self.images_seen += cfg.batch_size
-        self.update_ema(cfg.batch_size)
+        if self.step >= cfg.d_warmup_steps:
+            stats.update(self.g_step(per_rank))
+            self.update_ema(cfg.batch_size)
         return stats
 
     # ----------------------------------------------------------- loop
@@ -202,7 +235,8 @@ def train_gan(dataset: Dataset, config: TrainConfig, out_dir, device=None, resum
               progress: bool = True, max_steps: int | None = None, stop_at_step: int | None = None,
               command: list[str] | None = None) -> GANTrainer:
     """Train (or resume) a StyleGAN2 on ``dataset`` (items: image tensors in [-1, 1], or tuples starting with one).
-    Writes ``out_dir/checkpoint.pt`` (full state), ``generator.safetensors`` (EMA generator) and ``log.json``.
+    Writes ``out_dir/checkpoint.pt`` (full state), ``generator.safetensors`` (EMA generator),
+    ``discriminator.safetensors`` and ``log.json``.
     ``stop_at_step`` ends the run at that absolute step (the schedule stays that of ``total_kimg``)."""
     trainer = GANTrainer(config, out_dir, device).start(resume, stop_at_step, command)
     trainer.train(dataset, progress=progress, max_steps=max_steps)
