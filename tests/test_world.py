@@ -316,7 +316,7 @@ def test_enlarge_eyes_grows_the_eyes(fm):
         g = 1 + (EYE_ENLARGE - 1) * (1 - r / EYE_RADIUS) ** 2
         torch.testing.assert_close(after - c, (before - c) * g[..., None], atol=1e-5, rtol=0)
         ratio = area(after) / area(before)
-        assert (ratio > 1.4).all() and (ratio < EYE_ENLARGE ** 2).all()   # ~1.6-1.9 for MiniFace
+        assert (ratio > 1.3).all() and (ratio < EYE_ENLARGE ** 2).all()   # ~1.4-2.0 for MiniFace (wider eyes: less)
 
 
 # ------------------------------------------------------------------------------------------------ datasets

@@ -17,6 +17,15 @@ Construction:
               plus smooth random detail fields of decaying size filling the group to its width. The exact
               PCA of that population (SVD of D) gives the basis U*S, ordered by variance, like BFM's
               PC*EV; a named variation k is the coefficient vector V[k] (unit norm), see named_directions.
+  * amplitudes -- chosen so that the variance sits where a 64 px image can show it (the mini world's networks
+              read faces at that size): identity and expression variation is mostly in-plane and carried by a few
+              broad named variations (face length and width, chin, jaw, cheeks, temples, mouth width; jaw open,
+              jaw/mouth sideways, brow raise, smile), depth-only variations are small and the random detail
+              fields are faint (2e-3 dm). Measured at the world's priors with
+              ``tools/analysis/component_visibility.py`` at 64 px: identity -- 7 of 80 components move the face
+              by >= 0.3 px (1.22, 1.03, 0.57, 0.53, 0.52 px ...) and hold 91 % of the identity vertex variance;
+              expression -- 5 of 64 (0.81, 0.57, 0.53, 0.53, 0.30 px) hold 90 %. Local mouth and eye variations
+              (pucker, lip press, squint ...) keep small amplitudes: larger ones fold the lips at the prior's tails.
 Everything is deterministic (fixed seeds; bit-for-bit for a given numpy/LAPACK build) and cached per process
 (about 0.3 s to build).
 """
@@ -279,29 +288,29 @@ def _identity_fields(x, y, z, side, zc):
     eye_c = np.where(x > 0, EYE_X, -EYE_X)
     eye_w = _g2(x, y, EYE_X, EYE_Y, 0.10, 0.07)
     return {
-        "face_width": f(dx=0.05 * x),
-        "face_length": f(dy=0.045 * y),
-        "face_depth": f(dz=0.06 * (z - zc)),
-        "jaw_width": f(dx=0.07 * x * _sstep((-0.1 - y) / 0.6)),
-        "chin_length": f(dy=-0.045 * _sstep((-0.5 - y) / 0.35)),
-        "chin_protrusion": f(dz=0.04 * _g(x, y, 0, -0.78, 0.2, 0.15)),
-        "chin_width": f(dx=0.12 * x * _g(x, y, 0, -0.75, 0.3, 0.15)),
-        "cheek_fullness": f(dx=0.04 * np.tanh(x / 0.1) * _g2(x, y, 0.42, -0.15, 0.15, 0.15),
+        "face_width": f(dx=0.09 * x),
+        "face_length": f(dy=0.08 * y),
+        "face_depth": f(dz=0.03 * (z - zc)),
+        "jaw_width": f(dx=0.16 * x * _sstep((-0.1 - y) / 0.6)),
+        "chin_length": f(dy=-0.08 * _sstep((-0.5 - y) / 0.35)),
+        "chin_protrusion": f(dz=0.02 * _g(x, y, 0, -0.78, 0.2, 0.15)),
+        "chin_width": f(dx=0.28 * x * _g(x, y, 0, -0.75, 0.3, 0.15)),
+        "cheek_fullness": f(dx=0.10 * np.tanh(x / 0.1) * _g2(x, y, 0.42, -0.15, 0.15, 0.15),
                             dz=0.035 * _g2(x, y, 0.42, -0.15, 0.15, 0.15)),
-        "cheekbones": f(dz=0.03 * _g2(x, y, 0.45, 0.08, 0.12, 0.08)),
-        "forehead_slope": f(dz=-0.05 * _sstep((y - 0.45) / 0.5)),
-        "temple_width": f(dx=0.05 * x * _sstep((y - 0.15) / 0.5)),
-        "nose_length": f(dy=-0.035 * _g(x, y, 0, -0.08, 0.12, 0.12)),
-        "nose_width": f(dx=0.3 * x * _g(x, y, 0, -0.1, 0.12, 0.08)),
-        "nose_bridge": f(dz=0.04 * _g(x, y, 0, 0.12, 0.05, 0.12)),
-        "nose_tip": f(dz=0.04 * _g(x, y, 0, -0.06, 0.06, 0.05)),
-        "eye_spacing": f(dx=0.025 * np.tanh(x / 0.1) * _g(x, y, 0, EYE_Y, 0.5, 0.12)),
-        "eye_depth": f(dz=-0.03 * eye_w),
+        "cheekbones": f(dz=0.02 * _g2(x, y, 0.45, 0.08, 0.12, 0.08)),
+        "forehead_slope": f(dz=-0.02 * _sstep((y - 0.45) / 0.5)),
+        "temple_width": f(dx=0.11 * x * _sstep((y - 0.15) / 0.5)),
+        "nose_length": f(dy=-0.07 * _g(x, y, 0, -0.08, 0.12, 0.12)),
+        "nose_width": f(dx=0.6 * x * _g(x, y, 0, -0.1, 0.12, 0.08)),
+        "nose_bridge": f(dz=0.03 * _g(x, y, 0, 0.12, 0.05, 0.12)),
+        "nose_tip": f(dz=0.03 * _g(x, y, 0, -0.06, 0.06, 0.05)),
+        "eye_spacing": f(dx=0.06 * np.tanh(x / 0.1) * _g(x, y, 0, EYE_Y, 0.5, 0.12)),
+        "eye_depth": f(dz=-0.02 * eye_w),
         "eye_size": f(dx=0.18 * (x - eye_c) * eye_w, dy=0.18 * (y - EYE_Y) * eye_w),
-        "brow_height": f(dy=0.03 * _g2(x, y, 0.32, 0.42, 0.18, 0.08)),
-        "brow_ridge": f(dz=0.03 * _g2(x, y, 0.3, 0.44, 0.2, 0.06)),
-        "lip_fullness": f(dy=0.3 * (y - ym) * _g(x, y, 0, ym, 0.2, 0.07), dz=0.025 * _g(x, y, 0, ym, 0.2, 0.07)),
-        "mouth_width": f(dx=0.15 * x * _g(x, y, 0, ym, 0.28, 0.1)),
+        "brow_height": f(dy=0.07 * _g2(x, y, 0.32, 0.42, 0.18, 0.08)),
+        "brow_ridge": f(dz=0.02 * _g2(x, y, 0.3, 0.44, 0.2, 0.06)),
+        "lip_fullness": f(dy=0.6 * (y - ym) * _g(x, y, 0, ym, 0.2, 0.07), dz=0.025 * _g(x, y, 0, ym, 0.2, 0.07)),
+        "mouth_width": f(dx=0.35 * x * _g(x, y, 0, ym, 0.28, 0.1)),
     }
 
 
@@ -323,7 +332,7 @@ def _expression_fields(x, y, z, side, label):
         return np.stack([dx + zero, dy + zero, dz + zero], -1)
 
     # Jaw opening: a small rotation about a pivot near the ears, applied with the jaw weight.
-    theta, pivot_y, pivot_z = 0.07, 0.05, -0.35
+    theta, pivot_y, pivot_z = 0.09, 0.05, -0.35
     w = _jaw_weight(x, y, side)
     w = np.where(label == CAVITY, 0.75 * _sstep((ym + 0.01 - y) / 0.12), w)
     jaw = f(dy=-theta * (z - pivot_z) * w, dz=theta * (y - pivot_y) * w)
@@ -334,7 +343,7 @@ def _expression_fields(x, y, z, side, label):
 
     def smile_field(c, sign):
         cheek = _g(x, y, sign * 0.38, -0.12, 0.12, 0.12)
-        return f(dx=0.03 * sign * c, dy=0.04 * c + 0.02 * cheek, dz=0.02 * cheek)
+        return f(dx=0.045 * sign * c, dy=0.06 * c + 0.03 * cheek, dz=0.03 * cheek)
 
     eyes_flat = np.exp(-((np.abs(x) - EYE_X) / 0.17) ** 4 - ((y - EYE_Y) / 0.085) ** 4)
     ex = np.tanh(x / 0.05)
@@ -343,20 +352,20 @@ def _expression_fields(x, y, z, side, label):
     lower_only = np.where(side < 0, 1.0, 0.0) * (1.0 - _sstep((np.abs(x) - 0.14) / 0.08))
     fields = {
         "jaw_open": jaw,
-        "smile": f(dx=0.03 * ex * corners, dy=0.04 * corners + 0.02 * cheeks, dz=0.02 * cheeks),
-        "frown": f(dy=-0.035 * _g2(x, y, 0.26, ym, 0.09, 0.07) + 0.015 * _g(x, y, 0, -0.72, 0.15, 0.1)),
-        "brow_raise": f(dy=0.035 * _g2(x, y, 0.3, 0.45, 0.3, 0.12)),
-        "brow_furrow": f(dx=-0.02 * ex * _g2(x, y, 0.15, 0.42, 0.1, 0.08),
-                         dy=-0.03 * _g2(x, y, 0.15, 0.42, 0.1, 0.08), dz=0.01 * _g2(x, y, 0.15, 0.42, 0.1, 0.08)),
+        "smile": f(dx=0.07 * ex * corners, dy=0.09 * corners + 0.045 * cheeks, dz=0.04 * cheeks),
+        "frown": f(dy=-0.06 * _g2(x, y, 0.26, ym, 0.09, 0.07) + 0.015 * _g(x, y, 0, -0.72, 0.15, 0.1)),
+        "brow_raise": f(dy=0.07 * _g2(x, y, 0.3, 0.45, 0.3, 0.12)),
+        "brow_furrow": f(dx=-0.045 * ex * _g2(x, y, 0.15, 0.42, 0.1, 0.08),
+                         dy=-0.06 * _g2(x, y, 0.15, 0.42, 0.1, 0.08), dz=0.02 * _g2(x, y, 0.15, 0.42, 0.1, 0.08)),
         "pucker": f(dx=-0.25 * x * lips_band, dz=0.05 * _g(x, y, 0, ym, 0.15, 0.08)),
         "lip_press": f(dy=-0.4 * (y - ym) * lips_band, dz=-0.02 * _g(x, y, 0, ym, 0.2, 0.06)),
-        "cheek_puff": f(dx=0.025 * ex * _g2(x, y, 0.36, -0.3, 0.13, 0.13), dz=0.04 * _g2(x, y, 0.36, -0.3, 0.13, 0.13)),
+        "cheek_puff": f(dx=0.06 * ex * _g2(x, y, 0.36, -0.3, 0.13, 0.13), dz=0.04 * _g2(x, y, 0.36, -0.3, 0.13, 0.13)),
         "squint": f(dy=-0.3 * (y - EYE_Y) * _g2(x, y, EYE_X, EYE_Y, 0.12, 0.06) + 0.01 * cheeks),
         "eye_close": f(dy=-0.45 * (y - (EYE_Y - 0.01)) * eyes_flat),
         "smile_left": smile_field(smile_l, -1.0),
         "smile_right": smile_field(smile_r, 1.0),
-        "mouth_left": f(dx=-0.04 * _g(x, y, 0, ym, 0.3, 0.12)),
-        "jaw_left": f(dx=-0.025 * np.where(label == CAVITY, 0.75, 1.0) * np.maximum(w, 0)),
+        "mouth_left": f(dx=-0.06 * _g(x, y, 0, ym, 0.3, 0.12)),
+        "jaw_left": f(dx=-0.05 * np.where(label == CAVITY, 0.75, 1.0) * np.maximum(w, 0)),
         "nose_wrinkle": f(dy=0.03 * _g2(x, y, 0.08, -0.02, 0.08, 0.08), dz=0.015 * _g2(x, y, 0.08, -0.02, 0.08, 0.08)),
         "upper_lip_raise": f(dy=0.03 * _g(x, y, 0, ym + 0.03, 0.18, 0.06) * upper_only),
         "lower_lip_drop": f(dy=-0.03 * _g(x, y, 0, ym - 0.03, 0.16, 0.06) * lower_only),
@@ -465,8 +474,8 @@ def build_miniface() -> dict:
     # random texture coefficients give plausible skin rather than rainbow blotches.
     tex_mix = np.array([[1.0, 0.30, 0.03], [1.0, 0.12, -0.04], [1.0, 0.04, 0.04]])
     for group, named, n_cols, amp0, mix in (
-            ("id", id_named, 80, 0.008, np.diag([0.5, 0.5, 1.0])),
-            ("exp", exp_named, 64, 0.005, np.diag([0.5, 0.7, 1.0])),
+            ("id", id_named, 80, 0.002, np.diag([0.5, 0.5, 1.0])),
+            ("exp", exp_named, 64, 0.002, np.diag([0.5, 0.7, 1.0])),
             ("tex", tex_named, 80, 4.0, tex_mix)):
         detail = _detail_fields(x, y, n_cols - len(named), SEEDS[group], amp0, 0.95, mix, group != "tex")
         if group == "exp":  # expression details stay off the mouth cavity, like the named ones

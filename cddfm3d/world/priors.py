@@ -30,8 +30,9 @@ POSE_DEG = {"pitch": (10.0, 20.0), "yaw": (18.0, 35.0), "roll": (4.0, 8.0)}
 LIGHT_ELEVATION_DEG = (25.0, 15.0)   # mean, std (positive: from above)
 LIGHT_AZIMUTH_DEG = (0.0, 30.0)      # mean, std (positive: from the face's left, the viewer's right)
 LIGHT_STRENGTH = (0.35, 0.10)        # first-order magnitude (in units of the DC term), mean, std
-AMBIENT_STD = 0.10                   # std of the DC offset added to Deep3D's 0.8
-TINT_STD = 0.04                      # per-channel colour variation of the light
+AMBIENT_STD = 0.05                   # std of the DC offset added to Deep3D's 0.8 (small: a darker light and a
+                                     # darker skin look alike at 64 px; the skin tone carries overall brightness)
+TINT_STD = 0.02                      # per-channel colour variation of the light
 SECOND_ORDER_STD = 0.03
 TRANS_STD = (0.06, 0.06, 0.25)       # dm: x, y (about 1.7 px at 64 px per 0.06) and z (2.5 % scale per 0.25)
 TRANS_LIMIT = (0.15, 0.15, 0.6)
