@@ -285,3 +285,55 @@ def test_ship_mini_cli(world, assets_root, capsys):
     # user errors are one line on stderr and exit status 2
     assert cli.main(argv[:-4] + ["--n-fd", str(N_FD + 1)]) == 2
     assert "error: need" in capsys.readouterr().err
+
+
+def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator(world, assets_root, tmp_path):
+    """A GAN run started from the shipped generator (train-gan --init-generator) gets, in the manifest, the line that
+    recreates its start file from git (the commit that shipped it) after the start file's own recipe as comments;
+    the run's discriminator is shipped too. A start file that is not the shipped generator is refused."""
+    import subprocess
+
+    from cddfm3d.stylegan2 import Discriminator, save_discriminator
+    from cddfm3d.world.ship import init_provenance
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    d = world["dirs"]
+    ship(world)                                            # the generator now shipped: the fine-tune's start
+    repo = assets_root.parent
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "assets"], check=True)
+    subprocess.run(git + ["commit", "-qm", "ship"], check=True)
+    commit = subprocess.run(git + ["log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+    start = tmp_path / "prev" / "generator.safetensors"
+    start.parent.mkdir()
+    shutil.copy(assets_root / "mini" / "generator.safetensors", start)
+    gan2 = tmp_path / "gan2"
+    gan2.mkdir()
+    save_generator(tiny_generator(seed=6), gan2 / "generator.safetensors")
+    D = Discriminator(SIZE, channel_base=64, channel_max=8)
+    save_discriminator(D, gan2 / "discriminator.safetensors")
+    shutil.copy(d["gan"] / COMMANDS_FILE, gan2 / COMMANDS_FILE)
+    torch.save({"images_seen": 10, "step": 1, "config": json.dumps({"init_generator": str(start)})},
+               gan2 / "checkpoint.pt")
+    old_entry = assets.entry("mini/generator")
+    lines = init_provenance(gan2)
+    assert lines[-1] == f"git show {commit[:12]}:assets/mini/generator.safetensors > {start}"
+    assert lines[0].startswith(f"# {start}: mini/generator sha256 {old_entry['sha256']}")
+    assert [ln[4:] for ln in lines[1:-1]] == old_entry["command"].splitlines()
+    # the recorded line really recreates the start file
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"{commit[:12]}:assets/mini/generator.safetensors"],
+                           capture_output=True, check=True).stdout
+    assert shown == start.read_bytes()
+
+    ship(world, gan_dir=gan2)
+    gen_cmds = assets.entry("mini/generator")["command"].splitlines()
+    assert gen_cmds[len(world["cmds"]["train"]):][:len(lines)] == lines
+    assert_same_module(assets.load("mini/discriminator"), D)
+    evaluated = world["cmds"]["heldout"] + world["cmds"]["floor"]
+    assert assets.entry("mini/discriminator")["command"].splitlines() == [c for c in gen_cmds if c not in evaluated]
+
+    start.write_bytes(b"not the shipped generator")
+    with pytest.raises(ValueError, match="not the shipped mini/generator"):
+        init_provenance(gan2)

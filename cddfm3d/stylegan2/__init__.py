@@ -13,6 +13,7 @@ from .stylespace import (StyleLayer, StyleStats, channel_address, channel_sensit
                          flatten_styles, layer_table, parse_channel_id, style_stats, top_channels, unflatten_styles)
 
 register_kind("stylegan2.Generator", load_generator)  # asset kind: cddfm3d.assets.load reads it
+register_kind("stylegan2.Discriminator", load_discriminator)
 
 __all__ = ["Generator", "SynthesisNetwork", "Discriminator", "default_channels", "load_generator", "save_generator",
            "load_discriminator", "save_discriminator", "CheckpointError", "StyleLayer", "StyleStats",

@@ -1,14 +1,24 @@
 """Evaluate trained mini-world networks and ship them into ``assets/`` with their manifest entries.
 
-``ship_mini_assets`` copies ``<gan>/generator.safetensors`` and ``<recon>/recon.safetensors`` to
-``assets/mini/``, measures the metrics the manifest reports, and registers both files (sha256, size, config,
-the commands that produced them, metrics). The commands come from the ``commands.txt`` that every dataset and
-training command appends its own command line to (and every run where it stopped): the manifest records the
-commands that rebuild the shipped files (:func:`cddfm3d.training.rebuild_commands`).
+``ship_mini_assets`` copies ``<gan>/generator.safetensors``, ``<gan>/discriminator.safetensors`` (when the run
+wrote one) and ``<recon>/recon.safetensors`` to ``assets/mini/``, measures the metrics the manifest reports, and
+registers the files (sha256, size, config, the commands that produced them, metrics). The commands come from the
+``commands.txt`` that every dataset and training command appends its own command line to (and every run where it
+stopped): the manifest records the commands that rebuild the shipped files
+(:func:`cddfm3d.training.rebuild_commands`).
+
+A GAN run fine-tuned from start weights (``train-gan --init-generator FILE``) depends on that file too. When FILE
+is the generator shipped now (same sha256 as the manifest's ``mini/generator``), its recipe is carried over: the
+commands get a ``git show COMMIT:assets/mini/generator.safetensors > FILE`` line (COMMIT: the last commit that
+changed the shipped file) preceded by comment lines with the recipe recorded for it then. Any other start file
+must be rebuilt by the user; ship refuses it (it could not say how it was made).
 """
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +27,8 @@ import torch
 from .. import assets
 from ..face3d.recon import ReconNet
 from ..face3d.recon_training import evaluate_recon
-from ..stylegan2.checkpoints import load_generator
+from ..assets.integrity import sha256_file
+from ..stylegan2.checkpoints import load_discriminator, load_generator
 from ..training import rebuild_commands
 from .datasets import WorldDataset
 from .domains import mini_model
@@ -34,7 +45,7 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
     # Provenance first: a missing commands.txt must fail before the long evaluation and before assets/ changes.
     data_cmds = rebuild_commands(train_data)
     eval_cmds = rebuild_commands(heldout_data, floor_data)
-    gan_cmds, recon_cmds = rebuild_commands(gan_dir), rebuild_commands(recon_dir)
+    gan_cmds, recon_cmds = init_provenance(gan_dir) + rebuild_commands(gan_dir), rebuild_commands(recon_dir)
     if n_photo < 1:
         raise ValueError(f"n_photo must be >= 1, found {n_photo}")
     heldout = WorldDataset(heldout_data, "human", limit=n_fd)
@@ -74,12 +85,47 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
         "mini/generator", "mini/generator.safetensors", "stylegan2.Generator", G.config,
         "\n".join(data_cmds + gan_cmds + eval_cmds + ship), gen_metrics,
         description="StyleGAN2 (EMA weights) trained on 64 px renders of the mini world's human domain")
+    d_file = Path(gan_dir) / "discriminator.safetensors"
+    if d_file.is_file():   # runs since the fine-tuning options export D too; older run folders have none
+        D = load_discriminator(d_file)
+        shutil.copyfile(d_file, dest / "discriminator.safetensors")
+        assets.register(
+            "mini/discriminator", "mini/discriminator.safetensors", "stylegan2.Discriminator", D.config,
+            "\n".join(data_cmds + gan_cmds + ship), {k: gen_metrics[k] for k in ("train_kimg", "train_steps")
+                                                      if k in gen_metrics},
+            description="the StyleGAN2 discriminator of the same run (a start for fine-tuning to other domains)")
     assets.register(
         "mini/recon", "mini/recon.safetensors", "face3d.ReconNet", net.config,
         "\n".join(data_cmds + recon_cmds + eval_cmds + ship), recon_metrics,
         description="small ReconNet (images in [-1, 1], 64 px -> 257 MiniFace coefficients) trained on renders "
                     "with known coefficients")
     return {"generator": gen_metrics, "recon": recon_metrics, "seconds": time.perf_counter() - t0}
+
+
+def init_provenance(gan_dir) -> list[str]:
+    """The lines that recreate a GAN run's start weights (``init_generator`` of its checkpoint's config), [] for a
+    run trained from scratch or a folder without its checkpoint (its ``commands.txt`` still shows any
+    ``--init-generator``). See the module docstring; raises ``ValueError`` for a start file that is not the
+    shipped generator."""
+    ckpt = Path(gan_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        return []
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    init = json.loads(state["config"]).get("init_generator") if "config" in state else None
+    if not init:
+        return []
+    entry = assets.entry("mini/generator")
+    if not Path(init).is_file() or sha256_file(Path(init)) != entry["sha256"]:
+        raise ValueError(f"{gan_dir}: the run started from {init}, which is not the shipped mini/generator "
+                         f"(sha256 {entry['sha256'][:12]}...): ship cannot record how it was made")
+    rel = "assets/" + entry["file"]
+    commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", rel], capture_output=True, text=True,
+                            cwd=assets.assets_dir().parent).stdout.strip()
+    if not commit:
+        raise ValueError(f"cannot find the git commit of {rel} (ship runs in a git checkout of the repository)")
+    lines = [f"# {init}: mini/generator sha256 {entry['sha256']}, shipped at commit {commit[:12]}, made by:"]
+    lines += ["#   " + ln for ln in entry["command"].splitlines()]
+    return lines + [f"git show {commit[:12]}:{rel} > {shlex.quote(str(init))}"]
 
 
 def _train_log_tail(gan_dir: Path) -> dict:
