@@ -196,6 +196,108 @@ def _train_gan(args) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """A share in (0, 1]."""
+    value = _float(0, strict=True)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], found {value:g}")
+    return value
+
+
+def _select_layers(args) -> int:
+    """select-layers: measure the layer x attribute responses, choose the reduced StyleSpace per attribute, write
+    the layer-set file (cddfm3d.stylespace)."""
+    import torch
+
+    from . import assets, config
+    from .assets import sha256_file
+    from .face3d.recon import ReconNet
+    from .stylegan2.checkpoints import load_generator
+    from .stylespace import layer_set_report, save_layer_sets
+    from .stylespace.response import layer_response, sample_styles
+    from .world.domains import mini_model
+
+    device = torch.device(config.device(args.device))
+    gen_path = Path(args.generator) if args.generator else assets.path("mini/generator")
+    recon_path = Path(args.recon) if args.recon else assets.path("mini/recon")
+    G = load_generator(gen_path, device=device).eval().requires_grad_(False)
+    recon = ReconNet.load(recon_path, device=device).eval().requires_grad_(False)
+    model = mini_model(device) if recon.config.get("backbone") == "small" else assets.load("real/bfm", device)
+    names = [m.name for m in G.style_layers]
+    meta = {"generator": str(gen_path), "generator_sha256": sha256_file(gen_path), "recon": str(recon_path),
+            "recon_sha256": sha256_file(recon_path), "command": "python -m cddfm3d " + shlex.join(args.argv)}
+    responses = {}
+    if args.method in ("recon", "both"):
+        responses["recon"] = layer_response(G, recon, model, n=args.n, seed=args.seed, amount=args.amount,
+                                             direction=args.direction, batch_size=args.batch, progress=True)
+    if args.method in ("rig", "both"):
+        from .editing.predictor import load_attribute_predictor
+        from .stylespace.rig import RigConfig, rig_response
+
+        if args.predictor:
+            pred_path = Path(args.predictor)
+            T = load_attribute_predictor(pred_path, device=device).eval().requires_grad_(False)
+        else:
+            pred_path = assets.path("mini/attribute_predictor")
+            T = assets.load("mini/attribute_predictor", device)
+        meta.update(predictor=str(pred_path), predictor_sha256=sha256_file(pred_path))
+        pool = G.flatten_styles(sample_styles(G, args.rig_pool, torch.Generator().manual_seed(args.seed + 1),
+                                              mixing="official5" if G.num_ws >= 5 else "w"))
+        responses["rig"] = rig_response(T, pool, names, [m.channels for m in G.style_layers],
+                                        config=RigConfig(steps=args.rig_steps, seed=args.seed), n=args.n,
+                                        seed=args.seed, progress=True)
+    candidates = [m.index for m in G.style_layers if not m.is_torgb] if args.exclude_torgb else None
+    sets, report = layer_set_report(responses, names, primary="recon" if "recon" in responses else "rig",
+                                    share=args.share, candidates=candidates)
+    out = save_layer_sets(args.out, sets, names, {**meta, **report})
+    print(json.dumps({"sets": sets, "sets_by_method": report["sets_by_method"], "paper_sets": report["paper_sets"],
+                      "jaccard": report["jaccard"]}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def _gen_pairs(args) -> int:
+    """gen-pairs: generate (styles, W+, noise seed, image, 257 coefficients, 68 landmarks) training pairs
+    (cddfm3d.editing.pairs), sharded and resumable; torchrun ranks write disjoint shards."""
+    import torch
+
+    from . import assets
+    from .editing.pairs import default_model, file_record, generate_pairs, network_record
+    from .face3d.recon import ReconNet
+    from .stylegan2.checkpoints import load_generator
+    from .training import init_distributed
+
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    names = {"generator": f"{args.world}/generator", "recon": f"{args.world}/recon"}
+
+    def named(kind: str):
+        name = names[kind]
+        net = assets.load(name, device)
+        sha = assets.entry(name)["sha256"] if not assets.is_real(name) else assets.sha256_file(assets.path(name))
+        return net, network_record(net, f"asset {name} ({assets.path(name)})", sha)
+
+    if args.generator:
+        G = load_generator(args.generator, device)
+        g_rec = file_record(G, args.generator)
+    else:
+        G, g_rec = named("generator")
+    if args.recon:
+        load = ReconNet.load if Path(args.recon).suffix == ".safetensors" else ReconNet.from_deep3d
+        recon = load(args.recon, device=device)
+        r_rec = file_record(recon, args.recon)
+    else:
+        recon, r_rec = named("recon")
+    model = default_model(recon, device)
+    shard_size = args.shard_size or (5000 if args.world == "mini" else 250)
+    with torch.no_grad():
+        out = generate_pairs(G, recon, args.out, args.n, seed=args.seed, mixing=args.mixing, batch=args.batch,
+                             device=device, shard_size=shard_size, model=model,
+                             align=None if args.align == "auto" else args.align, rounds=args.rounds,
+                             networks={"generator": g_rec, "recon": r_rec}, command=args.argv)
+    print(f"wrote {args.n} pairs ({args.mixing}, {G.resolution} px, style_dim {G.style_dim}) to {out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
     """--data, --domain and --out of a training command."""
@@ -311,6 +413,66 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="train only D for the first N steps (G and its EMA frozen; for a fresh D; default: 0)")
     _run_options(t)
     t.set_defaults(func=_train_gan)
+    gp = sub.add_parser("gen-pairs", help="generate training pairs (StyleSpace s, W+, noise seed, image, 257 "
+                        "coefficients, 68 landmarks) as sharded safetensors + pairs.json (resumable); multi-GPU: "
+                        "torchrun --nproc_per_node N -m cddfm3d gen-pairs ...")
+    gp.add_argument("--out", type=_out_dir, required=True, help="pairs folder (pairs.json, pairs-*.safetensors, "
+                    "commands.txt); the same command resumes an interrupted run")
+    gp.add_argument("--n", type=POSITIVE, required=True, help="number of pairs")
+    gp.add_argument("--seed", type=SEED, default=0, help="seed: every sample is a pure function of (seed, index) "
+                    "(default: 0)")
+    gp.add_argument("--mixing", default="official5", choices=["official5", "w"], help="official5: the official "
+                    "5-way contiguous W+ style mixing, no truncation; w: plain W (default: official5)")
+    gp.add_argument("--batch", type=POSITIVE, default=64, help="samples per progress step; results do not depend "
+                    "on it (each sample is computed alone) (default: 64)")
+    gp.add_argument("--shard-size", type=POSITIVE, default=None, help="samples per shard file; an interrupted run "
+                    "loses at most one shard (default: 5000 in the mini world, 250 in the real one)")
+    gp.add_argument("--world", default="mini", choices=["mini", "real"], help="mini: the shipped generator and "
+                    "reconstruction network; real: the configured FFHQ generator, Deep3DFaceRecon and BFM "
+                    "(cddfm3d.assets) (default: mini)")
+    gp.add_argument("--generator", type=_existing_file, default=None, help="generator checkpoint (.pt, .pkl or "
+                    ".safetensors) instead of the world's")
+    gp.add_argument("--recon", type=_existing_file, default=None, help="reconstruction network instead of the "
+                    "world's: .safetensors (train-recon) or Deep3DFaceRecon's epoch_20.pth")
+    gp.add_argument("--align", default="auto", choices=["auto", "none", "self"], help="none: the whole image is "
+                    "the network's input; self: 5-point self-alignment (cddfm3d.editing.labels); auto: none when "
+                    "the image has the network's input size, else self (default: auto)")
+    gp.add_argument("--rounds", type=_int_at_least(0), default=2, help="re-alignments of the self-alignment "
+                    "(default: 2)")
+    gp.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
+                    "available, else cpu)")
+    gp.set_defaults(func=_gen_pairs)
+    sl = sub.add_parser("select-layers", help="measure how each style layer moves each 3DMM attribute and write "
+                        "the reduced StyleSpace (layer set) of every attribute (JSON)")
+    sl.add_argument("--out", required=True, help="layer-set file to write (.json)")
+    sl.add_argument("--method", default="recon", choices=["recon", "rig", "both"], help="recon: perturb each "
+                    "layer, read the attributes with the reconstruction network on the generated images; rig: the "
+                    "paper's procedure (a mapping over the full S trained through T); both: measure both, the sets "
+                    "come from recon (default: recon)")
+    sl.add_argument("--n", type=_int_at_least(2), default=64, help="faces per layer (recon) and evaluation pairs "
+                    "(rig) (default: 64)")
+    sl.add_argument("--seed", type=SEED, default=0, help="seed of faces, noise and perturbations (default: 0)")
+    sl.add_argument("--share", type=_share, default=0.8, help="share of each attribute's response "
+                    "the chosen layers must hold, in (0, 1] (default: 0.8)")
+    sl.add_argument("--amount", type=_float(0, strict=True), default=1.0, help="perturbation: stds per channel in "
+                    "RMS (direction random) or fraction of the way to another face (mix) (default: 1)")
+    sl.add_argument("--direction", default="random", choices=["random", "mix"], help="perturbation direction of "
+                    "the recon method (default: random)")
+    sl.add_argument("--batch", type=POSITIVE, default=32, help="faces per forward pass (default: 32)")
+    sl.add_argument("--exclude-torgb", action="store_true", help="never choose a tRGB layer (as the paper's sets)")
+    sl.add_argument("--rig-steps", type=POSITIVE, default=400, help="training steps of each rig mapping "
+                    "(default: 400)")
+    sl.add_argument("--rig-pool", type=_int_at_least(2), default=4096, help="random styles the rig mappings train "
+                    "on (default: 4096)")
+    sl.add_argument("--generator", type=_existing_file, default=None, help="generator checkpoint (.pt, .pkl or "
+                    ".safetensors); default: the shipped mini generator")
+    sl.add_argument("--recon", type=_existing_file, default=None, help="reconstruction network written by "
+                    "train-recon (.safetensors); default: the shipped mini recon")
+    sl.add_argument("--predictor", type=_existing_file, default=None, help="attribute predictor T for the rig "
+                    "method (train-t output); default: the shipped mini/attribute_predictor")
+    sl.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
+                    "available, else cpu)")
+    sl.set_defaults(func=_select_layers)
     return p
 
 
