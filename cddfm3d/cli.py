@@ -250,8 +250,11 @@ def _select_layers(args) -> int:
     sets, report = layer_set_report(responses, names, primary="recon" if "recon" in responses else "rig",
                                     share=args.share, candidates=candidates)
     out = save_layer_sets(args.out, sets, names, {**meta, **report})
-    print(json.dumps({"sets": sets, "sets_by_method": report["sets_by_method"], "paper_sets": report["paper_sets"],
-                      "jaccard": report["jaccard"]}, indent=1))
+    for label, table in [("chosen", sets)] + [(m, v) for m, v in report["sets_by_method"].items()] + \
+            [("paper (mapped by name)", report["paper_sets"])]:
+        print(f"{label}: " + "; ".join(f"{a} {v}" for a, v in table.items()))
+    for label, table in report["jaccard"].items():
+        print(f"jaccard {label}: " + ", ".join(f"{a} {v:.2f}" for a, v in table.items()))
     print(f"wrote {out}")
     return 0
 
