@@ -33,6 +33,8 @@ import torch
 
 from ..face3d.align import (TEMPLATE_5P, align_tensor, default_rescale, extract_5p, landmark_problem,
                             unalign_landmarks)
+from ..face3d.camera import rotation_matrix
+from ..face3d.morphable import SLICES
 
 ALIGNS = ("none", "self")
 SELF_ALIGN_ROUNDS = 2
@@ -54,6 +56,20 @@ def ffhq_template_5p(height: int, width: int | None = None) -> np.ndarray:
     centre = eyes + FFHQ_CENTRE_SHIFT * (mouth - eyes)
     scale = min(height, width) / (2.0 * half_side)                   # px per dm
     return (p - centre) * scale + np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+
+
+def project_landmarks(model, coeffs: torch.Tensor, image_size: int) -> torch.Tensor:
+    """The 68 landmarks [B, 68, 2] (pixels of an ``image_size`` image, y down) of coefficients [B, 257]: the same
+    numbers as ``model(coeffs, image_size=image_size).landmarks``, computed on the 68 keypoint vertices only
+    (posed shape R @ S + t of those vertices, projected by the model's camera scaled to ``image_size``) instead of
+    the whole mesh with normals and colours, about 50x less work per sample."""
+    kp = model.keypoints
+    rows = (3 * kp[:, None] + torch.arange(3, device=kp.device)).reshape(-1)        # xyz rows of the keypoints
+    c = coeffs.to(model.mean_shape.dtype)
+    shape = model.mean_shape[kp] + (c[:, :144] @ model.shape_base[rows].T).reshape(len(c), -1, 3)
+    rot = rotation_matrix(c[:, SLICES["angle"]])
+    posed = shape @ rot.transpose(1, 2) + c[:, None, SLICES["trans"]]
+    return model.camera.scaled(image_size).project(posed)[..., :2]
 
 
 def _check_images(images) -> None:
@@ -120,7 +136,7 @@ def self_align(recon, images: torch.Tensor, model, rounds: int = SELF_ALIGN_ROUN
         crops, _, tp = align_tensor(unit, pts, size=size, rescale=default_rescale(size))
         x = crops if recon.input_range == "0_1" else crops * 2.0 - 1.0
         coeffs = recon(x.float(), check=False).float()
-        lm_crop = model(coeffs, image_size=size).landmarks                           # [B, 68, 2], crop pixels
+        lm_crop = project_landmarks(model, coeffs, size)                              # [B, 68, 2], crop pixels
         landmarks = unalign_landmarks(lm_crop.double(), tp.double())                 # full-image pixels
         for key, value in (("coeffs", coeffs), ("landmarks", landmarks), ("points", pts), ("tp", tp)):
             rec[key].append(value.clone())
@@ -166,9 +182,9 @@ def label_images(recon, images: torch.Tensor, model, align: str = "none", rounds
         raise ValueError(f"label_images: align='none' needs images of the network's size {size} x {size}, found "
                          f"{tuple(x.shape[2:])}; use align='self' for larger generated images")
     coeffs = recon(x, check=False).float()
-    landmarks = model(coeffs, image_size=size).landmarks.float()
+    landmarks = project_landmarks(model, coeffs, size).float()
     return coeffs, landmarks
 
 
-__all__ = ["ALIGNS", "SELF_ALIGN_ROUNDS", "SelfAlignment", "ffhq_template_5p", "label_images", "self_align",
-           "to_range"]
+__all__ = ["ALIGNS", "SELF_ALIGN_ROUNDS", "SelfAlignment", "ffhq_template_5p", "label_images", "project_landmarks",
+           "self_align", "to_range"]
