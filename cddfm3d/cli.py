@@ -421,7 +421,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "torchrun --nproc_per_node N -m cddfm3d gen-pairs ...")
     gp.add_argument("--out", type=_out_dir, required=True, help="pairs folder (pairs.json, pairs-*.safetensors, "
                     "commands.txt); the same command resumes an interrupted run")
-    gp.add_argument("--n", type=POSITIVE, required=True, help="number of pairs")
+    gp.add_argument("--n", "--count", dest="n", type=POSITIVE, required=True, help="number of pairs (spell it "
+                    "--count under torchrun, whose own parser mistakes --n for an abbreviation of its options)")
     gp.add_argument("--seed", type=SEED, default=0, help="seed: every sample is a pure function of (seed, index) "
                     "(default: 0)")
     gp.add_argument("--mixing", default="official5", choices=["official5", "w"], help="official5: the official "

@@ -397,3 +397,7 @@ def test_cli_gen_pairs(tiny_g, tmp_path, capsys):
     assert main(["gen-pairs", "--out", str(tmp_path / "x"), "--n", "0"]) == 2
     assert main(["gen-pairs", "--out", str(tmp_path / "x"), "--n", "2", "--mixing", "mix"]) == 2
     assert not (tmp_path / "x").exists()
+    from cddfm3d.cli import build_parser
+
+    # torchrun's parser takes --n as an abbreviation of its own options; --count passes through
+    assert build_parser().parse_args(["gen-pairs", "--out", "x", "--count", "7"]).n == 7
