@@ -337,6 +337,9 @@ def test_layer_response_runs_on_a_real_generator_and_reconnet(model):
     assert r.matrix.shape == (len(G.style_layers), 5)
     assert torch.isfinite(r.matrix[[0, 2]]).all() and (r.matrix[[0, 2]] > 0).all()
     assert torch.isnan(r.matrix[1]).all()
+    # the screen differentiates through the network (the default reading keeps gradients)
+    screen = channel_screen(G, recon, model, n=2, seed=0, probes=1, batch_size=2)
+    assert screen.shape == (5, G.style_dim) and torch.isfinite(screen).all() and (screen.sum(1) > 0).all()
 
 
 # ============================================================================================ rig procedure

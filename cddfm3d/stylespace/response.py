@@ -54,16 +54,19 @@ Estimator = Callable[[torch.Tensor], torch.Tensor]
 def default_estimator(recon, model, align: str = "auto") -> Estimator:
     """images [B, 3, H, W] in [-1, 1] (generator output) -> coefficients [B, 257] read by ``recon``.
 
-    A :class:`~cddfm3d.face3d.ReconNet` reads through :func:`cddfm3d.editing.labels.label_images` (the pairs'
-    labelling: conversion to the network's input range; ``align`` "none" reads the whole image, "self" aligns
-    larger generated faces first; "auto" picks "none" when the images have the network's size, else "self").
-    Any other callable is given the [-1, 1] images as they are. Differentiable for "none" (the screen needs it)."""
+    A :class:`~cddfm3d.face3d.ReconNet` reads as the pairs' labelling :func:`cddfm3d.editing.labels.label_images`
+    does: ``align`` "none" converts the whole image to the network's input range
+    (:func:`~cddfm3d.editing.labels.to_range`) and reads it -- differentiably, which the channel screen needs;
+    "self" aligns larger generated faces first (``label_images``, no gradients); "auto" picks "none" when the
+    images have the network's size, else "self". Any other callable is given the [-1, 1] images as they are."""
     if not hasattr(recon, "input_range"):
         return recon
-    from ..editing.labels import label_images
+    from ..editing.labels import label_images, to_range
 
     def estimate(images: torch.Tensor) -> torch.Tensor:
         mode = align if align != "auto" else ("none" if images.shape[-1] == recon.image_size else "self")
+        if mode == "none":
+            return recon(to_range(images, recon.input_range), check=False).float()
         return label_images(recon, images, model, align=mode)[0]
 
     return estimate
