@@ -301,6 +301,62 @@ def _gen_pairs(args) -> int:
     return 0
 
 
+def _loss_weight(text: str) -> tuple[str, float]:
+    """``NAME`` or ``NAME=W``: a loss of train-t (pdc, vdc, wpdc, feature, official) and its weight (default 1)."""
+    from .editing.losses import LOSS_NAMES
+
+    name, sep, value = text.partition("=")
+    if name not in LOSS_NAMES:
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME=WEIGHT with NAME one of {', '.join(LOSS_NAMES)}, "
+                                         f"found {text!r}")
+    return name, _float(0)(value) if sep else 1.0
+
+
+def _open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    value = _float(0, strict=True)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), found {value:g}")
+    return value
+
+
+def _train_t(args) -> int:
+    """train-t: train (or resume) the attribute predictor T on a gen-pairs folder, then print its evaluation on
+    the held-out split."""
+    from .editing.pairs import PairDataset
+    from .editing.t_training import EXPORT_FILE, TTrainConfig, check_goals, train_t
+    from .training import init_distributed, is_main_process
+
+    ds = PairDataset(args.pairs, fields=("styles", "coeffs"))
+    data = ds.load_fields(["styles", "coeffs"])
+    labels_model = ds.meta["networks"].get("model", {}).get("name")
+    world = args.world if args.world != "auto" else ("mini" if labels_model == "MiniFace" else "real")
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    if world == "mini":
+        from .world.domains import mini_model
+
+        model = mini_model(device)
+    else:
+        from . import assets
+
+        model = assets.load("real/bfm", device)
+    weights: dict[str, float] = {}
+    for name, w in args.loss:
+        weights[name] = weights.get(name, 0.0) + w
+    cfg = TTrainConfig(style_dim=int(data["styles"].shape[1]), hidden=list(args.hidden or []), steps=args.steps,
+                       batch_size=args.batch, lr=args.lr, losses=weights,
+                       coeff_scale="prior" if world == "mini" else "labels", val_fraction=args.val_fraction,
+                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    trainer = train_t(data["styles"], data["coeffs"], cfg, args.out, model=model, device=device,
+                      resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
+    if is_main_process():
+        report = trainer.evaluate(progress=True)
+        report["goals_met"] = check_goals(report)
+        print(json.dumps({"world": world, "step": trainer.step, "losses": weights, "held_out": report}, indent=2))
+        print(f"step {trainer.step}; attribute predictor: {Path(args.out) / EXPORT_FILE}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
     """--data, --domain and --out of a training command."""
@@ -477,6 +533,34 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     sl.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
                     "available, else cpu)")
     sl.set_defaults(func=_select_layers)
+    tt = sub.add_parser("train-t", help="train (or resume) the attribute predictor T (styles -> 257 coefficients) "
+                        "on a gen-pairs folder; multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-t ...")
+    tt.add_argument("--pairs", type=_existing_dir, required=True, help="gen-pairs folder (pairs.json + shards)")
+    tt.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, "
+                    "attribute_predictor.safetensors, log.json, commands.txt)")
+    tt.add_argument("--steps", type=POSITIVE, default=3000, help="optimisation steps of the whole run; the learning "
+                    "rate decays to 0 there (default: 3000)")
+    tt.add_argument("--batch", type=POSITIVE, default=256, help="pairs per step, all processes together "
+                    "(default: 256)")
+    tt.add_argument("--lr", type=_float(0, strict=True), default=1e-3, help="peak learning rate of AdamW (linear "
+                    "warm-up, cosine decay; default: 0.001)")
+    tt.add_argument("--loss", nargs="+", type=_loss_weight, default=[("feature", 1.0), ("pdc", 0.1)],
+                    metavar="NAME[=W]", help="losses and weights: pdc, vdc, wpdc (3DDFA's), feature (each "
+                    "attribute in the space it is measured in), official (the official code's random-half WPDC) "
+                    "(default: feature pdc=0.1)")
+    tt.add_argument("--val-fraction", type=_open_fraction, default=0.1, help="share of the pairs held out "
+                    "for validation, fixed by --seed (default: 0.1)")
+    tt.add_argument("--hidden", nargs="+", type=POSITIVE, default=None, metavar="WIDTH", help="hidden widths "
+                    "(default: the official 4096 2048 1024 512 scaled to the style dimension, at least 512)")
+    tt.add_argument("--world", default="auto", choices=["auto", "mini", "real"], help="morphable model and output "
+                    "units: mini (MiniFace, prior std) or real (the real/bfm asset, the labels' std); auto: from "
+                    "the model recorded in pairs.json (default: auto)")
+    tt.add_argument("--eval-every", type=POSITIVE, default=500, help="steps between held-out evaluations written "
+                    "to log.json (default: 500)")
+    tt.add_argument("--checkpoint-every", type=POSITIVE, default=500, help="steps between checkpoints "
+                    "(default: 500)")
+    _run_options(tt)
+    tt.set_defaults(func=_train_t)
     return p
 
 

@@ -202,26 +202,26 @@ def observation(fm64, c, s):
 
 
 def test_wpdc_weights_against_brute_force_substitution(fm64):
-    p, g = coeff_pair(2, 2)
+    p, g = coeff_pair(1, 2)
     s = torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64)
-    base = observation(fm64, g, s)
-    expected = torch.zeros(2, 257, dtype=torch.float64)
-    for b in range(2):   # every parameter of the label replaced by the prediction's, one at a time, in one batch
-        sub = g[b].repeat(257, 1)
-        sub[torch.arange(257), torch.arange(257)] = p[b]
-        expected[b] = (observation(fm64, sub, s) - base[b]).norm(dim=1)
+    sub = g.repeat(257, 1)     # every parameter of the label replaced by the prediction's, one at a time
+    sub[torch.arange(257), torch.arange(257)] = p[0]
+    expected = (observation(fm64, sub, s) - observation(fm64, g, s)).norm(dim=1)[None]
     d = wpdc_distances(fm64, p, g, s)
     assert torch.allclose(d, expected, rtol=1e-9, atol=1e-12)
     assert bool((d[:, SLICES["tex"]] > 0).all() and (d[:, SLICES["gamma"]] > 0).all())
     w = wpdc_weights(fm64, p, g, s)
-    assert torch.allclose(w, 257 * expected / expected.sum(1, keepdim=True), rtol=1e-9)
-    assert torch.allclose(w.mean(1), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(w, 257 * expected / expected.sum(), rtol=1e-9)
+    # per sample: a second sample with a 10x error keeps its own weights (normalised row by row)
+    p2, g2 = torch.cat([p, g + 10 * (p - g)]), torch.cat([g, g])
+    w2 = wpdc_weights(fm64, p2, g2, s)
+    assert torch.allclose(w2[0], w[0], rtol=1e-9) and torch.allclose(w2.mean(1), torch.ones(2, dtype=torch.float64))
     # the weights are constants: the gradient is 2 w (p - g) / scale^2 / (B * 257)
     scale = prior_std()
-    q = p.clone().requires_grad_(True)
-    wpdc_loss(fm64, q, g, scale, s).backward()
-    assert torch.allclose(q.grad, 2 * w * (p - g) / scale ** 2 / (2 * 257), rtol=1e-9)
-    assert torch.equal(wpdc_weights(fm64, g, g, s), torch.ones(2, 257, dtype=torch.float64))
+    q = p2.clone().requires_grad_(True)
+    wpdc_loss(fm64, q, g2, scale, s).backward()
+    assert torch.allclose(q.grad, 2 * w2 * (p2 - g2) / scale ** 2 / (2 * 257), rtol=1e-9)
+    assert torch.equal(wpdc_weights(fm64, g2, g2, s), torch.ones(2, 257, dtype=torch.float64))
 
 
 def test_observation_scale_is_the_rms_spread(fm64):
@@ -406,3 +406,45 @@ def test_trainer_rejects_bad_data(fm, tmp_path):
         TTrainer(TTrainConfig(**dict(TINY, batch_size=64)), styles, coeffs, tmp_path, fm)
     with pytest.raises(ValueError, match="unknown loss 'l1'"):
         TTrainConfig(**dict(TINY, losses={"l1": 1.0}))
+
+
+# ============================================================================================ command line
+@pytest.fixture(scope="module")
+def tiny_pairs(tmp_path_factory):
+    """24 gen-pairs pairs of a random-weight 64-px generator, labelled by the shipped mini reconstruction net."""
+    from cddfm3d.editing.pairs import generate_pairs
+    from cddfm3d.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    G = Generator(64, z_dim=16, w_dim=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}).eval()
+    out = tmp_path_factory.mktemp("pairs") / "p"
+    return generate_pairs(G.requires_grad_(False), assets.load("mini/recon"), out, 24, seed=1, shard_size=12,
+                          batch=12, progress=False)
+
+
+def test_train_t_command(tiny_pairs, tmp_path, capsys):
+    from cddfm3d.cli import main
+    from cddfm3d.editing.pairs import PairDataset
+
+    out = tmp_path / "t"
+    args = ["train-t", "--pairs", str(tiny_pairs), "--out", str(out), "--steps", "4", "--batch", "8", "--hidden",
+            "16", "16", "--loss", "pdc", "feature=0.5", "--val-fraction", "0.25", "--eval-every", "2",
+            "--device", "cpu"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    report = json.loads(text[:text.rindex("}") + 1])
+    assert report["world"] == "mini" and report["step"] == 4 and report["losses"] == {"pdc": 1.0, "feature": 0.5}
+    assert report["held_out"]["n"] == 6 and set(report["held_out"]["goals_met"]) == \
+        {f"{k}_{a}" for k in ("ev", "var_ratio") for a in ATTRIBUTES}
+    T = AttributePredictor.load(out / EXPORT_FILE)
+    assert T.config == {"style_dim": PairDataset(tiny_pairs).load_fields(["styles"])["styles"].shape[1],
+                        "hidden": [16, 16]}
+    assert T.coeff_scale_source == "prior_std" and torch.equal(T.coeff_scale, prior_std().float())
+    assert [e["step"] for e in json.loads((out / "log.json").read_text()) if "val" in e] == [2, 4]
+    assert (out / "commands.txt").read_text().count("train-t") == 1
+    # bad input: one error line, status 2, nothing trained
+    assert main(["train-t", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "x"), "--loss", "l1"]) == 2
+    assert "expected NAME or NAME=WEIGHT" in capsys.readouterr().err
+    assert main(["train-t", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "x"), "--batch", "64"]) == 2
+    assert "larger than the training split" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()

@@ -261,7 +261,7 @@ class TLoss(nn.Module):
     def __init__(self, model: MorphableModel, scale: torch.Tensor, weights: dict, stats: dict | None = None):
         super().__init__()
         check_loss_weights(weights)
-        self.model = model
+        self.__dict__["model"] = model   # used, not owned: TLoss.to() must not move a shared model
         self.weights = {k: float(w) for k, w in weights.items() if w > 0}
         self.register_buffer("scale", torch.as_tensor(scale).float().clone())
         stats = stats or {}

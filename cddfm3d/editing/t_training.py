@@ -23,6 +23,7 @@ torchrun-ready: every rank draws the same global batch order and takes its slice
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -128,7 +129,12 @@ class TTrainer(ResumableRun):
         if config.batch_size > len(self.train_idx):
             raise ValueError(f"batch size {config.batch_size} is larger than the training split "
                              f"({len(self.train_idx)} pairs)")
-        self.fm = (model or MorphableModel.mini()).to(self.device)
+        if model is None:
+            from ..world.domains import mini_model
+
+            model = mini_model(self.device)
+        # a model on another device is copied, never moved (it may be a shared instance, as mini_model's)
+        self.fm = model if model.mean_shape.device == self.device else copy.deepcopy(model).to(self.device)
         torch.manual_seed(config.seed)
         self.net = AttributePredictor(config.style_dim, config.hidden)
         tr_s, tr_c = self.styles[self.train_idx], self.coeffs[self.train_idx]
