@@ -270,6 +270,8 @@ def _gen_pairs(args) -> int:
     from .stylegan2.checkpoints import load_generator
     from .training import init_distributed
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     names = {"generator": f"{args.world}/generator", "recon": f"{args.world}/recon"}
 
@@ -501,6 +503,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 2)")
     gp.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
                     "available, else cpu)")
+    gp.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads of each process (default: "
+                    "torch's). Each sample runs alone, so small networks gain little from threads: on a shared CPU "
+                    "use --threads 1 and one torchrun rank per core. Results depend on it at float rounding level "
+                    "(each shard records it)")
     gp.set_defaults(func=_gen_pairs)
     sl = sub.add_parser("select-layers", help="measure how each style layer moves each 3DMM attribute and write "
                         "the reduced StyleSpace (layer set) of every attribute (JSON)")
