@@ -178,6 +178,15 @@ def _ship_mini(args) -> int:
     return 0
 
 
+def _ship_editing(args) -> int:
+    from .editing.ship import ship_editing_assets
+
+    report = ship_editing_assets(args.pairs, args.t, args.heldout_pairs, args.layer_sets, device=args.device,
+                                 ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _train_gan(args) -> int:
     from .stylegan2.training import TrainConfig, train_gan
     from .training import init_distributed
@@ -451,6 +460,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--n-photo", type=POSITIVE, default=1000, help="generator samples for the reconstruction "
                    "network's photometric error (default: 1000)")
     s.set_defaults(func=_ship_mini)
+
+    e = sub.add_parser("ship-editing", help="evaluate the attribute predictor T on held-out pairs and ship it and "
+                       "the layer sets into assets/ (mini/attribute_predictor, mini/layer_sets)")
+    e.add_argument("--pairs", type=_existing_dir, required=True, help="the gen-pairs folder T was trained on")
+    e.add_argument("--t", type=_existing_dir, required=True, help="train-t run folder")
+    e.add_argument("--heldout-pairs", type=_existing_dir, required=True, help="gen-pairs folder of another seed "
+                   "(T is evaluated on it)")
+    e.add_argument("--layer-sets", type=_existing_file, required=True, help="the select-layers output file")
+    e.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    e.set_defaults(func=_ship_editing)
 
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")

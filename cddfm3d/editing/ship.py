@@ -1,0 +1,90 @@
+"""Ship the editing stage's mini-world files: the attribute predictor T and the layer sets.
+
+``ship_editing_assets`` evaluates T (``<t>/attribute_predictor.safetensors``, a ``train-t`` run folder) on held-out
+pairs (a ``gen-pairs`` folder made with another seed, so the generator never produced them for T's training), copies
+T and the layer-set file (``select-layers``) to ``assets/mini/`` and registers them as ``mini/attribute_predictor``
+and ``mini/layer_sets``. Both must come from the shipped ``mini/generator`` and ``mini/recon`` (checked through the
+sha256 the pairs and the layer-set file record), so the shipped stage reads the shipped world.
+
+The manifest's command for each file: the pairs' and T's ``commands.txt`` (:func:`cddfm3d.training.rebuild_commands`),
+the held-out pairs' commands, the ``select-layers`` line the layer-set file records, and the ship command; a comment
+line first names the generator and recon they read.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .. import assets
+from ..training import rebuild_commands
+from ..world.domains import mini_model
+from .pairs import PairDataset
+from .predictor import load_attribute_predictor
+from .t_training import EXPORT_FILE, VAR_RATIO_GOAL, check_goals, evaluate_t
+
+
+def _check_world(what: str, recorded: dict) -> None:
+    """``recorded``: {"generator": sha256, "recon": sha256} of a stage file; both must be the shipped ones."""
+    for name, sha in recorded.items():
+        shipped = assets.entry(f"mini/{name}")["sha256"]
+        if sha != shipped:
+            raise ValueError(f"{what} was made with a {name} of sha256 {str(sha)[:12]}..., not the shipped "
+                             f"mini/{name} ({shipped[:12]}...): regenerate it from the shipped world")
+
+
+def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, ship_command: str = "",
+                        device=None) -> dict:
+    """Evaluate T on the held-out pairs, copy T and the layer sets into ``assets/mini/`` and register them.
+    Returns {"attribute_predictor": metrics, "layer_sets": metrics, "seconds": s}. Raises ``FileNotFoundError``
+    for a missing file or ``commands.txt``, ``ValueError`` for files made from another generator or recon."""
+    from ..stylespace.selection import read_layer_sets
+
+    t0 = time.perf_counter()
+    t_file, layer_file = Path(t_dir) / EXPORT_FILE, Path(layer_sets_file)
+    for f in (t_file, layer_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"ship-editing: {f} does not exist")
+    train, heldout = PairDataset(pairs_dir), PairDataset(heldout_pairs_dir)
+    for what, ds in (("the pairs in " + str(pairs_dir), train), ("the held-out pairs in " + str(heldout_pairs_dir),
+                                                               heldout)):
+        _check_world(what, {"generator": ds.generator_sha256, "recon": ds.recon_sha256})
+    sets, doc = read_layer_sets(layer_file)
+    meta = doc.get("metadata", {})
+    _check_world(f"the layer sets {layer_file}", {"generator": meta.get("generator_sha256"),
+                                                  "recon": meta.get("recon_sha256")})
+    cmds_pairs, cmds_t = rebuild_commands(pairs_dir), rebuild_commands(t_dir)
+    cmds_heldout = rebuild_commands(heldout_pairs_dir)
+    ship = [ship_command] if ship_command else []
+    world = (f"# reads mini/generator sha256 {assets.entry('mini/generator')['sha256']} and mini/recon sha256 "
+             f"{assets.entry('mini/recon')['sha256']}")
+
+    T = load_attribute_predictor(t_file, device=device).eval()
+    fields = heldout.load_fields(["styles", "coeffs"])
+    with torch.no_grad():
+        t_metrics = evaluate_t(T, fields["styles"], fields["coeffs"], mini_model(), progress=True)
+    goals = check_goals(t_metrics)
+    t_metrics["goals_met"] = {k: bool(v) for k, v in goals.items()}
+    t_metrics["var_ratio_goal"] = list(VAR_RATIO_GOAL)
+    t_metrics["n_train_pairs"] = len(train)
+
+    dest = assets.assets_dir() / "mini"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(t_file, dest / "attribute_predictor.safetensors")
+    shutil.copyfile(layer_file, dest / "layer_sets.json")
+    assets.register(
+        "mini/attribute_predictor", "mini/attribute_predictor.safetensors", "editing.AttributePredictor", T.config,
+        "\n".join([world] + cmds_pairs + cmds_t + cmds_heldout + ship), t_metrics,
+        description="the attribute predictor T (flat StyleSpace of mini/generator -> 257 coefficients as mini/recon "
+                    "reads the generated image), trained on gen-pairs labels")
+    select_cmd = [meta["command"]] if meta.get("command") else []
+    layer_metrics = {"sets": sets, "sizes": {a: len(v) for a, v in sets.items()},
+                     "jaccard": meta.get("jaccard", {}), "share": meta.get("share")}
+    assets.register(
+        "mini/layer_sets", "mini/layer_sets.json", "stylespace.LayerSets", {"layers": doc["layers"]},
+        "\n".join([world] + cmds_pairs + cmds_t + select_cmd + ship), layer_metrics,
+        description="the reduced StyleSpace S^i of each attribute: style-layer indices of mini/generator "
+                    "(select-layers; the file also holds the response matrices)")
+    return {"attribute_predictor": t_metrics, "layer_sets": layer_metrics, "seconds": time.perf_counter() - t0}
