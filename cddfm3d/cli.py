@@ -220,18 +220,18 @@ def _select_layers(args) -> int:
 
     from . import assets, config
     from .assets import sha256_file
+    from .editing.pairs import default_model
     from .face3d.recon import ReconNet
     from .stylegan2.checkpoints import load_generator
     from .stylespace import layer_set_report, save_layer_sets
     from .stylespace.response import layer_response, sample_styles
-    from .world.domains import mini_model
 
     device = torch.device(config.device(args.device))
     gen_path = Path(args.generator) if args.generator else assets.path("mini/generator")
     recon_path = Path(args.recon) if args.recon else assets.path("mini/recon")
     G = load_generator(gen_path, device=device).eval().requires_grad_(False)
     recon = ReconNet.load(recon_path, device=device).eval().requires_grad_(False)
-    model = mini_model(device) if recon.config.get("backbone") == "small" else assets.load("real/bfm", device)
+    model = default_model(recon, device)
     names = [m.name for m in G.style_layers]
     meta = {"generator": str(gen_path), "generator_sha256": sha256_file(gen_path), "recon": str(recon_path),
             "recon_sha256": sha256_file(recon_path), "command": "python -m cddfm3d " + shlex.join(args.argv)}
@@ -245,10 +245,19 @@ def _select_layers(args) -> int:
 
         if args.predictor:
             pred_path = Path(args.predictor)
-            T = load_attribute_predictor(pred_path, device=device).eval().requires_grad_(False)
+            T = load_attribute_predictor(pred_path, device=device)
         else:
-            pred_path = assets.path("mini/attribute_predictor")
+            try:
+                pred_path = assets.path("mini/attribute_predictor")
+            except assets.AssetError as e:
+                raise FileNotFoundError(f"select-layers --method {args.method} needs the attribute predictor T of "
+                                        f"this generator: pass --predictor FILE (train-t's attribute_predictor."
+                                        f"safetensors) or ship one with ship-editing ({e})") from e
             T = assets.load("mini/attribute_predictor", device)
+        T = T.eval().requires_grad_(False)
+        if T.style_dim != G.style_dim:
+            raise ValueError(f"{pred_path}: the attribute predictor reads style_dim {T.style_dim}, the generator "
+                             f"{gen_path} has style_dim {G.style_dim}; use T trained on this generator's pairs")
         meta.update(predictor=str(pred_path), predictor_sha256=sha256_file(pred_path))
         pool = G.flatten_styles(sample_styles(G, args.rig_pool, torch.Generator().manual_seed(args.seed + 1),
                                               mixing="official5" if G.num_ws >= 5 else "w"))

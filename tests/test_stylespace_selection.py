@@ -435,3 +435,57 @@ def test_select_layers_command(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(args[:-4] + ["--share", "1.5"]) == 2
     assert "expected a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_layer_set_file_writes_non_finite_metadata_as_null(tmp_path):
+    """A response that was not estimated (NaN, as the rig method's stderr) or unbounded is written as JSON null:
+    the file stays strict JSON and loads."""
+    meta = {"stderr": torch.tensor([[float("nan"), 0.5]]), "ratio": float("inf"), "n": torch.tensor(3),
+            "nested": {"x": [1.0, float("-inf")]}}
+    p = save_layer_sets(tmp_path / "s.json", {a: [0] for a in ATTRIBUTES}, ["b4.conv1"], meta)
+    doc = json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert doc["metadata"] == {"stderr": [[None, 0.5]], "ratio": None, "n": 3, "nested": {"x": [1.0, None]}}
+    assert load_layer_sets(p) == {a: [0] for a in ATTRIBUTES}
+
+
+def test_select_layers_command_rig_and_both(tmp_path, capsys, monkeypatch):
+    """--method both (and rig) on a small generator + network + T written to files: the rig response (whose stderr
+    is not estimated) is written, its sets follow the rule on the recorded matrix, the primary sets are recon's;
+    a T of another generator, or no T at all, is one clear error line."""
+    from cddfm3d.assets import sha256_file
+    from cddfm3d.cli import main
+    from cddfm3d.editing.predictor import AttributePredictor
+    from cddfm3d.stylegan2.checkpoints import save_generator
+
+    torch.manual_seed(0)
+    G = Generator(16, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8).eval()
+    recon = ReconNet("small", image_size=16, width=4).eval()
+    recon.input_range = "-1_1"
+    for p in recon.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    save_generator(G, tmp_path / "g.safetensors")
+    recon.save(tmp_path / "r.safetensors")
+    styles = G.flatten_styles(sample_styles(G, 64, torch.Generator().manual_seed(0)))
+    T = AttributePredictor(G.style_dim, hidden=[16]).fit_normalisation(styles, torch.randn(64, 257))
+    T.save(tmp_path / "t.safetensors")
+    AttributePredictor(G.style_dim + 1, hidden=[16]).save(tmp_path / "t_other.safetensors")
+    out = tmp_path / "sets.json"
+    base = ["select-layers", "--out", str(out), "--n", "4", "--batch", "4", "--share", "0.6", "--device", "cpu",
+            "--generator", str(tmp_path / "g.safetensors"), "--recon", str(tmp_path / "r.safetensors"),
+            "--rig-steps", "3", "--rig-pool", "32"]
+    assert main(base + ["--method", "both", "--predictor", str(tmp_path / "t.safetensors")]) == 0
+    sets, doc = read_layer_sets(out)
+    meta = doc["metadata"]
+    assert meta["predictor_sha256"] == sha256_file(tmp_path / "t.safetensors")
+    rig = meta["responses"]["rig"]
+    assert all(v is None for row in rig["stderr"] for v in row)
+    assert meta["sets_by_method"]["rig"] == select_layers(rig["matrix"], share=0.6)
+    assert sets == meta["sets_by_method"]["recon"] == select_layers(meta["responses"]["recon"]["matrix"], share=0.6)
+    capsys.readouterr()
+    assert main(base + ["--method", "rig", "--predictor", str(tmp_path / "t_other.safetensors")]) == 2
+    assert "style_dim" in capsys.readouterr().err
+    monkeypatch.setenv(assets.ASSETS_ENV, str(tmp_path / "no_assets"))
+    assets.clear_verification_cache()
+    assert main(base + ["--method", "rig"]) == 2
+    assert "needs the attribute predictor T" in capsys.readouterr().err
+    assets.clear_verification_cache()

@@ -240,7 +240,7 @@ def channel_screen(G, recon, model, n: int = 16, seed: int = 0, probes: int = 4,
     _check_common(G, n, batch_size, who)
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
         raise ValueError(f"{who}: probes must be an int >= 1, found {probes!r}")
-    std = torch.cat(_stats(G, stats, seed).std).double()
+    std = torch.cat([s.cpu() for s in _stats(G, stats, seed).std]).double()   # acc and the result live on the CPU
     estimate = estimate or default_estimator(recon, model)
     gen = torch.Generator().manual_seed(seed)
     acc = torch.zeros(len(ATTRIBUTES), int(std.numel()), dtype=torch.float64)

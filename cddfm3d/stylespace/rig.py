@@ -163,8 +163,8 @@ def train_rig(T: Predictor, styles: torch.Tensor, layer_channels: Sequence[int],
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "loss": float(loss), "edit": float(edit), "keep": float(keep),
-                            "rec": float(rec), "l2": float(l2)})
+            terms = {"loss": loss, "edit": edit, "keep": keep, "rec": rec, "l2": l2}
+            history.append({"step": step} | {k: float(v.detach()) for k, v in terms.items()})
     net.eval().requires_grad_(False)
     return RigResult(net, history, p_scale, std, cfg)
 

@@ -20,7 +20,8 @@ Layer-set file (JSON, :func:`save_layer_sets` / :func:`load_layer_sets`)
     {"format": "cddfm3d.layer_sets", "version": 1,
      "sets": {"shape": [0, 2], "expression": [...], "albedo": [...], "pose": [...], "light": [...]},
      "layers": ["b4.conv1", "b4.torgb", ...],          # names of G.style_layers, in order
-     "metadata": {...}}                                 # rule, share, generator sha256, response matrices, ...
+     "metadata": {...}}                                 # rule, share, generator sha256, response matrices (NaN:
+                                                        # null), ...
 
 Each set is a sorted list of distinct int indices into ``G.style_layers``. The asset kind
 ``"stylespace.LayerSets"`` loads such a file as ``dict[str, list[int]]`` (all five attributes, in
@@ -29,6 +30,7 @@ Each set is a sorted list of distinct int indices into ``G.style_layers``. The a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -202,10 +204,12 @@ class LayerSetsError(ValueError):
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):   # numpy arrays and scalars
-        return value.tolist()
+    """``value`` as plain JSON data: tensors and numpy values become (nested) lists or numbers, and a non-finite
+    float (NaN: "not estimated", e.g. the rig method's ``stderr``; Inf) becomes ``None`` (JSON ``null``)."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):   # tensors, numpy arrays and scalars
+        return _jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -216,8 +220,9 @@ def _jsonable(value: Any) -> Any:
 def save_layer_sets(path, sets: Mapping[str, Iterable[int]], layer_names: Sequence[str],
                     metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``sets`` (validated as :func:`load_layer_sets` would) with the generator's ``layer_names`` and
-    ``metadata`` (tensors and arrays become nested lists; e.g. rule, share, generator sha256, response matrices)
-    to ``path`` atomically. Returns the path. Raises :class:`LayerSetsError` for sets that would not load."""
+    ``metadata`` (tensors and arrays become nested lists, NaN and Inf become ``null``; e.g. rule, share, generator
+    sha256, response matrices) to ``path`` atomically. Returns the path. Raises :class:`LayerSetsError` for sets
+    that would not load."""
     path = Path(path)
     doc = {"format": FORMAT, "version": VERSION, "sets": {k: sorted(int(i) for i in v) for k, v in sets.items()},
            "layers": list(layer_names), "metadata": _jsonable(dict(metadata or {}))}
