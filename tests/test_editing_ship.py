@@ -82,3 +82,20 @@ def test_ship_editing_refuses_pairs_of_another_generator(world, capsys):
                  str(t / "pairs"), "--layer-sets", str(t / "sets.json")]) == 2
     assert "not the shipped mini/generator" in capsys.readouterr().err
     assert not (assets.assets_dir() / "mini" / "attribute_predictor.safetensors").exists()
+
+
+def test_ship_editing_refuses_heldout_pairs_of_the_training_seed(world, capsys):
+    """Held-out pairs made with the training pairs' seed are the same samples (a function of (seed, index)): T's
+    evaluation on them would be on its training data, so shipping is refused naming the field."""
+    t = world
+    run("gen-pairs", "--out", t / "pairs", "--n", 24, "--seed", 1, "--device", "cpu")
+    run("gen-pairs", "--out", t / "heldout", "--n", 8, "--seed", 1, "--device", "cpu")
+    run("train-t", "--pairs", t / "pairs", "--out", t / "t", "--steps", 2, "--batch", 4, "--loss", "pdc",
+        "--device", "cpu")
+    run("select-layers", "--out", t / "sets.json", "--method", "recon", "--n", 2, "--device", "cpu")
+    capsys.readouterr()
+    assert main(["ship-editing", "--pairs", str(t / "pairs"), "--t", str(t / "t"), "--heldout-pairs",
+                 str(t / "heldout"), "--layer-sets", str(t / "sets.json")]) == 2
+    err = capsys.readouterr().err
+    assert "heldout/pairs.json: field 'config.seed' is 1" in err and "another --seed" in err
+    assert not (assets.assets_dir() / "mini" / "attribute_predictor.safetensors").exists()

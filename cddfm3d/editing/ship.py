@@ -39,7 +39,8 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
                         device=None) -> dict:
     """Evaluate T on the held-out pairs, copy T and the layer sets into ``assets/mini/`` and register them.
     Returns {"attribute_predictor": metrics, "layer_sets": metrics, "seconds": s}. Raises ``FileNotFoundError``
-    for a missing file or ``commands.txt``, ``ValueError`` for files made from another generator or recon."""
+    for a missing file or ``commands.txt``, ``ValueError`` for files made from another generator or recon and for
+    held-out pairs made with the training pairs' seed (the same samples)."""
     from ..stylespace.selection import read_layer_sets
 
     t0 = time.perf_counter()
@@ -51,6 +52,10 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
     for what, ds in (("the pairs in " + str(pairs_dir), train), ("the held-out pairs in " + str(heldout_pairs_dir),
                                                                heldout)):
         _check_world(what, {"generator": ds.generator_sha256, "recon": ds.recon_sha256})
+    if heldout.config.get("seed") == train.config.get("seed"):
+        raise ValueError(f"{heldout.root / 'pairs.json'}: field 'config.seed' is {heldout.config.get('seed')}, the "
+                         f"same as the training pairs' in {pairs_dir}: every sample is a function of (seed, index), "
+                         f"so T was trained on these samples; make the held-out pairs with another --seed")
     sets, doc = read_layer_sets(layer_file)
     meta = doc.get("metadata", {})
     _check_world(f"the layer sets {layer_file}", {"generator": meta.get("generator_sha256"),
