@@ -301,7 +301,7 @@ def evaluate_t(T: nn.Module, styles: torch.Tensor, coeffs: torch.Tensor, model: 
     ev = {a: ExplainedVariance() for a in ATTRIBUTES}
     vr = {a: VarianceRatio() for a in ATTRIBUTES}
     angle_sum = torch.zeros(3, dtype=torch.float64)
-    label_std = coeffs.double().std(0).clamp_min(1e-12)
+    label_std = coeffs.double().std(0).clamp_min(1e-12).cpu()     # the squared errors are summed on the CPU
     sq = 0.0
     for i in tqdm(range(0, len(styles), batch), unit="batch", desc="evaluate_t", disable=not progress):
         pred = T(styles[i:i + batch].to(dev).float()).to(fdev).float()
