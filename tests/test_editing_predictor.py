@@ -394,6 +394,9 @@ def test_resume_is_bit_exact(fm, tmp_path):
         TTrainer(TTrainConfig(**dict(TINY, hidden=[8])), styles, coeffs, tmp_path / "parts", fm).start()
     with pytest.raises(ValueError, match="trained on 60 pairs, 59 given"):
         TTrainer(cfg, styles[:59], coeffs[:59], tmp_path / "parts", fm).start()
+    other_styles, other_coeffs = synthetic_pairs(60, seed=2)        # other pairs of the same count
+    with pytest.raises(ValueError, match="other pairs of the same count.*'labels_sha256'"):
+        TTrainer(cfg, other_styles, other_coeffs, tmp_path / "parts", fm).start()
 
 
 def test_trainer_rejects_bad_data(fm, tmp_path):

@@ -24,6 +24,7 @@ torchrun-ready: every rank draws the same global batch order and takes its slice
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -125,6 +126,8 @@ class TTrainer(ResumableRun):
             raise ValueError(f"batch size {config.batch_size} is not divisible by the number of processes "
                              f"{self.world}")
         self.styles, self.coeffs = styles.float(), coeffs.float()
+        # which pairs these are: a resumed run must continue on the same ones (the labels identify them)
+        self.labels_sha256 = hashlib.sha256(self.coeffs.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
         self.train_idx, self.val_idx = split_indices(len(styles), config.val_fraction, config.seed)
         if config.batch_size > len(self.train_idx):
             raise ValueError(f"batch size {config.batch_size} is larger than the training split "
@@ -150,13 +153,19 @@ class TTrainer(ResumableRun):
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
-        return {"order": self.order.clone(), "cursor": self.cursor, "n_pairs": len(self.styles)}
+        return {"order": self.order.clone(), "cursor": self.cursor, "n_pairs": len(self.styles),
+                "labels_sha256": self.labels_sha256}
 
     def load_extra_state(self, state: dict) -> None:
+        again = "use the same pairs, another output directory, or start afresh (--no-resume / resume=False)"
         if int(state["n_pairs"]) != len(self.styles):
             raise ValueError(f"{self.checkpoint_path}: the checkpoint was trained on {int(state['n_pairs'])} pairs, "
-                             f"{len(self.styles)} given; use the same pairs, another output directory, or start "
-                             f"afresh (--no-resume / resume=False)")
+                             f"{len(self.styles)} given; {again}")
+        saved = state.get("labels_sha256")   # (absent in checkpoints written before it was recorded)
+        if saved is not None and saved != self.labels_sha256:
+            raise ValueError(f"{self.checkpoint_path}: the checkpoint was trained on other pairs of the same count "
+                             f"(field 'labels_sha256': {saved[:12]}... in the checkpoint, {self.labels_sha256[:12]}... "
+                             f"given); {again}")
         self.order, self.cursor = state["order"].clone(), int(state["cursor"])
 
     def export(self) -> None:
