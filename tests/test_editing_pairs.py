@@ -321,7 +321,8 @@ def test_resume_with_another_config_or_network_names_the_field(pairs_a, tiny_g, 
     with pytest.raises(ValueError, match=r"'networks.generator.state_sha256'"):
         generate_pairs(other, mini_recon, out, 10, seed=5, shard_size=4, progress=False)
     for kw, match in (({"n": 0}, "n must be an int"), ({"mixing": "x"}, "mixing must be one of"),
-                      ({"align": "dlib"}, "align must be one of"), ({"batch": 0}, "batch must be an int")):
+                      ({"align": "dlib"}, "align must be one of"), ({"batch": 0}, "batch must be an int"),
+                      ({"align": "self", "rounds": -1}, "rounds must be an int")):
         args = dict(n=2, seed=0, progress=False) | kw
         with pytest.raises(ValueError, match=match):
             generate_pairs(tiny_g, mini_recon, tmp_path / "bad", **args)

@@ -193,7 +193,8 @@ def generate_pairs(G, recon, out_dir, n: int, seed: int = 0, mixing: str = "offi
     Raises ValueError for bad arguments (before anything is written) and for a folder holding pairs of another
     config or other networks (naming the field, the folder's value and the requested one).
     """
-    for name, value, lo in (("n", n, 1), ("batch", batch, 1), ("shard_size", shard_size, 1), ("seed", seed, 0)):
+    for name, value, lo in (("n", n, 1), ("batch", batch, 1), ("shard_size", shard_size, 1), ("seed", seed, 0),
+                            ("rounds", rounds, 0)):
         if not _is_int(value) or value < lo or value > SEED_MASK:
             raise ValueError(f"generate_pairs: {name} must be an int in [{lo}, 2**63 - 1], found {value!r}")
     if mixing not in MIXINGS:
