@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import shlex
@@ -91,6 +92,22 @@ def is_main_process() -> bool:
     """True on rank 0 (or without torch.distributed); also reads torchrun's ``RANK`` before initialisation."""
     rank, _ = dist_info()
     return rank == 0 and int(os.environ.get("RANK", "0")) == 0
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def warmup_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Learning rate at the 0-based ``step`` of a run of ``steps`` steps: a linear warm-up over ``warmup`` steps,
+    then a cosine decay to 0 at ``steps`` (and 0 after it)::
+
+        step < warmup:   lr * (step + 1) / warmup
+        otherwise:       lr * (1 + cos(pi * min(t, 1))) / 2,   t = (step - warmup) / max(steps - warmup, 1)
+
+    (the warm-up of Goyal et al. 2017, "Accurate, large minibatch SGD", followed by the cosine of Loshchilov &
+    Hutter 2017, "SGDR", without restarts). ``warmup = 0`` starts at ``lr``. Same units as ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(steps - warmup, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 # ------------------------------------------------------------------------------------------------ random states
@@ -503,4 +520,4 @@ def config_json(config) -> str:
 
 __all__ = ["ResumableRun", "RunInterrupted", "config_json", "dist_info", "allreduce_gradients", "init_distributed",
            "is_main_process", "global_rng_state", "set_global_rng_state", "record_command", "read_commands",
-           "rebuild_commands", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE", "STOP_OPTION"]
+           "rebuild_commands", "warmup_cosine", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE", "STOP_OPTION"]

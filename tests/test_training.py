@@ -19,7 +19,7 @@ import torch
 from cddfm3d import training
 from cddfm3d.serialization import read_safetensors
 from cddfm3d.training import (COMMANDS_FILE, ResumableRun, RunInterrupted, global_rng_state, read_commands,
-                              rebuild_commands, record_command, set_global_rng_state)
+                              rebuild_commands, record_command, set_global_rng_state, warmup_cosine)
 
 
 @dataclass
@@ -211,6 +211,28 @@ def test_stop_at_step_keeps_the_schedule(tmp_path):
     assert_same_state(straight, rest)
     with pytest.raises(ValueError, match="stop_at_step"):
         run(tmp_path / "c", stop_at_step=0)
+
+
+@pytest.mark.parametrize("lr, warmup, steps", [(2e-3, 10, 50), (1.0, 1, 7), (0.5, 0, 20), (1e-3, 30, 30)])
+def test_warmup_cosine_schedule(lr, warmup, steps):
+    """The one learning-rate schedule of the package (train-t, train-recon) against the formula in float64 NumPy:
+    a wrong warm-up slope, an off-by-one step or a decay that does not end at 0 on ``steps`` fails."""
+    def expected(step):
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        frac = min((step - warmup) / max(steps - warmup, 1), 1.0)
+        return lr / 2 * (1 + np.cos(np.pi * frac))
+
+    got = [warmup_cosine(s, lr, warmup, steps) for s in range(steps + 5)]
+    assert got == pytest.approx([expected(s) for s in range(steps + 5)], rel=1e-12, abs=1e-15)
+    if warmup:
+        assert got[0] == pytest.approx(lr / warmup) and got[warmup - 1] == pytest.approx(lr)
+    else:
+        assert got[0] == lr
+    if warmup < steps:
+        assert got[steps] == pytest.approx(0.0, abs=1e-15) and got[-1] == pytest.approx(0.0, abs=1e-15)
+    decay = got[warmup:steps + 1]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
 
 
 def test_only_rank_zero_writes(tmp_path, monkeypatch):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..face3d.measures import ATTRIBUTES, ExplainedVariance, attribute_features
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
-from ..training import ResumableRun, allreduce_gradients
+from ..training import ResumableRun, allreduce_gradients, warmup_cosine
 from .losses import TLoss, check_loss_weights
 from .predictor import AttributePredictor, scaled_hidden
 
@@ -93,15 +92,6 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
                          f"(need >= 2)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def warmup_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
-    """Learning rate at ``step``: linear warm-up over ``warmup`` steps to ``lr``, then cosine decay to 0 at
-    ``steps``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(steps - warmup, 1)
-    return lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 class TTrainer(ResumableRun):

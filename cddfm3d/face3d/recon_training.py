@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..training import ResumableRun
+from ..training import ResumableRun, warmup_cosine
 from .losses import landmark_loss, photometric_loss
 from .measures import ATTRIBUTES, ExplainedVariance, attribute_features
 from .morphable import SLICES, MorphableModel
@@ -104,12 +104,8 @@ class ReconTrainer(ResumableRun):
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to 0 at ``steps``."""
-        cfg = self.cfg
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        """Learning rate at ``step``: :func:`cddfm3d.training.warmup_cosine` with the config's lr, warmup, steps."""
+        return warmup_cosine(step, self.cfg.lr, self.cfg.warmup, self.cfg.steps)
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
