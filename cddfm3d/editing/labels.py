@@ -35,6 +35,7 @@ from ..face3d.align import (TEMPLATE_5P, align_tensor, default_rescale, extract_
                             unalign_landmarks)
 from ..face3d.camera import rotation_matrix
 from ..face3d.morphable import SLICES
+from ..images import to_range
 
 ALIGNS = ("none", "self")
 SELF_ALIGN_ROUNDS = 2
@@ -81,18 +82,6 @@ def _check_images(images) -> None:
         raise ValueError(f"label_images: images must be uint8 (0..255) or float ([-1, 1]), found {images.dtype}")
 
 
-def to_range(images: torch.Tensor, value_range: str) -> torch.Tensor:
-    """Images [B, 3, H, W], uint8 0..255 or float in the generator's [-1, 1], as float32 in ``value_range``:
-    ``"0_1"`` (uint8 / 255, (x + 1) / 2) or ``"-1_1"`` (uint8 / 127.5 - 1, as the mini world's datasets, or x)."""
-    _check_images(images)
-    if value_range not in ("0_1", "-1_1"):
-        raise ValueError(f"to_range: value_range must be '0_1' or '-1_1', found {value_range!r}")
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0 if value_range == "0_1" else images.float() / 127.5 - 1.0
-    x = images.float()
-    return (x + 1.0) * 0.5 if value_range == "0_1" else x
-
-
 @dataclass
 class SelfAlignment:
     """Result of :func:`self_align` for B images and R = rounds + 1 reconstructions.
@@ -127,6 +116,7 @@ def self_align(recon, images: torch.Tensor, model, rounds: int = SELF_ALIGN_ROUN
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"self_align: rounds must be an int >= 0, found {rounds!r}")
+    _check_images(images)
     unit = to_range(images, "0_1")          # aligned in [0, 1]: the area outside the image is black, as Deep3D's
     b, _, h, w = unit.shape
     size = recon.image_size
@@ -176,6 +166,7 @@ def label_images(recon, images: torch.Tensor, model, align: str = "none", rounds
     if align == "self":
         out = self_align(recon, images, model, rounds)
         return out.coeffs, out.landmarks
+    _check_images(images)
     x = to_range(images, recon.input_range)
     size = recon.image_size
     if tuple(x.shape[2:]) != (size, size):

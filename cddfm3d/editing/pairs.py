@@ -9,7 +9,8 @@ Per sample ``i`` of a run with seed ``seed``:
   (:func:`noise_for`), so that the image is reproduced exactly by
   ``G.synthesis_from_styles(G.unflatten_styles(styles[i:i+1]), noise=noise_for(G, noise_seed[i:i+1]))``
   (the official code draws the noise at random and loses it);
-* image: ``((x + 1) * 127.5).round().clamp(0, 255)`` as uint8, the mini world datasets' conversion;
+* image: :func:`cddfm3d.images.to_uint8` (``((x + 1) * 127.5).round().clamp(0, 255)``), the mini world datasets'
+  conversion;
 * labels: :func:`cddfm3d.editing.labels.label_images` of the **uint8** image (coefficients [257], 68 landmarks
   in the image's pixels), so that labels can be recomputed from the stored images.
 
@@ -43,6 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..assets.integrity import sha256_file
+from ..images import to_uint8
 from ..serialization import atomic_write, save_safetensors
 from ..stylegan2.stylespace import layer_table
 from ..training import dist_info
@@ -88,11 +90,6 @@ def noise_for(G, noise_seeds, device=None) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(s)
         per_sample.append([torch.randn(1, 1, r, r, generator=g) for r in res])
     return [torch.cat([maps[j] for maps in per_sample]).to(device) for j in range(len(res))]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output (about [-1, 1]) -> uint8 0..255: ``((x + 1) * 127.5).round().clamp(0, 255)``."""
-    return ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()

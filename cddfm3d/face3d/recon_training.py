@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..images import from_uint8, to_range
 from ..training import ResumableRun, warmup_cosine
 from .losses import landmark_loss, photometric_loss
 from .measures import ATTRIBUTES, ExplainedVariance, attribute_features
@@ -153,7 +154,7 @@ class ReconTrainer(ResumableRun):
         cfg = self.cfg
         images_u8, coeffs = self._data
         idx = torch.randint(len(images_u8), (cfg.batch_size,), generator=self.rng)
-        x = images_u8[idx].to(self.device, torch.float32) / 127.5 - 1
+        x = from_uint8(images_u8[idx].to(self.device))
         x = x + torch.randn(x.shape, generator=self.rng).to(x) * cfg.noise_std
         y = coeffs[idx].to(self.device, torch.float32)
         for group in self.opt.param_groups:
@@ -222,8 +223,7 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     n = len(images)
     for i in tqdm(range(0, n, batch), unit="batch", desc="evaluate_recon", disable=not progress):
         x = images[i:i + batch]
-        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
-        x = x.to(dev)
+        x = to_range(x, "-1_1").to(dev)
         pred = net(x, check=False).float()
         out_p = model(pred, image_size=size, check=False)
         rendered, mask = render(out_p, size=size, supersample=2)

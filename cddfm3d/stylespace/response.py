@@ -56,12 +56,13 @@ def default_estimator(recon, model, align: str = "auto") -> Estimator:
 
     A :class:`~cddfm3d.face3d.ReconNet` reads as the pairs' labelling :func:`cddfm3d.editing.labels.label_images`
     does: ``align`` "none" converts the whole image to the network's input range
-    (:func:`~cddfm3d.editing.labels.to_range`) and reads it -- differentiably, which the channel screen needs;
+    (:func:`cddfm3d.images.to_range`) and reads it -- differentiably, which the channel screen needs;
     "self" aligns larger generated faces first (``label_images``, no gradients); "auto" picks "none" when the
     images have the network's size, else "self". Any other callable is given the [-1, 1] images as they are."""
     if not hasattr(recon, "input_range"):
         return recon
-    from ..editing.labels import label_images, to_range
+    from ..editing.labels import label_images
+    from ..images import to_range
 
     def estimate(images: torch.Tensor) -> torch.Tensor:
         mode = align if align != "auto" else ("none" if images.shape[-1] == recon.image_size else "self")

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..images import from_uint8, to_uint8
 from ..serialization import atomic_write, read_safetensors, save_safetensors
 from .domains import DOMAINS, MAX_SIZE, MIN_SIZE, render
 from .priors import sample_coeffs
@@ -96,7 +97,7 @@ def write_dataset(out_dir, n: int, seed: int = 0, domains=("human",), size: int 
             for k in range(0, shard["n"], batch):
                 # The background stream depends on the batch too; keep it a function of (seed, shard, offset).
                 img = render(coeffs[k:k + batch], d, size, seed=s * 7919 + k)
-                parts.append(((img + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+                parts.append(to_uint8(img))
                 bar.update(len(img) if d == domains[-1] else 0)
             tensors[d] = torch.cat(parts)
         save_safetensors(tensors, path, {"format": FORMAT, "shard": str(j)})
@@ -153,8 +154,8 @@ class WorldDataset(Dataset):
 
     def image_batch(self, idx) -> torch.Tensor:
         """Float images [k, 3, S, S] in [-1, 1] for a list or tensor of indices."""
-        return self.images[idx].float() / 127.5 - 1.0
+        return from_uint8(self.images[idx])
 
     def __getitem__(self, i: int):
-        img = self.images[i].float() / 127.5 - 1.0
+        img = from_uint8(self.images[i])
         return (img, self.coeffs[i]) if self.with_coeffs else img

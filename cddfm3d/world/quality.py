@@ -12,6 +12,8 @@ import time
 import numpy as np
 import torch
 
+from ..images import to_range
+
 
 def feature_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(mean [D], covariance [D, D]) in float64 of features [N, D]."""
@@ -39,8 +41,7 @@ def recon_features(net, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     out = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
-        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
-        out.append(net.features(x.to(dev), check=False).flatten(1).cpu())
+        out.append(net.features(to_range(x, "-1_1").to(dev), check=False).flatten(1).cpu())
     return torch.cat(out)
 
 
