@@ -10,7 +10,7 @@ import torch
 
 from cddfm3d.face3d import MorphableModel
 from cddfm3d.face3d.lighting import shade
-from cddfm3d.face3d.measures import (ATTRIBUTES, LIGHT_NORMALS, ExplainedVariance, attribute_distance,
+from cddfm3d.face3d.measures import (ATTRIBUTES, LIGHT_NORMALS, ExplainedVariance, Moments, attribute_distance,
                                      attribute_features, camera_facing_normals, explained_variance)
 from cddfm3d.face3d.morphable import SLICES
 from cddfm3d.world import sample_coeffs
@@ -93,6 +93,34 @@ def test_explained_variance_formula_and_accumulation():
         explained_variance(pred[:, :3], true)
     with pytest.raises(ValueError, match="no samples"):
         ExplainedVariance().value()
+
+
+def test_moments_against_numpy_and_bad_rows():
+    """The one variance accumulator: batches of any size give NumPy's two-pass float64 variances (population and
+    sample), a constant entry is exactly 0 (never a negative rounding residue), and bad rows are refused."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(41, 6, generator=g, dtype=torch.float64) * torch.logspace(-3, 3, 6, dtype=torch.float64) + 1e3
+    x[:, 2] = 3.3                        # constant: in these batches sumsq - sum^2 / n rounds to -1.1e-13
+    acc = Moments()
+    for i in range(0, 41, 9):
+        acc.update(x[i:i + 9])
+    ref = x.double().numpy()
+    assert acc.n == 41
+    for ddof in (0, 1):
+        np.testing.assert_allclose(acc.variance(ddof).numpy(), ref.var(0, ddof=ddof), rtol=1e-8, atol=1e-9)
+        assert acc.total_variance(ddof) == pytest.approx(ref.var(0, ddof=ddof).sum(), rel=1e-8)
+    assert acc.variance()[2] == 0.0 and bool((acc.centred_sumsq() >= 0).all())
+    with pytest.raises(ValueError, match=r"Moments: expected rows \[B, 6\], found \(3, 5\)"):
+        acc.update(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match=r"mine: expected rows \[B, K\], found \(4,\)"):
+        Moments("mine").update(torch.zeros(4))
+    one = Moments()
+    one.update(x[:1])
+    assert one.total_variance() == 0.0
+    with pytest.raises(ValueError, match="need at least 2 samples, found 1"):
+        one.variance(ddof=1)
+    with pytest.raises(ValueError, match="no samples"):
+        Moments().centred_sumsq()
 
 
 def test_bad_arguments(fm, coeffs):

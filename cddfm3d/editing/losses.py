@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from ..face3d.camera import rotation_matrix
-from ..face3d.measures import ATTRIBUTES, attribute_features
+from ..face3d.measures import ATTRIBUTES, Moments, attribute_features
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..face3d.recon_training import attribute_scale
 
@@ -94,12 +94,10 @@ def observation_scale(model: MorphableModel, coeffs: torch.Tensor, n: int = 2000
            lambda x: attribute_features(model, x, "light"))
     out = []
     for fn in fns:
-        total, total_sq = 0.0, 0.0
+        acc = Moments("observation_scale")
         for i in range(0, len(c), chunk):
-            f = fn(c[i:i + chunk]).double()
-            total, total_sq = total + f.sum(0), total_sq + f.square().sum(0)
-        var = (total_sq - total ** 2 / len(c)) / (len(c) - 1)
-        out.append(math.sqrt(max(float(var.clamp_min(0).mean()), 1e-24)))
+            acc.update(fn(c[i:i + chunk]))
+        out.append(math.sqrt(max(float(acc.variance(ddof=1).mean()), 1e-24)))
     return torch.tensor(out, dtype=torch.float64)
 
 

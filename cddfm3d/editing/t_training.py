@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..face3d.measures import ATTRIBUTES, ExplainedVariance, attribute_features
+from ..face3d.measures import ATTRIBUTES, ExplainedVariance, Moments, attribute_features
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..training import ResumableRun, allreduce_gradients, warmup_cosine
 from .losses import TLoss, check_loss_weights
@@ -242,27 +242,28 @@ def train_t(styles: torch.Tensor, coeffs: torch.Tensor, config: TTrainConfig, ou
 class VarianceRatio:
     """Total variance of predicted features over that of the labels, accumulated over batches in float64:
     ``sum_k Var(pred_k) / sum_k Var(true_k)`` (k over the feature's entries; the same sample count on both sides,
-    so population or sample variance give the same ratio). ``nan`` when the labels do not vary."""
+    so population or sample variance give the same ratio; :class:`~cddfm3d.face3d.measures.Moments` of each side).
+    ``nan`` when the labels do not vary."""
 
     def __init__(self):
-        self.n = 0
-        self.sums = [0.0, 0.0]
-        self.sumsqs = [0.0, 0.0]
+        self.pred, self.true = Moments("VarianceRatio"), Moments("VarianceRatio")
+
+    @property
+    def n(self) -> int:
+        return self.true.n
 
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
         if pred.shape != true.shape or pred.ndim != 2:
             raise ValueError(f"VarianceRatio: expected two [B, K] tensors of one shape, found {tuple(pred.shape)} "
                              f"and {tuple(true.shape)}")
-        self.n += len(true)
-        for i, x in enumerate((pred.detach().double(), true.detach().double())):
-            self.sums[i] = self.sums[i] + x.sum(0)
-            self.sumsqs[i] = self.sumsqs[i] + x.square().sum(0)
+        self.pred.update(pred)
+        self.true.update(true)
 
     def total_variances(self) -> tuple[float, float]:
+        """(predicted, label) total population variance; raises ``ValueError`` for fewer than 2 samples."""
         if self.n < 2:
             raise ValueError(f"VarianceRatio: need at least 2 samples, found {self.n}")
-        return tuple(float((sq - s ** 2 / self.n).clamp_min(0).sum()) / self.n
-                     for s, sq in zip(self.sums, self.sumsqs, strict=True))
+        return self.pred.total_variance(), self.true.total_variance()
 
     def value(self) -> float:
         vp, vt = self.total_variances()

@@ -88,32 +88,70 @@ def attribute_distance(model: MorphableModel, a: torch.Tensor, b: torch.Tensor, 
     return d.reshape(d.shape[0], -1, w).square().sum(-1).mean(-1).sqrt()
 
 
+class Moments:
+    """Count, sum and sum of squares of feature rows, accumulated over batches in float64 (one pass, on the rows'
+    device): the one variance accumulator of the package.
+
+    ``update(x)`` with rows [B, K] (the same K every time). ``centred_sumsq()`` [K] = sum_i (x_ik - mean_k)^2,
+    computed as sumsq - sum^2 / n and clipped at 0 (rounding can make a constant entry's slightly negative);
+    ``variance(ddof)`` [K] = that / (n - ddof); ``total_variance(ddof)`` = sum_k of it, a float. Raises
+    ``ValueError`` for rows of another shape and for fewer than ``ddof + 1`` samples."""
+
+    def __init__(self, name: str = "Moments"):
+        self.name = name
+        self.n = 0
+        self.sum: torch.Tensor | None = None
+        self.sumsq: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or (self.sum is not None and x.shape[1] != self.sum.shape[0]):
+            expected = "[B, K]" if self.sum is None else f"[B, {self.sum.shape[0]}]"
+            raise ValueError(f"{self.name}: expected rows {expected}, found {tuple(x.shape)}")
+        x = x.detach().double()
+        self.n += x.shape[0]
+        s, sq = x.sum(0), x.square().sum(0)
+        self.sum, self.sumsq = (s, sq) if self.sum is None else (self.sum + s, self.sumsq + sq)
+
+    def centred_sumsq(self) -> torch.Tensor:
+        if self.n == 0:
+            raise ValueError(f"{self.name}: no samples")
+        return (self.sumsq - self.sum ** 2 / self.n).clamp_min(0)
+
+    def variance(self, ddof: int = 0) -> torch.Tensor:
+        if self.n <= ddof:
+            raise ValueError(f"{self.name}: need at least {ddof + 1} samples, found {self.n}")
+        return self.centred_sumsq() / (self.n - ddof)
+
+    def total_variance(self, ddof: int = 0) -> float:
+        if self.n <= ddof:
+            raise ValueError(f"{self.name}: need at least {ddof + 1} samples, found {self.n}")
+        return float(self.centred_sumsq().sum()) / (self.n - ddof)
+
+
 class ExplainedVariance:
     """Explained variance of predicted features, accumulated over batches in float64.
 
     ``update(pred, true)`` with features [B, K]; ``value()`` = 1 - sum (pred - true)^2 / sum (true - mean(true))^2,
-    sums over samples and entries, mean over all samples seen (per entry). ``nan`` when the truth does not vary."""
+    sums over samples and entries, mean over all samples seen (per entry; :class:`Moments` of the truth). ``nan``
+    when the truth does not vary."""
 
     def __init__(self):
-        self.n = 0
         self.sse = 0.0
-        self.sum: torch.Tensor | float = 0.0
-        self.sumsq: torch.Tensor | float = 0.0
+        self.truth = Moments("ExplainedVariance")
+
+    @property
+    def n(self) -> int:
+        return self.truth.n
 
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
         if pred.shape != true.shape or pred.ndim != 2:
             raise ValueError(f"ExplainedVariance: expected two [B, K] tensors of one shape, found "
                              f"{tuple(pred.shape)} and {tuple(true.shape)}")
-        p, t = pred.detach().double(), true.detach().double()
-        self.n += t.shape[0]
-        self.sse += float((p - t).square().sum())
-        self.sum = self.sum + t.sum(0)
-        self.sumsq = self.sumsq + t.square().sum(0)
+        self.sse += float((pred.detach().double() - true.detach().double()).square().sum())
+        self.truth.update(true)
 
     def value(self) -> float:
-        if self.n == 0:
-            raise ValueError("ExplainedVariance: no samples")
-        sst = float((self.sumsq - self.sum ** 2 / self.n).sum()) if self.n > 1 else 0.0
+        sst = float(self.truth.centred_sumsq().sum()) if self.n != 1 else 0.0   # (n = 0 raises: no samples)
         return 1.0 - self.sse / sst if sst > 0 else float("nan")
 
 
@@ -285,5 +323,5 @@ def component_visibility(model: MorphableModel, group: str, std, image_size: int
 
 
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_GROUPS", "LIGHT_NORMALS", "camera_facing_normals", "attribute_features",
-           "attribute_distance", "ExplainedVariance", "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS",
+           "attribute_distance", "Moments", "ExplainedVariance", "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS",
            "QUANTITIES", "visible_vertices", "component_visibility"]
