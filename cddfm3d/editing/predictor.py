@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..assets import register_kind
+from ..face3d.measures import coefficient_scale
 from ..face3d.morphable import N_COEFFS
 from ..serialization import read_safetensors, save_safetensors
 
@@ -37,7 +38,6 @@ OFFICIAL_STYLE_DIM = 9088                      # FFHQ-1024 config-f, tRGB includ
 OFFICIAL_HIDDEN = (4096, 2048, 1024, 512)      # APNet's hidden widths for that input
 MIN_HIDDEN = 512
 STYLE_STD_FLOOR = 1e-6                         # a constant style channel is centred, not blown up
-LABEL_STD_FLOOR = 1e-3                         # as cddfm3d.face3d.recon_training.coefficient_scale
 SCALE_SOURCES = ("prior_std", "labels_std", "unfitted")
 FORMAT = "cddfm3d.AttributePredictor"
 VERSION = "1"
@@ -105,7 +105,8 @@ class AttributePredictor(nn.Module):
         """Fit the buffers on training data: ``style_mean``/``style_std`` = per-channel mean and std of ``styles``
         [N, D] (std floored at 1e-6), ``coeff_mean`` = mean of ``coeffs`` [N, 257], ``coeff_scale`` = the given
         ``coeff_scale`` [257] (the mini world: ``prior_std()``; recorded as ``"prior_std"``) or, when ``None``, the
-        labels' std floored at 1e-3 (``"labels_std"``). Statistics in float64. Returns ``self``.
+        labels' std floored at 1e-3 (:func:`cddfm3d.face3d.measures.coefficient_scale`, ``"labels_std"``).
+        Statistics in float64. Returns ``self``.
 
         Raises ``ValueError`` for shapes other than [N >= 2, D] / [N, 257], non-finite values, or a
         ``coeff_scale`` that is not [257] finite and > 0."""
@@ -121,7 +122,7 @@ class AttributePredictor(nn.Module):
         self.style_std.copy_(s64.std(0).clamp_min(STYLE_STD_FLOOR))
         self.coeff_mean.copy_(c64.mean(0))
         if coeff_scale is None:
-            self.coeff_scale.copy_(c64.std(0).clamp_min(LABEL_STD_FLOOR))
+            self.coeff_scale.copy_(coefficient_scale(c64))
             self.coeff_scale_source = "labels_std"
         else:
             scale = torch.as_tensor(coeff_scale).detach().double().cpu().flatten()

@@ -19,7 +19,9 @@ pose        angle        the rotation angles (pitch, yaw, roll) in degrees: [3]
 On these features: :func:`attribute_distance` (RMS over vertices / normals of the Euclidean difference per vertex,
 in the feature's units; degrees per axis for pose) and :func:`explained_variance` (1 - SSE / SST, pooled over
 the feature's entries: the share of the variation across faces that a prediction reproduces; 0 is predicting the
-average, 1 is exact). :class:`ExplainedVariance` accumulates it over batches.
+average, 1 is exact). :class:`ExplainedVariance` accumulates it over batches (with :class:`Moments`, the one
+variance accumulator). :func:`coefficient_scale` is the per-coefficient spread of a coefficient sample, the unit
+in which the reconstruction network's coefficient loss and T's outputs are counted.
 
 How much each single component shows in an image: :func:`component_visibility` (the screen motion in pixels, or
 the colour change, of one prior standard deviation of each component, over the vertices :func:`visible_vertices`
@@ -38,6 +40,7 @@ from .raster import rasterize
 ATTRIBUTES = ("shape", "expression", "albedo", "pose", "light")
 ATTRIBUTE_GROUPS = {"shape": "id", "expression": "exp", "albedo": "tex", "pose": "angle", "light": "gamma"}
 N_LIGHT_NORMALS = 256
+COEFF_STD_FLOOR = 1e-3     # the smallest per-coefficient scale (a constant coefficient is not blown up)
 
 
 def camera_facing_normals(n: int = N_LIGHT_NORMALS, dtype=torch.float64) -> torch.Tensor:
@@ -86,6 +89,12 @@ def attribute_distance(model: MorphableModel, a: torch.Tensor, b: torch.Tensor, 
     d = attribute_features(model, a, attribute) - attribute_features(model, b, attribute)
     w = _width(attribute)
     return d.reshape(d.shape[0], -1, w).square().sum(-1).mean(-1).sqrt()
+
+
+def coefficient_scale(coeffs: torch.Tensor, floor: float = COEFF_STD_FLOOR) -> torch.Tensor:
+    """Per-coefficient sample standard deviation (ddof 1, computed in float64) of coefficients [N >= 2, 257] (any
+    [N, K] works), floored at ``floor``: float32 [K] on the coefficients' device, in their units."""
+    return coeffs.double().std(0).clamp_min(floor).float()
 
 
 class Moments:
@@ -323,5 +332,6 @@ def component_visibility(model: MorphableModel, group: str, std, image_size: int
 
 
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_GROUPS", "LIGHT_NORMALS", "camera_facing_normals", "attribute_features",
-           "attribute_distance", "Moments", "ExplainedVariance", "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS",
-           "QUANTITIES", "visible_vertices", "component_visibility"]
+           "attribute_distance", "coefficient_scale", "COEFF_STD_FLOOR", "Moments", "ExplainedVariance",
+           "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS", "QUANTITIES", "visible_vertices",
+           "component_visibility"]

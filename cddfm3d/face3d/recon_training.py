@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..images import from_uint8, to_range
 from ..training import ResumableRun, warmup_cosine
 from .losses import landmark_loss, photometric_loss
-from .measures import ATTRIBUTES, ExplainedVariance, attribute_features
+from .measures import ATTRIBUTES, ExplainedVariance, attribute_features, coefficient_scale
 from .morphable import SLICES, MorphableModel
 from .recon import ReconNet
 from .render import render
@@ -52,11 +52,6 @@ class ReconTrainConfig:
     seed: int = 0
     # weights of the losses in the space where each attribute is seen ({"shape": 1.0, ...}; see attribute_scale)
     attribute_weights: dict = field(default_factory=dict)
-
-
-def coefficient_scale(coeffs: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
-    """Per-coefficient standard deviation [257] of a coefficient sample (the loss's units)."""
-    return coeffs.double().std(0).clamp_min(floor).float()
 
 
 @torch.no_grad()
