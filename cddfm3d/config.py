@@ -34,6 +34,16 @@ def device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device a module runs on: that of its first parameter, else of its first buffer (a module of buffers
+    only, such as a generator's averaged W), else the CPU (a module with neither)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -147,6 +147,16 @@ def test_interactive_threads(monkeypatch):
     assert config.interactive_threads() == 5
 
 
+def test_device_of_reads_parameters_then_buffers():
+    """config.device_of: the first parameter's device, else the first buffer's, else the CPU (the meta device
+    stands in for an accelerator: a helper that always answered "cpu" fails)."""
+    assert config.device_of(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    buffers_only = torch.nn.Module()
+    buffers_only.register_buffer("w_avg", torch.zeros(3, device="meta"))
+    assert config.device_of(buffers_only) == torch.device("meta")
+    assert config.device_of(torch.nn.ReLU()) == torch.device("cpu")
+
+
 def test_num_threads_restores_and_setup_notebook_chooses(monkeypatch):
     before = torch.get_num_threads()
     try:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import device_of
 from ..face3d.measures import ATTRIBUTES, ExplainedVariance, Moments, attribute_features
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..training import ResumableRun, allreduce_gradients, warmup_cosine
@@ -270,12 +271,6 @@ class VarianceRatio:
         return vp / vt if vt > 0 else float("nan")
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def evaluate_t(T: nn.Module, styles: torch.Tensor, coeffs: torch.Tensor, model: MorphableModel, batch: int = 500,
                progress: bool = False) -> dict:
@@ -296,7 +291,7 @@ def evaluate_t(T: nn.Module, styles: torch.Tensor, coeffs: torch.Tensor, model: 
     if len(styles) != len(coeffs) or len(styles) < 2:
         raise ValueError(f"evaluate_t: need as many style rows as coefficient rows (>= 2), found {len(styles)} and "
                          f"{len(coeffs)}")
-    dev = _device_of(T)
+    dev = device_of(T)
     fdev = model.mean_shape.device
     ev = {a: ExplainedVariance() for a in ATTRIBUTES}
     vr = {a: VarianceRatio() for a in ATTRIBUTES}

@@ -73,10 +73,6 @@ def default_estimator(recon, model, align: str = "auto") -> Estimator:
     return estimate
 
 
-def _device_of(G) -> torch.device:
-    return G.w_avg.device
-
-
 def sample_styles(G, n: int, gen: torch.Generator, mixing: str = "w") -> list[torch.Tensor]:
     """Styles of ``n`` random faces drawn from ``gen`` (CPU) by :func:`cddfm3d.editing.latents.sample_latents`:
     ``mixing`` "w" (plain W, the default here: one face per sample) or "official5" (the pairs' 5-way mixing);
@@ -90,7 +86,7 @@ def sample_styles(G, n: int, gen: torch.Generator, mixing: str = "w") -> list[to
 def _sample_noise(G, n: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Per-sample noise maps [n, 1, r, r] for every conv layer, in noise order, from ``gen`` (CPU)."""
     convs = sorted((m for m in G.style_layers if m.noise_index is not None), key=lambda m: m.noise_index)
-    return [torch.randn(n, 1, m.resolution, m.resolution, generator=gen).to(_device_of(G)) for m in convs]
+    return [torch.randn(n, 1, m.resolution, m.resolution, generator=gen).to(G.w_avg.device) for m in convs]
 
 
 def _check_common(G, n: int, batch_size: int, who: str) -> None:
@@ -178,7 +174,7 @@ def layer_response(G, recon, model, n: int = 64, seed: int = 0, amount: float = 
     if not todo or any(not 0 <= k < L for k in todo):
         raise ValueError(f"{who}: layers must be indices in [0, {L}), found {layers!r}")
     st = _stats(G, stats, seed) if direction == "random" else None
-    std = [s.to(_device_of(G)) for s in st.std] if st is not None else None
+    std = [s.to(G.w_avg.device) for s in st.std] if st is not None else None
     estimate = estimate or default_estimator(recon, model)
     gen = torch.Generator().manual_seed(seed)
     A = len(ATTRIBUTES)
