@@ -125,6 +125,17 @@ def test_sample_latents_bad_input(tiny_g):
         sample_latents(g16, 2, g)
 
 
+def test_sample_latents_runs_on_the_generators_device(tiny_g):
+    """``device`` is G's device (the default) or refused by name: before, another device failed inside the mapping
+    with a bare device-mismatch error (the meta device stands in for a GPU the CPU generator is not on)."""
+    ref = sample_latents(tiny_g, 2, torch.Generator().manual_seed(5))
+    for same in ("cpu", torch.device("cpu")):
+        assert torch.equal(sample_latents(tiny_g, 2, torch.Generator().manual_seed(5), device=same), ref)
+    with pytest.raises(ValueError, match=r"sample_latents: device must be the generator's device .*expected cpu, "
+                                         r"found meta; move the generator first \(G.to\('meta'\)\)"):
+        sample_latents(tiny_g, 2, torch.Generator(), device="meta")
+
+
 # ---------------------------------------------------------------------------------------------------- labels
 def _project_landmarks_f64(fm: MorphableModel, coeffs: torch.Tensor, size: int) -> np.ndarray:
     """The 68 keypoints of ``coeffs`` in ``size``-px pixels, in float64 numpy with scipy's rotation."""

@@ -29,6 +29,19 @@ def _check(G, n, generator, mixing) -> None:
                          f"num_ws={G.num_ws} (resolution {G.resolution}); use mixing='w'")
 
 
+def _check_device(G, device) -> torch.device:
+    """G's device; ``device`` (None, a name or a torch.device) must be it ("cuda" without an index matches G's
+    CUDA device)."""
+    here = G.w_avg.device
+    if device is None:
+        return here
+    want = torch.device(device)
+    if want.type != here.type or (want.index is not None and here.index is not None and want.index != here.index):
+        raise ValueError(f"sample_latents: device must be the generator's device (its mapping runs there): "
+                         f"expected {here}, found {want}; move the generator first (G.to({str(want)!r}))")
+    return here
+
+
 def mixing_sources(num_ws: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """Source index (0..4) of every W+ slot: [n, num_ws] int64, non-decreasing along a row, every value present.
 
@@ -53,18 +66,18 @@ def sample_latents(G, n: int, generator: torch.Generator, mixing: str = "officia
             gives the same latents on every device.
         mixing: ``"official5"`` -- five mapped z spread over 5 contiguous non-empty chunks of W+ (the official
             code's scheme); ``"w"`` -- one mapped z repeated in every slot (plain W).
-        device: where the mapping runs and the result lives; default the generator's parameters' device.
+        device: G's device (where its mapping runs and the result lives), the default; the z are drawn with
+            ``generator`` and moved there. Any other device is refused: move ``G`` first (``G.to(device)``).
         return_sources: also return the [n, num_ws] source index of every slot (all 0 for ``"w"``).
 
     Returns:
         ws [n, num_ws, w_dim] in G's dtype (and the sources when asked).
 
-    Raises ValueError for an unknown ``mixing``, a bad ``n``, or ``"official5"`` on a generator with fewer than 5
-    W+ slots; TypeError when ``generator`` is not a ``torch.Generator``.
+    Raises ValueError for an unknown ``mixing``, a bad ``n``, ``"official5"`` on a generator with fewer than 5
+    W+ slots, or a ``device`` other than G's; TypeError when ``generator`` is not a ``torch.Generator``.
     """
     _check(G, n, generator, mixing)
-    if device is None:
-        device = G.w_avg.device
+    device = _check_device(G, device)
     k = N_SOURCES if mixing == "official5" else 1
     z = torch.randn(n, k, G.z_dim, generator=generator, device=generator.device)
     if mixing == "official5":
