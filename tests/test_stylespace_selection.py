@@ -74,7 +74,7 @@ def test_select_layers_ties_negatives_candidates_and_errors():
         select_layers(torch.ones(3, 5), share=0.0)
     with pytest.raises(ValueError, match="out of range"):
         select_layers(torch.ones(3, 5), candidates=[0, 3])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="NaN/Inf responses"):
         select_layers(torch.full((3, 5), float("nan")))
 
 
@@ -276,6 +276,33 @@ def test_layer_response_finds_the_layers_the_reading_depends_on(model):
     r1 = layer_response(G, recon, model, n=16, seed=4, amount=1.0)
     r2 = layer_response(G, recon, model, n=16, seed=4, amount=0.5)
     torch.testing.assert_close(r2.matrix[0, 3], r1.matrix[0, 3] / 2, rtol=1e-9, atol=0)
+
+
+def test_select_layers_skips_unmeasured_rows(model):
+    """Rows with NaN/Inf are not candidates (layer_response(layers=[...]) leaves the skipped rows NaN): the sets
+    equal those of the finite rows as candidates and the brute-force smallest sets over them; before, any NaN was
+    refused, so a partial response could not be turned into sets."""
+    g = torch.Generator().manual_seed(7)
+    m = torch.rand(6, 5, generator=g, dtype=torch.float64) ** 3 + 1e-3
+    m[1] = float("nan")
+    m[4, 2] = float("inf")                               # one non-finite entry is enough to drop the row
+    finite = [0, 2, 3, 5]
+    for share in (0.5, 0.8, 1.0):
+        sets = select_layers(m, share=share)
+        assert sets == {a: [finite[k] for k in v] for a, v in select_layers(m[finite], share=share).items()}
+        assert all(set(v) <= set(finite) for v in sets.values())
+        for a, name in enumerate(ATTRIBUTES):
+            size, best = _brute_force(m[finite, a].tolist(), share)
+            assert len(sets[name]) == size and float(m[sets[name], a].sum()) == pytest.approx(best, rel=1e-12)
+    assert select_layers(m, share=0.8, candidates=[1, 2, 4]) == select_layers(m, share=0.8, candidates=[2])
+    with pytest.raises(ValueError, match=r"every candidate layer \[1, 4\] has NaN/Inf responses"):
+        select_layers(m, candidates=[1, 4])
+    # on a measured response: layer 1 is not perturbed (NaN row), the others give the read-out's layers
+    G = ReadoutG()
+    reads = {"shape": [0], "expression": [2], "albedo": [3], "pose": [0], "light": [2, 3]}
+    r = layer_response(G, readout_recon(G, reads), model, n=16, seed=3, batch_size=8, layers=[0, 2, 3])
+    assert torch.isnan(r.matrix[1]).all()
+    assert select_layers(r.matrix, share=0.999) == reads
 
 
 def test_layer_response_width_normalisation(model):

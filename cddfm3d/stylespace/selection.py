@@ -11,7 +11,9 @@ For attribute i with responses r_l >= 0 over the candidate layers l (negative va
 
 Because the prefix of the sorted order holds the largest possible sum for its length, S^i is a smallest set of
 layers holding ``share`` of the attribute's response, and among the smallest sets one with the largest sum. An
-all-zero column has no information: :func:`select_layers` raises ``ValueError`` naming the attribute.
+all-zero column has no information: :func:`select_layers` raises ``ValueError`` naming the attribute. A row with a
+NaN or Inf (a layer the response did not measure: ``layer_response(layers=[...])`` leaves the others' rows NaN) is
+not a candidate.
 
 Layer-set file (JSON, :func:`save_layer_sets` / :func:`load_layer_sets`)
 ========================================================================
@@ -66,24 +68,25 @@ def select_layers(response, share: float = DEFAULT_SHARE, attributes: Sequence[s
 
     Args:
         response: [L, A] responses (tensor, array or nested lists; float64 is used), row l = style layer l,
-            column a = ``attributes[a]``; finite, units irrelevant (each column is turned into shares).
+            column a = ``attributes[a]``; units irrelevant (each column is turned into shares). A row with any
+            NaN or Inf (an unmeasured layer) is not a candidate.
         share: the share of each attribute's total response the set must hold, in (0, 1].
         attributes: the column names, default :data:`ATTRIBUTES`.
-        candidates: layer indices the sets may use (e.g. without tRGB layers); default every row.
+        candidates: layer indices the sets may use (e.g. without tRGB layers); default every row. Of these, the
+            rows with non-finite values are dropped.
 
     Returns:
         {attribute: sorted list of layer indices}, at least one layer each.
 
     Raises:
-        ValueError: ``response`` not a finite 2-D matrix with ``len(attributes)`` columns; ``share`` outside
-            (0, 1]; a candidate out of range or no candidate; an attribute whose column is 0 on every candidate.
+        ValueError: ``response`` not a 2-D matrix with ``len(attributes)`` columns; ``share`` outside (0, 1]; a
+            candidate out of range; no candidate with finite responses; an attribute whose column is 0 on every
+            candidate.
     """
     r = torch.as_tensor(response, dtype=torch.float64)
     if r.ndim != 2 or r.shape[1] != len(attributes) or r.shape[0] == 0:
         raise ValueError(f"select_layers: response must be [layers >= 1, {len(attributes)}] (one column per "
                          f"attribute {tuple(attributes)}), found {tuple(r.shape)}")
-    if not bool(torch.isfinite(r).all()):
-        raise ValueError("select_layers: response contains NaN/Inf")
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
         raise ValueError(f"select_layers: share must be a number in (0, 1], found {share!r}")
     n_layers = r.shape[0]
@@ -93,6 +96,11 @@ def select_layers(response, share: float = DEFAULT_SHARE, attributes: Sequence[s
     bad = [c for c in cand if not 0 <= c < n_layers]
     if bad:
         raise ValueError(f"select_layers: candidate layers {bad} out of range [0, {n_layers})")
+    finite = torch.isfinite(r).all(1).tolist()
+    if not any(finite[c] for c in cand):
+        raise ValueError(f"select_layers: every candidate layer {cand} has NaN/Inf responses (not measured); "
+                         f"nothing to select from")
+    cand = [c for c in cand if finite[c]]
     out = {}
     for a, name in enumerate(attributes):
         col = r[cand, a].clamp_min(0)
