@@ -99,3 +99,30 @@ def test_ship_editing_refuses_heldout_pairs_of_the_training_seed(world, capsys):
     err = capsys.readouterr().err
     assert "heldout/pairs.json: field 'config.seed' is 1" in err and "another --seed" in err
     assert not (assets.assets_dir() / "mini" / "attribute_predictor.safetensors").exists()
+
+
+def test_ship_editing_refuses_a_t_trained_on_other_pairs(world, capsys):
+    """T's checkpoint records its labels' sha256: shipping it with other --pairs (whose record, commands and
+    n_train_pairs would then describe data T never saw) is refused naming the file, the field and both hashes;
+    before, it shipped."""
+    from cddfm3d.editing.pairs import PairDataset
+    from cddfm3d.editing.t_training import labels_sha256
+
+    t = world
+    run("gen-pairs", "--out", t / "pairs", "--n", 24, "--seed", 1, "--device", "cpu")
+    run("gen-pairs", "--out", t / "other", "--n", 8, "--seed", 3, "--device", "cpu")
+    run("train-t", "--pairs", t / "pairs", "--out", t / "t", "--steps", 2, "--batch", 4, "--loss", "pdc",
+        "--device", "cpu")
+    (t / "sets.json").write_text("{}")          # never read: the check comes first
+    capsys.readouterr()
+    assert main(["ship-editing", "--pairs", str(t / "other"), "--t", str(t / "t"), "--heldout-pairs",
+                 str(t / "pairs"), "--layer-sets", str(t / "sets.json")]) == 2
+    err = capsys.readouterr().err
+    trained = labels_sha256(PairDataset(t / "pairs").load_fields(["coeffs"])["coeffs"])
+    given = labels_sha256(PairDataset(t / "other").load_fields(["coeffs"])["coeffs"])
+    assert trained != given
+    assert (f"{t / 't' / 'checkpoint.pt'}: field 'labels_sha256' is {trained[:12]}..., but the labels of the pairs "
+            f"in {t / 'other'} hash to {given[:12]}...") in err
+    assert not (assets.assets_dir() / "mini" / "attribute_predictor.safetensors").exists()
+    # the record is the training labels' hash (what train-t wrote is what ship-editing recomputes)
+    assert torch.load(t / "t" / "checkpoint.pt", weights_only=True)["labels_sha256"] == trained

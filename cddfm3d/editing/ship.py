@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from .. import assets
-from ..training import rebuild_commands
+from ..training import CHECKPOINT_FILE, rebuild_commands
 from ..world.domains import mini_model
 from .pairs import PairDataset
 from .predictor import load_attribute_predictor
-from .t_training import EXPORT_FILE, VAR_RATIO_GOAL, check_goals, evaluate_t
+from .t_training import EXPORT_FILE, VAR_RATIO_GOAL, check_goals, evaluate_t, labels_sha256
 
 
 def _check_world(what: str, recorded: dict) -> None:
@@ -35,12 +35,31 @@ def _check_world(what: str, recorded: dict) -> None:
                              f"mini/{name} ({shipped[:12]}...): regenerate it from the shipped world")
 
 
+def _check_trained_on(t_dir: Path, pairs: PairDataset) -> None:
+    """T's train-t checkpoint must record the labels of ``pairs`` (field ``labels_sha256``): the shipped T, its
+    metrics and its manifest commands must be those of the same pairs."""
+    ckpt = t_dir / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ship-editing: {ckpt} does not exist (the train-t run folder's checkpoint records "
+                                f"which pairs T was trained on)")
+    found = torch.load(ckpt, map_location="cpu", weights_only=True).get("labels_sha256")
+    if found is None:
+        raise ValueError(f"{ckpt}: no field 'labels_sha256' (a checkpoint written before train-t recorded its pairs); "
+                         f"train T again on its pairs (train-t --no-resume) to record it")
+    expected = labels_sha256(pairs.load_fields(["coeffs"])["coeffs"])
+    if found != expected:
+        raise ValueError(f"{ckpt}: field 'labels_sha256' is {found[:12]}..., but the labels of the pairs in "
+                         f"{pairs.root} hash to {expected[:12]}...: T was trained on other pairs; pass the --pairs "
+                         f"T was trained on (its commands.txt names them)")
+
+
 def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, ship_command: str = "",
                         device=None) -> dict:
     """Evaluate T on the held-out pairs, copy T and the layer sets into ``assets/mini/`` and register them.
     Returns {"attribute_predictor": metrics, "layer_sets": metrics, "seconds": s}. Raises ``FileNotFoundError``
     for a missing file or ``commands.txt``, ``ValueError`` for files made from another generator or recon and for
-    held-out pairs made with the training pairs' seed (the same samples)."""
+    held-out pairs made with the training pairs' seed (the same samples) and for a T whose checkpoint
+    (``<t>/checkpoint.pt``, field ``labels_sha256``) records other pairs than ``pairs_dir``'s."""
     from ..stylespace.selection import read_layer_sets
 
     t0 = time.perf_counter()
@@ -56,6 +75,7 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
         raise ValueError(f"{heldout.root / 'pairs.json'}: field 'config.seed' is {heldout.config.get('seed')}, the "
                          f"same as the training pairs' in {pairs_dir}: every sample is a function of (seed, index), "
                          f"so T was trained on these samples; make the held-out pairs with another --seed")
+    _check_trained_on(Path(t_dir), train)
     sets, doc = read_layer_sets(layer_file)
     meta = doc.get("metadata", {})
     _check_world(f"the layer sets {layer_file}", {"generator": meta.get("generator_sha256"),

@@ -95,6 +95,12 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def labels_sha256(coeffs: torch.Tensor) -> str:
+    """Which pairs T was trained on: the sha256 (hex) of the labels [N, 257] as contiguous float32 bytes on the CPU,
+    recorded as ``labels_sha256`` in the train-t checkpoint (a resume and ship-editing compare it)."""
+    return hashlib.sha256(coeffs.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 class TTrainer(ResumableRun):
     """Trains an :class:`AttributePredictor` on (styles [N, D], coeffs [N, 257]) with :class:`~.losses.TLoss`;
     export ``attribute_predictor.safetensors``. See the module docstring."""
@@ -118,7 +124,7 @@ class TTrainer(ResumableRun):
                              f"{self.world}")
         self.styles, self.coeffs = styles.float(), coeffs.float()
         # which pairs these are: a resumed run must continue on the same ones (the labels identify them)
-        self.labels_sha256 = hashlib.sha256(self.coeffs.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        self.labels_sha256 = labels_sha256(self.coeffs)
         self.train_idx, self.val_idx = split_indices(len(styles), config.val_fraction, config.seed)
         if config.batch_size > len(self.train_idx):
             raise ValueError(f"batch size {config.batch_size} is larger than the training split "
@@ -329,4 +335,4 @@ def check_goals(report: dict) -> dict[str, bool]:
 
 
 __all__ = ["TTrainConfig", "TTrainer", "train_t", "evaluate_t", "check_goals", "split_indices", "warmup_cosine",
-           "VarianceRatio", "EV_GOALS", "VAR_RATIO_GOAL", "EXPORT_FILE"]
+           "labels_sha256", "VarianceRatio", "EV_GOALS", "VAR_RATIO_GOAL", "EXPORT_FILE"]
