@@ -8,13 +8,31 @@ from collections.abc import Callable
 import torch
 
 
+def _umask() -> int:
+    """The process's file-creation mask: read from ``/proc/self/status`` (Linux), else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it onto ``path``: an interrupted
-    write never leaves a half-written file under the real name."""
+    write never leaves a half-written file under the real name.
+
+    The file gets the permissions of an ordinary new file, ``0o666`` less the umask (``rw-r--r--`` under the
+    usual 022), whatever ``write`` created (safetensors' writer creates ``rw-------`` files), so every file a
+    command writes is readable alike."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cddfm3d import training
-from cddfm3d.serialization import read_safetensors
+from cddfm3d.serialization import atomic_write, read_safetensors, save_safetensors
 from cddfm3d.training import (COMMANDS_FILE, ResumableRun, RunInterrupted, global_rng_state, read_commands,
                               rebuild_commands, record_command, set_global_rng_state, warmup_cosine)
 
@@ -233,6 +233,25 @@ def test_warmup_cosine_schedule(lr, warmup, steps):
         assert got[steps] == pytest.approx(0.0, abs=1e-15) and got[-1] == pytest.approx(0.0, abs=1e-15)
     decay = got[warmup:steps + 1]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_are_ordinary_files(tmp_path, umask):
+    """Every atomic write gets 0o666 less the umask, as ``open()`` gives: safetensors' writer creates 0600 files, so
+    gen-pairs shards were 0600 next to a 0644 pairs.json; a writer's own mode must not leak through either."""
+    old = os.umask(umask)
+    try:
+        save_safetensors({"a": torch.zeros(2)}, tmp_path / "x.safetensors", {})
+        atomic_write(tmp_path / "y.json", lambda p: p.write_text("{}"))
+        atomic_write(tmp_path / "z.bin", lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600)))
+        (tmp_path / "plain.txt").write_text("")                  # the reference: an ordinary new file
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == want
+    for name in ("x.safetensors", "y.json", "z.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_only_rank_zero_writes(tmp_path, monkeypatch):
