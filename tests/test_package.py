@@ -39,8 +39,8 @@ def test_import_star_resolves_every_advertised_name():
     assert out["missing"] == []
     # __all__ advertises exactly the helpers and the submodules that exist (nothing made up, nothing left out).
     assert set(out["all"]) == {"device", "fast_mode", "setup_notebook", "__version__"} | _public_submodules()
-    assert {"stylegan2", "face3d", "world"} <= set(out["all"])
-    assert not {"stylespace", "editing", "adapt", "ui"} & set(out["all"])
+    assert {"stylegan2", "face3d", "world", "stylespace", "editing"} <= set(out["all"])
+    assert not {"adapt", "ui"} & set(out["all"])   # later stages, not written yet
 
 
 def test_import_is_lazy():
@@ -50,8 +50,8 @@ def test_import_is_lazy():
     assert loaded == ["cddfm3d.config"]
     # and attribute access imports on demand; unknown names are an AttributeError naming them
     assert cddfm3d.world.__name__ == "cddfm3d.world"
-    with pytest.raises(AttributeError, match="no attribute 'editing'"):
-        cddfm3d.editing  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'adapt'"):
+        cddfm3d.adapt  # noqa: B018
 
 
 # ------------------------------------------------------------------------------------------------ import graph
