@@ -62,6 +62,7 @@ def test_ship_editing_end_to_end(world, capsys):
     assert cmds[-1].startswith("python -m cddfm3d ship-editing")
     m = entry["metrics"]
     assert m == report["attribute_predictor"] and m["n"] == 16 and m["n_train_pairs"] == 48
+    assert (m["train_pairs_seed"], m["heldout_pairs_seed"]) == (1, 2)
     assert set(m["goals_met"]) and all(isinstance(v, bool) for v in m["goals_met"].values())
     layer_cmds = assets.entry("mini/layer_sets")["command"].splitlines()
     assert any(" select-layers " in c for c in layer_cmds)

@@ -94,6 +94,8 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
     t_metrics["goals_met"] = {k: bool(v) for k, v in goals.items()}
     t_metrics["var_ratio_goal"] = list(VAR_RATIO_GOAL)
     t_metrics["n_train_pairs"] = len(train)
+    t_metrics["train_pairs_seed"] = train.config["seed"]          # fresh pairs for an evaluation: another seed
+    t_metrics["heldout_pairs_seed"] = heldout.config["seed"]
 
     dest = assets.assets_dir() / "mini"
     dest.mkdir(parents=True, exist_ok=True)
