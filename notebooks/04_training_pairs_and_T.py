@@ -61,6 +61,7 @@ from cddfm3d.editing.pairs import resynthesize
 from cddfm3d.editing.t_training import EV_GOALS, VAR_RATIO_GOAL, check_goals
 from cddfm3d.face3d.measures import attribute_features
 from cddfm3d.face3d.viz import landmark_panel, reconstruction_rows
+from cddfm3d.images import from_uint8
 
 FAST = cddfm3d.fast_mode() if FAST is None else FAST
 DEVICE = cddfm3d.device(DEVICE)
@@ -118,7 +119,7 @@ print({k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in data.
 
 # %%
 K = 8
-img = data["images"][:K].float() / 127.5 - 1
+img = from_uint8(data["images"][:K])
 viz.show(landmark_panel(img, data["landmarks"][:K], zoom=2), nrow=K)
 same = (data["ws"][:K, 1:] == data["ws"][:K, :-1]).all(-1)               # [K, num_ws - 1]: slot equals the previous
 sources = torch.cat([torch.zeros(K, 1, dtype=torch.long), (~same).long().cumsum(1)], 1)
@@ -189,6 +190,9 @@ ev_data = fresh.load_fields(["styles", "images", "coeffs"])
 print("shipped T was made by:", cddfm3d.assets.entry("mini/attribute_predictor").get("command") if not T_FILE
       and WORLD == "mini" else T_FILE)
 print(f"fresh pairs: {N_EVAL}, seed {EVAL_SEED}")
+if not T_FILE and WORLD == "mini":   # the shipped T's training pairs came from another seed: these are fresh
+    trained_on = cddfm3d.assets.entry("mini/attribute_predictor")["metrics"]["train_pairs_seed"]
+    assert EVAL_SEED != trained_on, (EVAL_SEED, trained_on)
 report = evaluate_t(T, ev_data["styles"], ev_data["coeffs"], model)
 report_short = evaluate_t(trainer.net, ev_data["styles"], ev_data["coeffs"], model)
 goals = check_goals(report)
@@ -276,7 +280,7 @@ print({a: round(r, 3) for a, r in zip(ATTRIBUTES, ratios, strict=True)})
 
 # %%
 K = 8
-img = ev_data["images"][:K].float() / 127.5 - 1
+img = from_uint8(ev_data["images"][:K])
 with torch.no_grad():
     lab = reconstruction_rows(img.to(DEVICE), true[:K].to(DEVICE), model)
     prd = reconstruction_rows(img.to(DEVICE), pred[:K].to(DEVICE), model)
