@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 
@@ -55,3 +55,24 @@ def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def state_dict_problems(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                        noun: str = "tensor") -> list[str]:
+    """What keeps ``module.load_state_dict(state_dict, strict=True)`` from loading, as message parts: the missing
+    entries, the unexpected entries and the shape mismatches (``"name: expected (..), found (..)"``), each part
+    giving its count and at most five names. ``noun`` names an entry in the messages (``"tensor"``, ``"key"``).
+    Returns an empty list when names and shapes all match; the caller raises its own error with the parts."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state_dict[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing {noun}(s) {missing[:5]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected {noun}(s) {unexpected[:5]}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) {shapes[:5]}")
+    return parts

@@ -32,7 +32,7 @@ from torch import nn
 from ..assets import register_kind
 from ..face3d.measures import coefficient_scale
 from ..face3d.morphable import N_COEFFS
-from ..serialization import read_safetensors, save_safetensors
+from ..serialization import read_safetensors, save_safetensors, state_dict_problems
 
 OFFICIAL_STYLE_DIM = 9088                      # FFHQ-1024 config-f, tRGB included
 OFFICIAL_HIDDEN = (4096, 2048, 1024, 512)      # APNet's hidden widths for that input
@@ -201,20 +201,9 @@ class AttributePredictor(nn.Module):
 
 
 def _load_strict(net: nn.Module, sd: dict, path: Path) -> None:
-    own = net.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)}"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing tensor(s) {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s) {unexpected[:5]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es) {shapes[:5]}")
-        raise PredictorFileError(f"{path}: does not match AttributePredictor({net.config}): " + "; ".join(parts))
+    problems = state_dict_problems(net, sd)
+    if problems:
+        raise PredictorFileError(f"{path}: does not match AttributePredictor({net.config}): " + "; ".join(problems))
     bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise PredictorFileError(f"{path}: tensor(s) {bad[:5]} contain NaN/Inf")

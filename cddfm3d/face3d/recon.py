@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..serialization import read_safetensors, save_safetensors
+from ..serialization import read_safetensors, save_safetensors, state_dict_problems
 from .morphable import N_COEFFS
 
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)  # id, exp, tex, angle, gamma, trans xy, trans z
@@ -314,19 +314,8 @@ class ReconNet(nn.Module):
 
 def _load_strict(net: nn.Module, sd: dict, where: str) -> None:
     """load_state_dict(strict=True) with an error that lists missing/unexpected keys and shape mismatches."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)}"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:5]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es) {shapes[:5]}")
+    problems = state_dict_problems(net, sd, noun="key")
+    if problems:
         raise ReconCheckpointError(f"{where}: does not match ReconNet({net.config['backbone']!r}, "
-                                   f"{len(own)} keys): " + "; ".join(parts))
+                                   f"{len(net.state_dict())} keys): " + "; ".join(problems))
     net.load_state_dict(sd, strict=True)

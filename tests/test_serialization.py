@@ -1,0 +1,59 @@
+"""cddfm3d.serialization.state_dict_problems: the one report of why a strict state-dict load would fail."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cddfm3d.serialization import state_dict_problems
+
+
+def _module() -> nn.Module:
+    # 8 linear layers: 16 parameters, enough to see the five-name cut
+    return nn.Sequential(*[nn.Linear(3, 3) for _ in range(8)])
+
+
+def _strict_load_fails(module: nn.Module, sd: dict) -> bool:
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError:
+        return True
+    return False
+
+
+def test_matching_state_dict_has_no_problems():
+    m = _module()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    assert state_dict_problems(m, sd) == []
+    assert not _strict_load_fails(_module(), sd)
+
+
+def test_each_kind_of_problem_is_named_with_its_count():
+    m = _module()
+    own = m.state_dict()
+    sd = {k: v.clone() for k, v in own.items() if k not in ("0.bias", "3.weight")}
+    sd["extra"] = torch.zeros(2)
+    sd["5.weight"] = torch.zeros(4, 3)
+    parts = state_dict_problems(m, sd)
+    assert parts == ["2 missing tensor(s) ['0.bias', '3.weight']",
+                     "1 unexpected tensor(s) ['extra']",
+                     "1 shape mismatch(es) ['5.weight: expected (3, 3), found (4, 3)']"]
+    assert _strict_load_fails(_module(), sd)  # the reference: torch refuses the same dict
+    assert state_dict_problems(m, sd, noun="key")[0] == "2 missing key(s) ['0.bias', '3.weight']"
+
+
+@pytest.mark.parametrize("n_missing", [1, 5, 6, 16])
+def test_names_are_cut_at_five_in_module_order_but_the_count_is_whole(n_missing):
+    m = _module()
+    names = list(m.state_dict())
+    sd = {k: v for k, v in m.state_dict().items() if k not in names[:n_missing]}
+    (part,) = state_dict_problems(m, sd)
+    assert part == f"{n_missing} missing tensor(s) {names[:min(n_missing, 5)]}"
+    assert _strict_load_fails(_module(), sd)
+
+
+def test_a_shape_with_the_same_element_count_is_still_a_mismatch():
+    m = _module()
+    sd = dict(m.state_dict(), **{"7.weight": torch.zeros(9)})
+    assert state_dict_problems(m, sd) == ["1 shape mismatch(es) ['7.weight: expected (3, 3), found (9,)']"]
+    assert _strict_load_fails(_module(), sd)
