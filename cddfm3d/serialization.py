@@ -57,6 +57,27 @@ def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
 
+
+def read_native_safetensors(path, fmt: str, written_by: str, error: type[Exception], *, version: str | None = None,
+                            unreadable_hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a package-native safetensors file: its metadata field ``format`` must equal ``fmt``
+    and, when ``version`` is given, its field ``version`` must equal ``version``.
+
+    Raises ``error(message)`` naming ``path``: for a file safetensors cannot read (with safetensors' reason, then
+    ``unreadable_hint``), and for another format or version (found vs expected; ``written_by`` names the function
+    that writes ``fmt`` files). Other metadata fields are the caller's to check."""
+    try:
+        tensors, meta = read_safetensors(path)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise error(f"{path}: cannot read safetensors file ({e}){unreadable_hint}") from e
+    if meta.get("format") != fmt:
+        raise error(f"{path}: safetensors metadata field 'format' is {meta.get('format')!r}, expected {fmt!r} "
+                    f"(a file written by {written_by})")
+    if version is not None and meta.get("version") != version:
+        raise error(f"{path}: safetensors metadata field 'version' is {meta.get('version')!r}, expected {version!r}")
+    return tensors, meta
+
+
 def state_dict_problems(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
                         noun: str = "tensor") -> list[str]:
     """What keeps ``module.load_state_dict(state_dict, strict=True)`` from loading, as message parts: the missing

@@ -1,11 +1,12 @@
-"""cddfm3d.serialization.state_dict_problems: the one report of why a strict state-dict load would fail."""
+"""cddfm3d.serialization: state_dict_problems (the one report of why a strict state-dict load would fail) and
+read_native_safetensors (the one reader of a package-native file's format and version)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from cddfm3d.serialization import state_dict_problems
+from cddfm3d.serialization import read_native_safetensors, save_safetensors, state_dict_problems
 
 
 def _module() -> nn.Module:
@@ -57,3 +58,34 @@ def test_a_shape_with_the_same_element_count_is_still_a_mismatch():
     sd = dict(m.state_dict(), **{"7.weight": torch.zeros(9)})
     assert state_dict_problems(m, sd) == ["1 shape mismatch(es) ['7.weight: expected (3, 3), found (9,)']"]
     assert _strict_load_fails(_module(), sd)
+
+
+class _FileError(ValueError):
+    pass
+
+
+def test_read_native_returns_the_written_tensors_and_metadata(tmp_path):
+    m = _module()
+    p = save_safetensors(m, tmp_path / "m.safetensors", {"format": "tests.M", "version": "3", "config": "{}"})
+    tensors, meta = read_native_safetensors(p, "tests.M", "tests.save", _FileError, version="3")
+    assert meta == {"format": "tests.M", "version": "3", "config": "{}"}
+    assert tensors.keys() == m.state_dict().keys()
+    assert all(torch.equal(tensors[k], v) for k, v in m.state_dict().items())
+    # without version, another version is the caller's business
+    assert read_native_safetensors(p, "tests.M", "tests.save", _FileError)[1]["version"] == "3"
+
+
+def test_read_native_errors_name_the_file_and_field(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(_FileError, match=r"junk\.safetensors: cannot read safetensors file \(.*\); try X$"):
+        read_native_safetensors(junk, "tests.M", "tests.save", _FileError, unreadable_hint="; try X")
+    p = save_safetensors(_module(), tmp_path / "m.safetensors", {"format": "tests.Other", "version": "3"})
+    with pytest.raises(_FileError, match=r"m\.safetensors: safetensors metadata field 'format' is 'tests\.Other', "
+                                         r"expected 'tests\.M' \(a file written by tests\.save\)"):
+        read_native_safetensors(p, "tests.M", "tests.save", _FileError)
+    with pytest.raises(_FileError, match=r"m\.safetensors: safetensors metadata field 'version' is '3', expected '4'"):
+        read_native_safetensors(p, "tests.Other", "tests.save", _FileError, version="4")
+    bare = save_safetensors(_module(), tmp_path / "bare.safetensors", {})
+    with pytest.raises(_FileError, match="field 'format' is None"):
+        read_native_safetensors(bare, "tests.M", "tests.save", _FileError)

@@ -32,7 +32,7 @@ from torch import nn
 from ..assets import register_kind
 from ..face3d.measures import coefficient_scale
 from ..face3d.morphable import N_COEFFS
-from ..serialization import read_safetensors, save_safetensors, state_dict_problems
+from ..serialization import read_native_safetensors, save_safetensors, state_dict_problems
 
 OFFICIAL_STYLE_DIM = 9088                      # FFHQ-1024 config-f, tRGB included
 OFFICIAL_HIDDEN = (4096, 2048, 1024, 512)      # APNet's hidden widths for that input
@@ -171,16 +171,8 @@ class AttributePredictor(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"AttributePredictor.load: {path} does not exist")
-        try:
-            tensors, meta = read_safetensors(path)
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise PredictorFileError(f"{path}: cannot read safetensors file ({e})") from e
-        if meta.get("format") != FORMAT:
-            raise PredictorFileError(f"{path}: metadata field 'format' is {meta.get('format')!r}, expected "
-                                     f"{FORMAT!r} (a file written by AttributePredictor.save)")
-        if meta.get("version") != VERSION:
-            raise PredictorFileError(f"{path}: metadata field 'version' is {meta.get('version')!r}, expected "
-                                     f"{VERSION!r}")
+        tensors, meta = read_native_safetensors(path, FORMAT, "AttributePredictor.save", PredictorFileError,
+                                                version=VERSION)
         try:
             config = json.loads(meta["config"])
             net = cls(config["style_dim"], config["hidden"])

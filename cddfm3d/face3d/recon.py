@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..serialization import read_safetensors, save_safetensors, state_dict_problems
+from ..serialization import read_native_safetensors, save_safetensors, state_dict_problems
 from .morphable import N_COEFFS
 
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)  # id, exp, tex, angle, gamma, trans xy, trans z
@@ -292,14 +292,9 @@ class ReconNet(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ReconNet.load: {path} does not exist")
-        try:
-            tensors, meta = read_safetensors(path)
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise ReconCheckpointError(f"{path}: cannot read safetensors file ({e}); for the official "
-                                       f"epoch_20.pth use ReconNet.from_deep3d") from e
-        if meta.get("format") != NATIVE_FORMAT:
-            raise ReconCheckpointError(f"{path}: safetensors metadata field 'format' is {meta.get('format')!r}, "
-                                       f"expected {NATIVE_FORMAT!r} (a file written by ReconNet.save)")
+        tensors, meta = read_native_safetensors(
+            path, NATIVE_FORMAT, "ReconNet.save", ReconCheckpointError,
+            unreadable_hint="; for the official epoch_20.pth use ReconNet.from_deep3d")
         try:
             config = json.loads(meta["config"])
             net = cls(**config)

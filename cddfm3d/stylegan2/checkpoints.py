@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..serialization import read_safetensors, save_safetensors
+from ..serialization import read_native_safetensors, save_safetensors
 from .discriminator import Discriminator
 from .generator import Generator
 from .safe_pickle import PersistentRecord, TensorFlowPickleError, UnsafePickleError, safe_load_pickle
@@ -133,13 +133,7 @@ def _save_native(module: torch.nn.Module, path, kind: str) -> None:
 
 
 def _load_native(path: Path, kind: str) -> torch.nn.Module:
-    try:
-        tensors, meta = read_safetensors(path)
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
-    if meta.get("format") != NATIVE_FORMAT:
-        raise CheckpointError(f"{path}: safetensors metadata field 'format' is {meta.get('format')!r}, expected "
-                              f"{NATIVE_FORMAT!r} (a file written by cddfm3d.stylegan2.save_generator)")
+    tensors, meta = read_native_safetensors(path, NATIVE_FORMAT, "cddfm3d.stylegan2.save_generator", CheckpointError)
     if meta.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
     try:
