@@ -434,11 +434,9 @@ def test_manipulator_shapes_zero_start_and_errors():
 
 
 # ============================================================================================ command line
-def test_select_layers_command(tmp_path, capsys):
-    """The command on a small generator + network written to files: a valid layer-set file whose sets follow the
-    rule on the recorded matrix, with the files' sha256 and the paper comparison."""
-    from cddfm3d.assets import sha256_file
-    from cddfm3d.cli import main
+def _small_generator_and_recon_files(tmp_path) -> Generator:
+    """A 16 px generator (seed 0) saved as tmp_path/g.safetensors and a small recon network with weights of std 0.3
+    (so its coefficients respond to the images) saved as tmp_path/r.safetensors; returns the generator."""
     from cddfm3d.stylegan2.checkpoints import save_generator
 
     torch.manual_seed(0)
@@ -449,6 +447,16 @@ def test_select_layers_command(tmp_path, capsys):
         torch.nn.init.normal_(p, std=0.3)
     save_generator(G, tmp_path / "g.safetensors")
     recon.save(tmp_path / "r.safetensors")
+    return G
+
+
+def test_select_layers_command(tmp_path, capsys):
+    """The command on a small generator + network written to files: a valid layer-set file whose sets follow the
+    rule on the recorded matrix, with the files' sha256 and the paper comparison."""
+    from cddfm3d.assets import sha256_file
+    from cddfm3d.cli import main
+
+    G = _small_generator_and_recon_files(tmp_path)
     out = tmp_path / "sets.json"
     args = ["select-layers", "--out", str(out), "--n", "4", "--batch", "4", "--share", "0.6", "--device", "cpu",
             "--generator", str(tmp_path / "g.safetensors"), "--recon", str(tmp_path / "r.safetensors")]
@@ -482,16 +490,8 @@ def test_select_layers_command_rig_and_both(tmp_path, capsys, monkeypatch):
     from cddfm3d.assets import sha256_file
     from cddfm3d.cli import main
     from cddfm3d.editing.predictor import AttributePredictor
-    from cddfm3d.stylegan2.checkpoints import save_generator
 
-    torch.manual_seed(0)
-    G = Generator(16, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8).eval()
-    recon = ReconNet("small", image_size=16, width=4).eval()
-    recon.input_range = "-1_1"
-    for p in recon.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    save_generator(G, tmp_path / "g.safetensors")
-    recon.save(tmp_path / "r.safetensors")
+    G = _small_generator_and_recon_files(tmp_path)
     styles = G.flatten_styles(sample_styles(G, 64, torch.Generator().manual_seed(0)))
     T = AttributePredictor(G.style_dim, hidden=[16]).fit_normalisation(styles, torch.randn(64, 257))
     T.save(tmp_path / "t.safetensors")
