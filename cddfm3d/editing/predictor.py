@@ -203,23 +203,22 @@ def _load_strict(net: nn.Module, sd: dict, path: Path) -> None:
 
 
 def _check_styles(styles, dim: int, who: str) -> torch.Tensor:
-    if not isinstance(styles, torch.Tensor) or not styles.is_floating_point():
-        found = styles.dtype if isinstance(styles, torch.Tensor) else type(styles).__name__
-        raise ValueError(f"{who}: expected a float tensor [B, {dim}] (flat StyleSpace styles), found {found}")
-    if styles.ndim != 2 or styles.shape[1] != dim:
-        raise ValueError(f"{who}: expected [B, {dim}] (flat StyleSpace styles, G.style_dim = {dim}), found "
-                         f"{tuple(styles.shape)}")
-    return styles
+    return _check_rows(styles, "B", dim, f"flat StyleSpace styles, G.style_dim = {dim}", who)
 
 
 def _check_coeffs(coeffs, who: str) -> torch.Tensor:
-    if not isinstance(coeffs, torch.Tensor) or not coeffs.is_floating_point():
-        found = coeffs.dtype if isinstance(coeffs, torch.Tensor) else type(coeffs).__name__
-        raise ValueError(f"{who}: expected a float tensor [N, {N_COEFFS}], found {found}")
-    if coeffs.ndim != 2 or coeffs.shape[1] != N_COEFFS:
-        raise ValueError(f"{who}: expected [N, {N_COEFFS}] (id 80, exp 64, tex 80, angle 3, gamma 27, trans 3), "
-                         f"found {tuple(coeffs.shape)}")
-    return coeffs
+    return _check_rows(coeffs, "N", N_COEFFS, "id 80, exp 64, tex 80, angle 3, gamma 27, trans 3", who)
+
+
+def _check_rows(x, rows: str, dim: int, what: str, who: str) -> torch.Tensor:
+    """``x`` itself when it is a float tensor [rows, dim]; else ``ValueError`` naming ``who``, the expected shape
+    with ``what`` its columns hold, and what was found (dtype / type, or shape)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        found = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{who}: expected a float tensor [{rows}, {dim}] ({what}), found {found}")
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{who}: expected [{rows}, {dim}] ({what}), found {tuple(x.shape)}")
+    return x
 
 
 def load_attribute_predictor(path, device=None) -> AttributePredictor:
