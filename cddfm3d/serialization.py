@@ -1,4 +1,5 @@
-"""File writing shared by every stage: atomic writes and safetensors files with JSON metadata."""
+"""File writing and reading shared by every stage: atomic writes, safetensors files with JSON metadata, the
+format/version header of the package's JSON files."""
 from __future__ import annotations
 
 import os
@@ -56,6 +57,18 @@ def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
+
+
+def check_json_header(doc, where: str, fmt: str, version: int, error: type[Exception] = ValueError) -> dict:
+    """``doc`` (a parsed JSON file of the package) itself when it is a JSON object whose fields ``format`` and
+    ``version`` equal ``fmt`` and ``version``; else ``error(message)`` naming ``where`` (the file), the field, what
+    it holds and what was expected. Other fields are the caller's to check."""
+    if not isinstance(doc, dict):
+        raise error(f"{where}: expected a JSON object, found {type(doc).__name__}")
+    for field, expected in (("format", fmt), ("version", version)):
+        if doc.get(field) != expected:
+            raise error(f"{where}: field '{field}' is {doc.get(field)!r}, expected {expected!r}")
+    return doc
 
 
 def read_native_safetensors(path, fmt: str, written_by: str, error: type[Exception], *, version: str | None = None,

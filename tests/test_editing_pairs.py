@@ -384,7 +384,7 @@ def test_damaged_folders_are_reported_by_file_and_field(pairs_a, tmp_path):
     m = json.loads((out / META_FILE).read_text())
     m["format"] = "cddfm3d.world-dataset"
     (out / META_FILE).write_text(json.dumps(m))
-    with pytest.raises(ValueError, match=r"field 'format': expected 'cddfm3d.pairs', found 'cddfm3d.world-dataset'"):
+    with pytest.raises(ValueError, match=r"field 'format' is 'cddfm3d.world-dataset', expected 'cddfm3d.pairs'"):
         PairDataset(out)
     with pytest.raises(FileNotFoundError, match="not a pairs folder"):
         PairDataset(tmp_path)

@@ -1,12 +1,13 @@
 """cddfm3d.serialization: state_dict_problems (the one report of why a strict state-dict load would fail) and
-read_native_safetensors (the one reader of a package-native file's format and version)."""
+read_native_safetensors (the one reader of a package-native file's format and version), check_json_header (the
+same for the package's JSON files)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from cddfm3d.serialization import read_native_safetensors, save_safetensors, state_dict_problems
+from cddfm3d.serialization import check_json_header, read_native_safetensors, save_safetensors, state_dict_problems
 
 
 def _module() -> nn.Module:
@@ -89,3 +90,18 @@ def test_read_native_errors_name_the_file_and_field(tmp_path):
     bare = save_safetensors(_module(), tmp_path / "bare.safetensors", {})
     with pytest.raises(_FileError, match="field 'format' is None"):
         read_native_safetensors(bare, "tests.M", "tests.save", _FileError)
+
+
+def test_json_header_accepts_the_format_and_version_and_names_what_differs():
+    doc = {"format": "tests.J", "version": 2, "other": None}
+    assert check_json_header(doc, "x.json", "tests.J", 2) is doc
+    cases = [([], r"x\.json: expected a JSON object, found list"),
+             ({"version": 2}, r"x\.json: field 'format' is None, expected 'tests\.J'"),
+             ({"format": "tests.K", "version": 2}, r"x\.json: field 'format' is 'tests\.K', expected 'tests\.J'"),
+             ({"format": "tests.J", "version": "2"}, r"x\.json: field 'version' is '2', expected 2"),
+             ({"format": "tests.J"}, r"x\.json: field 'version' is None, expected 2")]
+    for bad, pattern in cases:
+        with pytest.raises(_FileError, match=pattern):
+            check_json_header(bad, "x.json", "tests.J", 2, _FileError)
+    with pytest.raises(ValueError, match="field 'version' is 3"):  # ValueError unless told otherwise
+        check_json_header({"format": "tests.J", "version": 3}, "x.json", "tests.J", 2)

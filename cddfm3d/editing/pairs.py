@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from ..assets.integrity import sha256_file
 from ..images import to_uint8
-from ..serialization import atomic_write, save_safetensors
+from ..serialization import atomic_write, check_json_header, save_safetensors
 from ..stylegan2.stylespace import layer_table
 from ..training import dist_info
 from .labels import ALIGNS, SELF_ALIGN_ROUNDS, label_images
@@ -295,12 +295,7 @@ def _read_existing(out: Path) -> dict | None:
 
 
 def _check_header(path: Path, meta) -> None:
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: field 'format': expected {FORMAT!r}, found {meta.get('format')!r}")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{path}: field 'version': expected {VERSION}, found {meta.get('version')!r}")
+    check_json_header(meta, str(path), FORMAT, VERSION)
     for field, kind in (("config", dict), ("networks", dict), ("shards", list)):
         if not isinstance(meta.get(field), kind):
             raise ValueError(f"{path}: field '{field}': expected a JSON {'object' if kind is dict else 'array'}, "

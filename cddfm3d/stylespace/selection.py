@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..face3d.measures import ATTRIBUTES
-from ..serialization import atomic_write
+from ..serialization import atomic_write, check_json_header
 
 FORMAT = "cddfm3d.layer_sets"
 VERSION = 1
@@ -261,12 +261,7 @@ def load_layer_sets(path, device=None) -> dict[str, list[int]]:
 
 
 def _validate(doc: Any, where: str) -> dict[str, list[int]]:
-    if not isinstance(doc, dict):
-        raise LayerSetsError(f"{where}: expected a JSON object, found {type(doc).__name__}")
-    if doc.get("format") != FORMAT:
-        raise LayerSetsError(f"{where}: field 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise LayerSetsError(f"{where}: field 'version' is {doc.get('version')!r}, expected {VERSION}")
+    check_json_header(doc, where, FORMAT, VERSION, LayerSetsError)
     layers = doc.get("layers")
     if not isinstance(layers, list) or not layers or not all(isinstance(n, str) for n in layers):
         raise LayerSetsError(f"{where}: field 'layers' must be a non-empty list of layer names, found {layers!r}")
