@@ -459,6 +459,17 @@ class ResumableRun:
         """Subclass hook: fields added to every log entry besides the step and the statistics."""
         return {}
 
+    def run_in_train_mode(self, net: torch.nn.Module, *, snapshot_every: int, progress: bool = True,
+                          max_steps: int | None = None) -> dict:
+        """:meth:`run_loop` with ``net`` in training mode, put back in eval mode when the loop ends (also when it
+        raises or is interrupted). Returns ``{step, seconds}``: the absolute step reached and the loop's seconds."""
+        net.train()
+        try:
+            result = self.run_loop(snapshot_every=snapshot_every, progress=progress, max_steps=max_steps)
+        finally:
+            net.eval()
+        return dict(step=self.step, seconds=result["seconds"])
+
     def run_loop(self, *, snapshot_every: int, progress: bool = True, max_steps: int | None = None,
                  unit: str = "step", scale: int = 1) -> dict:
         """Run :meth:`train_step` until :attr:`total_steps`, ``stop_at_step`` or ``max_steps`` more steps.

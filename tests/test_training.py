@@ -492,3 +492,23 @@ def test_sigterm_from_outside_keeps_an_exact_checkpoint(tmp_path):
     straight = ToyRun(ToyConfig(steps=60, checkpoint_every=1000), tmp_path / "straight").start()
     straight.train()
     assert_same_state(straight, resumed)
+
+
+def test_run_in_train_mode_trains_in_train_mode_and_leaves_eval_mode(tmp_path):
+    """Every step sees the network in training mode; afterwards it is in eval mode, also after a crash."""
+    modes = []
+
+    class ModeRun(ToyRun):
+        def train_step(self):
+            modes.append(self.net.training)
+            return super().train_step()
+
+    r = ModeRun(ToyConfig(steps=5), tmp_path / "ok").start(resume=False)
+    r.net.eval()
+    out = r.run_in_train_mode(r.net, snapshot_every=2, progress=False)
+    assert modes == [True] * 5 and not r.net.training
+    assert out["step"] == 5 == r.step and out["seconds"] >= 0 and set(out) == {"step", "seconds"}
+    crash = ModeRun(ToyConfig(steps=5), tmp_path / "crash", interrupt=(2, "crash")).start(resume=False)
+    with pytest.raises(RuntimeError, match="crash in the middle"):
+        crash.run_in_train_mode(crash.net, snapshot_every=2, progress=False)
+    assert not crash.net.training and crash.step == 2

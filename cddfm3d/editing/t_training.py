@@ -217,12 +217,8 @@ class TTrainer(ResumableRun):
 
     def train(self, progress: bool = True, max_steps: int | None = None) -> dict:
         """Run until ``cfg.steps`` (or ``stop_at_step`` / ``max_steps`` more steps)."""
-        self.net.train()
-        try:
-            result = self.run_loop(snapshot_every=self.cfg.checkpoint_every, progress=progress, max_steps=max_steps)
-        finally:
-            self.net.eval()
-        return dict(step=self.step, seconds=result["seconds"])
+        return self.run_in_train_mode(self.net, snapshot_every=self.cfg.checkpoint_every, progress=progress,
+                                      max_steps=max_steps)
 
 
 def _prior_scale() -> torch.Tensor:

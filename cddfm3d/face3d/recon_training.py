@@ -167,12 +167,8 @@ class ReconTrainer(ResumableRun):
             raise ValueError(f"train: need as many images as coefficient rows (>0), found {len(images_u8)} "
                              f"and {len(coeffs)}")
         self._data = (images_u8, coeffs)
-        self.net.train()
-        try:
-            result = self.run_loop(snapshot_every=self.cfg.checkpoint_every, progress=progress, max_steps=max_steps)
-        finally:
-            self.net.eval()
-        return dict(step=self.step, seconds=result["seconds"])
+        return self.run_in_train_mode(self.net, snapshot_every=self.cfg.checkpoint_every, progress=progress,
+                                      max_steps=max_steps)
 
 
 def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrainConfig, out_dir,
