@@ -120,19 +120,16 @@ class GANTrainer(ResumableRun):
 
     def _load_init(self) -> None:
         cfg = self.cfg
-        if cfg.init_generator:
-            src = load_generator(cfg.init_generator)
-            if src.config != self.G.config:
-                raise ValueError(f"init_generator {cfg.init_generator}: architecture {src.config} differs from the "
-                                 f"run's {self.G.config}")
-            self.G.load_state_dict(src.state_dict())
-            self.G_ema.load_state_dict(src.state_dict())
-        if cfg.init_discriminator:
-            src = load_discriminator(cfg.init_discriminator)
-            if src.config != self.D.config:
-                raise ValueError(f"init_discriminator {cfg.init_discriminator}: architecture {src.config} differs "
-                                 f"from the run's {self.D.config}")
-            self.D.load_state_dict(src.state_dict())
+        for path, loader, targets, what in ((cfg.init_generator, load_generator, (self.G, self.G_ema), "generator"),
+                                            (cfg.init_discriminator, load_discriminator, (self.D,), "discriminator")):
+            if not path:
+                continue
+            src = loader(path)
+            if src.config != targets[0].config:
+                raise ValueError(f"init_{what} {path}: architecture {src.config} differs from the run's "
+                                 f"{targets[0].config}")
+            for module in targets:
+                module.load_state_dict(src.state_dict())
 
     def extra_state(self) -> dict:
         return {"images_seen": self.images_seen}
