@@ -50,23 +50,26 @@ clean-notebooks: $(STAMP)
 sync-notebooks: $(STAMP)
 	$(PY) tools/sync_notebooks.py notebooks
 
-# Rebuild the shipped mini-world weights (assets/) from scratch: render the datasets, train the generator and the
+# Rebuild the shipped mini-world weights (assets/) : render the datasets, fine-tune the generator and train the
 # reconstruction network (resumable: re-run after an interruption), evaluate and register them in
 # assets/MANIFEST.json. These are exactly the commands the manifest records for the shipped files
-# (tests/test_makefile.py checks it): the generator stopped at step 8321 (133.136 kimg) of a 400-kimg schedule, and
-# the reconstruction network ran 4000 steps, then was resumed with a 12000-step schedule. Hours on 2 CPU cores;
-# DEVICE=cuda takes minutes on one GPU. The shipped files came from runs of the trainers before the shared run base
-# (interrupted by hand several times, which did not resume bit-exactly then): a rebuild reproduces their recipe and
-# metrics, not their exact bytes; from now on a rebuild on the recorded device (cpu) is exact.
+# (tests/test_makefile.py checks it). The generator is fine-tuned on the current world's renders from the one shipped
+# at commit $(GAN_INIT_COMMIT) (trained on the previous MiniFace; its own recipe is in that commit's manifest and in
+# the comment lines of today's): `git show` recreates that start file. The fine-tune stopped at step $(GAN_STOP)
+# of a 200-kimg schedule; the reconstruction network ran 1256 steps of a 10000-step schedule, then was resumed with
+# a 7000-step one. Hours on 2 CPU cores; DEVICE=cuda takes minutes on one GPU.
 WORLD_DIR ?= out/world
 DEVICE ?= cpu
-GAN_KIMG ?= 400
-GAN_STOP ?= 8321
+GAN_INIT_COMMIT := 39703abc269f
+GAN_INIT := out/prev/mini-generator-4708df5e.safetensors
+GAN_STOP ?= 1763
 mini-assets: $(STAMP)
-	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/train --n 30000 --seed 0 --domains human
-	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg $(GAN_KIMG) --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --stop-at-step $(GAN_STOP)
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 4000 --device $(DEVICE)
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 12000 --device $(DEVICE)
+	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/train --n 50000 --seed 0 --domains human
+	mkdir -p $(dir $(GAN_INIT))
+	git show $(GAN_INIT_COMMIT):assets/mini/generator.safetensors > $(GAN_INIT)
+	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg 200 --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --init-generator $(GAN_INIT) --d-warmup-steps 200 --stop-at-step $(GAN_STOP)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 10000 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE) --stop-at-step 1256
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 7000 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
 	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor

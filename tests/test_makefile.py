@@ -12,20 +12,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe_commands() -> list[str]:
-    """`make -n mini-assets` with the install stamp assumed up to date: the commands, as ``python -m cddfm3d ...``."""
+    """`make -n mini-assets` with the install stamp assumed up to date: the commands, as ``python -m cddfm3d ...``,
+    and the ``git show`` line that recreates the generator's fine-tuning start file."""
     out = subprocess.run(["make", "-n", "--no-print-directory", "mini-assets", "PY=python", "STAMP="], cwd=ROOT,
                          capture_output=True, text=True, check=True)
-    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip().startswith("python -m cddfm3d ")]
+    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip().startswith(("python -m cddfm3d ", "git show "))]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_mini_assets_recipe_matches_the_manifest():
     recipe = recipe_commands()
-    assert len(recipe) == 7, recipe
+    assert len(recipe) == 8, recipe
     manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
     covered = set()
-    for name in ("mini/generator", "mini/recon"):
-        recorded = manifest[name]["command"].splitlines()
+    for name in ("mini/generator", "mini/discriminator", "mini/recon"):
+        recorded = [c for c in manifest[name]["command"].splitlines() if not c.startswith("#")]   # comments
         # the recorded commands appear in the recipe, in the recipe's order
         positions = [recipe.index(c) for c in recorded]
         assert positions == sorted(positions), name
