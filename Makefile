@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16
 TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype+notebook
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit notebooks bench clean-notebooks sync-notebooks install mini-assets
+.PHONY: demo test lint unit notebooks bench clean-notebooks sync-notebooks install mini-assets editing-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,3 +73,13 @@ mini-assets: $(STAMP)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
 	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
+
+# The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, assets/mini/layer_sets.json), from
+# the shipped generator and recon: exactly the commands their manifest entries record (tests/test_makefile.py).
+# Minutes on 2 CPU cores (gen-pairs runs one torchrun rank per core).
+editing-assets: $(STAMP)
+	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs --count 30000 --seed 0 --threads 1 --device $(DEVICE)
+	$(PY) -m cddfm3d train-t --pairs out/pairs --out out/t --loss pdc --steps 3000 --device $(DEVICE)
+	$(PY) -m cddfm3d gen-pairs --out out/pairs_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
+	$(PY) -m cddfm3d select-layers --out out/layer_sets.json --method both --predictor out/t/attribute_predictor.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d ship-editing --pairs out/pairs --t out/t --heldout-pairs out/pairs_heldout --layer-sets out/layer_sets.json

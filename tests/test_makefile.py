@@ -11,12 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def recipe_commands() -> list[str]:
+def recipe_commands(target: str = "mini-assets") -> list[str]:
     """`make -n mini-assets` with the install stamp assumed up to date: the commands, as ``python -m cddfm3d ...``,
     and the ``git show`` line that recreates the generator's fine-tuning start file."""
-    out = subprocess.run(["make", "-n", "--no-print-directory", "mini-assets", "PY=python", "STAMP="], cwd=ROOT,
+    out = subprocess.run(["make", "-n", "--no-print-directory", target, "PY=python", "VENV=", "STAMP="], cwd=ROOT,
                          capture_output=True, text=True, check=True)
-    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip().startswith(("python -m cddfm3d ", "git show "))]
+    lines = [ln.strip().removeprefix("/bin/") for ln in out.stdout.splitlines()]   # $(VENV)/bin/torchrun, VENV=
+    return [ln for ln in lines if ln.startswith(("python -m cddfm3d ", "git show ", "torchrun "))]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -28,6 +29,20 @@ def test_mini_assets_recipe_matches_the_manifest():
     for name in ("mini/generator", "mini/discriminator", "mini/recon"):
         recorded = [c for c in manifest[name]["command"].splitlines() if not c.startswith("#")]   # comments
         # the recorded commands appear in the recipe, in the recipe's order
+        positions = [recipe.index(c) for c in recorded]
+        assert positions == sorted(positions), name
+        covered |= set(recorded)
+    assert covered == set(recipe)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_editing_assets_recipe_matches_the_manifest():
+    recipe = recipe_commands("editing-assets")
+    assert len(recipe) == 5, recipe
+    manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
+    covered = set()
+    for name in ("mini/attribute_predictor", "mini/layer_sets"):
+        recorded = [c for c in manifest[name]["command"].splitlines() if not c.startswith("#")]
         positions = [recipe.index(c) for c in recorded]
         assert positions == sorted(positions), name
         covered |= set(recorded)
