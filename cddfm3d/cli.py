@@ -162,7 +162,8 @@ def _train_recon(args) -> int:
     ds = WorldDataset(args.data, domain=args.domain)
     _check_batch(args, len(ds))
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
-                           lr=args.lr, seed=args.seed, attribute_weights=dict(args.attribute_weights))
+                           lr=args.lr, seed=args.seed, photo_batch=args.photo_batch,
+                           attribute_weights=dict(args.attribute_weights))
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
                           resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
     print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
@@ -377,6 +378,67 @@ def _train_t(args) -> int:
     return 0
 
 
+def _train_f(args) -> int:
+    """train-f: train (or resume) the latent manipulation network F^i of one attribute on a gen-pairs folder with
+    the frozen T, then print T's view of it on the held-out split."""
+    from . import assets
+    from .editing.f_training import EXPORT_FILE, FTrainConfig, train_f
+    from .editing.pairs import PairDataset
+    from .editing.predictor import load_attribute_predictor
+    from .stylespace.selection import read_layer_sets
+    from .training import init_distributed, is_main_process
+
+    fields = ["styles", "coeffs"] + (["images"] if args.loss_mode == "render" else [])
+    ds = PairDataset(args.pairs, fields=tuple(fields))
+    data = ds.load_fields(fields)
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    T = load_attribute_predictor(args.predictor, device) if args.predictor else assets.load(
+        "mini/attribute_predictor", device)
+    sets = read_layer_sets(args.layer_sets)[0] if args.layer_sets else assets.load("mini/layer_sets")
+    if args.full_s:
+        layers = list(range(len(_layer_channels(args))))
+    else:
+        layers = sets[args.attribute]
+    weights = dict(args.weight)
+    cfg = FTrainConfig(attribute=args.attribute, edit_layers=layers, steps=args.steps, batch_size=args.batch,
+                       lr=args.lr, activation=None if args.activation == "linear" else args.activation,
+                       loss_mode=args.loss_mode, weights=weights, checkpoint_every=args.checkpoint_every,
+                       eval_every=args.eval_every, seed=args.seed)
+    trainer = train_f(cfg, T, data["styles"], data["coeffs"], _layer_channels(args), args.out,
+                      images=data.get("images"), device=device, resume=not args.no_resume,
+                      stop_at_step=args.stop_at_step, command=args.argv)
+    if is_main_process():
+        print(json.dumps({"attribute": args.attribute, "layers": layers, "step": trainer.step,
+                          "held_out_T_view": trainer.evaluate()}, indent=2))
+        print(f"step {trainer.step}; F^{args.attribute}: {Path(args.out) / EXPORT_FILE}")
+    return 0
+
+
+def _layer_channels(args) -> list[int]:
+    """Channels of every style layer of the generator the pairs were made with (the shipped one, or --generator)."""
+    from . import assets
+    from .stylegan2 import load_generator
+
+    G = load_generator(args.generator) if args.generator else assets.load("mini/generator")
+    return [m.channels for m in G.style_layers]
+
+
+def _term_weight(text: str) -> tuple[str, float]:
+    from .editing.f_training import LOSS_TERMS
+
+    name, sep, value = text.partition("=")
+    if not sep or name not in LOSS_TERMS:
+        raise argparse.ArgumentTypeError(f"expected TERM=WEIGHT with TERM one of {', '.join(LOSS_TERMS)}, found "
+                                         f"{text!r}")
+    try:
+        w = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a number, found {value!r}") from None
+    if not w >= 0 or w == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be finite and >= 0, found {w}")
+    return name, w
+
+
 # ------------------------------------------------------------------------------------------------ parser
 def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
     """--data, --domain and --out of a training command."""
@@ -449,6 +511,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--lr", type=_float(0, strict=True), default=2e-3, help="peak learning rate of AdamW "
                    "(default: 0.002)")
     r.add_argument("--width", type=POSITIVE, default=16, help="base width of the small backbone (default: 16)")
+    r.add_argument("--photo-batch", type=_int_at_least(0), default=16, metavar="N",
+                   help="images of each batch re-rendered for the photometric loss; 0 drops that loss and its "
+                        "rendering cost (default: 16)")
     r.add_argument("--attribute-weights", nargs="+", type=_attribute_weight, default=[], metavar="NAME=W",
                    help="losses in the space where each attribute is seen, e.g. shape=1 expression=1 albedo=1 "
                         "light=1 pose=1 (attributes: shape, expression, albedo, light, pose; default: none)")
@@ -595,6 +660,41 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 500)")
     _run_options(tt)
     tt.set_defaults(func=_train_t)
+
+    from .face3d.measures import ATTRIBUTES
+
+    tf = sub.add_parser("train-f", help="train (or resume) the latent manipulation network F^i of one attribute "
+                        "on a gen-pairs folder, through the frozen attribute predictor T")
+    tf.add_argument("--attribute", required=True, choices=list(ATTRIBUTES), help="the attribute F edits")
+    tf.add_argument("--pairs", type=_existing_dir, required=True, help="gen-pairs folder (pairs.json + shards)")
+    tf.add_argument("--out", type=_out_dir, required=True, help="run folder (checkpoint.pt, "
+                    "manipulator.safetensors, log.json, commands.txt)")
+    tf.add_argument("--predictor", type=_existing_file, default=None, help="T (train-t's "
+                    "attribute_predictor.safetensors; default: the shipped mini/attribute_predictor)")
+    tf.add_argument("--layer-sets", type=_existing_file, default=None, help="select-layers output (default: the "
+                    "shipped mini/layer_sets)")
+    tf.add_argument("--generator", type=_existing_file, default=None, help="the generator of the pairs, for its "
+                    "style-layer table (default: the shipped mini/generator)")
+    tf.add_argument("--full-s", action="store_true", help="edit every style layer (the StyleRig-style baseline "
+                    "without layer selection)")
+    tf.add_argument("--steps", type=POSITIVE, default=2000, help="optimisation steps; the learning rate decays to "
+                    "0 there (default: 2000)")
+    tf.add_argument("--batch", type=POSITIVE, default=64, help="pairs per step, sources and targets together "
+                    "(even; default: 64)")
+    tf.add_argument("--lr", type=_float(0, strict=True), default=1e-3, help="peak learning rate of AdamW "
+                    "(default: 0.001)")
+    tf.add_argument("--activation", default="linear", choices=["linear", "elu", "relu", "lrelu"],
+                    help="linear: the paper's network; otherwise the small-MLP option (default: linear)")
+    tf.add_argument("--loss-mode", default="param", choices=["param", "render"], help="param: per-vertex "
+                    "distances to the labels (fast); render: masked photometric loss against the images")
+    tf.add_argument("--weight", nargs="+", type=_term_weight, default=[], metavar="TERM=W", help="loss weights, "
+                    "e.g. rec=1 render=10 landmark=0.05 edge=1 (0 removes a term)")
+    tf.add_argument("--eval-every", type=POSITIVE, default=250, help="steps between held-out T-view evaluations "
+                    "(default: 250)")
+    tf.add_argument("--checkpoint-every", type=POSITIVE, default=250, help="steps between checkpoints "
+                    "(default: 250)")
+    _run_options(tf)
+    tf.set_defaults(func=_train_f)
     return p
 
 

@@ -11,7 +11,8 @@ Modules: :mod:`.latents` (the official 5-way W+ mixing), :mod:`.labels` (coeffic
 images), :mod:`.pairs` (``gen-pairs`` folders and :class:`PairDataset`), :mod:`.predictor` (T, asset kind
 ``"editing.AttributePredictor"``: ``cddfm3d.assets.load("mini/attribute_predictor")``), :mod:`.losses` (PDC, VDC,
 WPDC ...), :mod:`.t_training` (``train-t``, :func:`evaluate_t`), :mod:`.manipulator` (the per-layer latent
-manipulation network). Their names below are imported on first use.
+manipulation network; F^i is :class:`LatentManipulator`, asset kind ``"editing.LatentManipulator"``:
+``cddfm3d.assets.load("mini/manipulator/shape")``), :mod:`.f_training` (``train-f``). Their names below are imported on first use.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import importlib
 
 from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES
 from ..face3d.morphable import SLICES
+from . import manipulator as _manipulator  # noqa: F401  (registers the asset kind "editing.LatentManipulator")
 from . import predictor as _predictor  # noqa: F401  (registers the asset kind "editing.AttributePredictor")
 
 ATTRIBUTE_SLICES: dict[str, slice] = {name: SLICES[ATTRIBUTE_GROUPS[name]] for name in ATTRIBUTES}
@@ -26,7 +28,8 @@ ATTRIBUTE_SLICES: dict[str, slice] = {name: SLICES[ATTRIBUTE_GROUPS[name]] for n
 _LAZY = {"sample_latents": "latents", "label_images": "labels", "generate_pairs": "pairs", "PairDataset": "pairs",
          "noise_for": "pairs", "AttributePredictor": "predictor", "load_attribute_predictor": "predictor",
          "TTrainConfig": "t_training", "train_t": "t_training", "evaluate_t": "t_training",
-         "StyleManipulator": "manipulator"}
+         "StyleManipulator": "manipulator", "LatentManipulator": "manipulator", "FTrainConfig": "f_training",
+         "train_f": "f_training"}
 
 
 def __getattr__(name: str):

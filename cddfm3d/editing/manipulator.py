@@ -22,10 +22,17 @@ widths).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..assets import register_kind
+from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES
+from ..face3d.morphable import SLICES
+from ..serialization import read_native_safetensors, save_safetensors, state_dict_problems
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2)}
 
@@ -84,7 +91,7 @@ class StyleManipulator(nn.Module):
             if len(widths) != len(edit):
                 raise ValueError(f"StyleManipulator: hidden has {len(widths)} widths for {len(edit)} edited layers")
         self.layer_channels, self.edit_layers, self.p_dim = channels, edit, p_dim
-        self.code_dim, self.activation_name = code_dim, activation
+        self.code_dim, self.activation_name, self.hidden_widths = code_dim, activation, widths
         offsets = [0]
         for c in channels:
             offsets.append(offsets[-1] + c)
@@ -127,3 +134,121 @@ class StyleManipulator(nn.Module):
     def extra_repr(self) -> str:
         return (f"layers={len(self.layer_channels)}, edit_layers={self.edit_layers}, p_dim={self.p_dim}, "
                 f"code_dim={self.code_dim}, activation={self.activation_name}")
+
+
+# ------------------------------------------------------------------------------------------ F^i, one per attribute
+FORMAT = "cddfm3d.LatentManipulator"
+VERSION = "1"
+
+
+class ManipulatorFileError(ValueError):
+    """A latent-manipulator file that cannot be read, names the file and the field."""
+
+
+def attribute_width(attribute: str) -> int:
+    """k_i: the number of coefficients of ``attribute`` (shape 80, expression 64, albedo 80, pose 3, light 27)."""
+    if attribute not in ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; expected one of {ATTRIBUTES}")
+    sl = SLICES[ATTRIBUTE_GROUPS[attribute]]
+    return sl.stop - sl.start
+
+
+class LatentManipulator(nn.Module):
+    """The latent manipulation network F^i of one attribute (the paper's E^i / D^i; ``cddfm3d_method.md`` §5):
+    ``F(s, delta) -> s_g = s + ds`` with ds from a :class:`StyleManipulator` over the attribute's reduced
+    StyleSpace S^i (its layer set), so ``s_g`` equals ``s`` outside those layers.
+
+    Args:
+        attribute: one of :data:`ATTRIBUTES`; fixes k_i = ``attribute_width(attribute)``.
+        layer_channels, edit_layers, style_mean, style_std, code_dim, hidden, activation: as
+            :class:`StyleManipulator` (``activation=None``: the paper's and official code's linear network).
+        p_scale: per-coefficient scale [k_i] of delta (e.g. the std of T's predictions of the attribute).
+
+    Shapes: ``s`` [B, D] flat styles (``G.flatten_styles`` layout, D = ``sum(layer_channels)``), ``delta`` =
+    P_t^i - P_s^i [B, k_i] in coefficient units; returns [B, D]. ``delta = 0`` asks for no change (the
+    reconstruction loss of training makes ds ~ 0 there; an untrained network returns ``s`` exactly).
+
+    Raises:
+        ValueError: unknown attribute; the :class:`StyleManipulator` argument errors; inputs of the wrong shape.
+    """
+
+    def __init__(self, attribute: str, layer_channels: Sequence[int], edit_layers: Sequence[int],
+                 style_mean: torch.Tensor | None = None, style_std: torch.Tensor | None = None,
+                 p_scale: torch.Tensor | None = None, code_dim: int = 32, hidden: int | Sequence[int] | None = None,
+                 activation: str | None = None):
+        super().__init__()
+        self.attribute = attribute
+        self.net = StyleManipulator(layer_channels, sorted(int(k) for k in edit_layers), attribute_width(attribute),
+                                    style_mean, style_std, p_scale, code_dim, hidden, activation)
+
+    @property
+    def config(self) -> dict:
+        n = self.net
+        return {"attribute": self.attribute, "layer_channels": list(n.layer_channels), "edit_layers":
+                list(n.edit_layers), "code_dim": n.code_dim, "hidden": list(n.hidden_widths),
+                "activation": n.activation_name}
+
+    @property
+    def style_dim(self) -> int:
+        return self.net.style_dim
+
+    @property
+    def edit_layers(self) -> list[int]:
+        return list(self.net.edit_layers)
+
+    @property
+    def p_dim(self) -> int:
+        return self.net.p_dim
+
+    def offset(self, s: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """ds [B, D] (zero outside the layer set)."""
+        return self.net(s, delta)
+
+    def forward(self, s: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Edited flat styles s + ds [B, D]."""
+        return s + self.net(s, delta)
+
+    def save(self, path) -> Path:
+        """Write safetensors (weights and the statistics buffers) with format, version and config in the
+        metadata, atomically. Returns the path."""
+        return save_safetensors(self, path, {"format": FORMAT, "version": VERSION, "config": json.dumps(self.config)})
+
+    @classmethod
+    def load(cls, path, device=None) -> LatentManipulator:
+        """Read a file written by :meth:`save` (strict: every tensor, no extra ones), in eval mode with gradients
+        off, on ``device`` (default CPU). Raises ``FileNotFoundError`` for a missing file and
+        :class:`ManipulatorFileError` naming the file and the field for another format or version, a bad config or
+        tensors that do not match it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LatentManipulator.load: {path} does not exist")
+        tensors, meta = read_native_safetensors(path, FORMAT, "LatentManipulator.save", ManipulatorFileError,
+                                                version=VERSION)
+        try:
+            c = json.loads(meta["config"])
+            net = cls(c["attribute"], c["layer_channels"], c["edit_layers"], code_dim=c["code_dim"],
+                      hidden=c["hidden"], activation=c["activation"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManipulatorFileError(f"{path}: metadata field 'config' is missing or invalid ({e!r}); expected "
+                                       f"{{attribute, layer_channels, edit_layers, code_dim, hidden, activation}}"
+                                       ) from e
+        problems = state_dict_problems(net, tensors)
+        if problems:
+            raise ManipulatorFileError(f"{path}: does not match LatentManipulator({c}): " + "; ".join(problems))
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ManipulatorFileError(f"{path}: tensor(s) {bad[:5]} contain NaN/Inf")
+        net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        net.eval().requires_grad_(False)
+        return net if device is None else net.to(device)
+
+    def extra_repr(self) -> str:
+        return f"attribute={self.attribute!r}"
+
+
+def load_latent_manipulator(path, device=None) -> LatentManipulator:
+    """Loader of asset kind ``"editing.LatentManipulator"``: :meth:`LatentManipulator.load`."""
+    return LatentManipulator.load(path, device)
+
+
+register_kind("editing.LatentManipulator", load_latent_manipulator)

@@ -132,9 +132,11 @@ class ReconTrainer(ResumableRun):
             lm_target = self.fm(target, image_size=cfg.image_size, check=False).landmarks
         lm = landmark_loss(out_p.landmarks, lm_target)
         k = min(cfg.photo_batch, len(images))
-        sub = out_p.mesh[:k]
-        rendered, mask = render(sub, size=cfg.image_size, supersample=1, clamp=False)
-        photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
+        if k > 0:
+            rendered, mask = render(out_p.mesh[:k], size=cfg.image_size, supersample=1, clamp=False)
+            photo = photometric_loss(rendered, (images[:k] + 1) / 2, mask)
+        else:   # photo_batch 0: no photometric term (nothing rendered)
+            photo = pred.new_zeros(())
         total = cfg.w_coeff * coeff + cfg.w_landmark * lm + cfg.w_photo * photo
         terms = dict(coeff=coeff, landmark=lm, photo=photo)
         for i, a in enumerate(ATTRIBUTES):
