@@ -12,7 +12,9 @@ images), :mod:`.pairs` (``gen-pairs`` folders and :class:`PairDataset`), :mod:`.
 ``"editing.AttributePredictor"``: ``cddfm3d.assets.load("mini/attribute_predictor")``), :mod:`.losses` (PDC, VDC,
 WPDC ...), :mod:`.t_training` (``train-t``, :func:`evaluate_t`), :mod:`.manipulator` (the per-layer latent
 manipulation network; F^i is :class:`LatentManipulator`, asset kind ``"editing.LatentManipulator"``:
-``cddfm3d.assets.load("mini/manipulator/shape")``), :mod:`.f_training` (``train-f``). Their names below are imported on first use.
+``cddfm3d.assets.load("mini/manipulator/shape")``), :mod:`.f_training` (``train-f``), :mod:`.evaluation`
+(:func:`evaluate`: edits read from the generated images) and :mod:`.baselines` (the linear-direction baseline).
+Their names below are imported on first use.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ _LAZY = {"sample_latents": "latents", "label_images": "labels", "generate_pairs"
          "noise_for": "pairs", "AttributePredictor": "predictor", "load_attribute_predictor": "predictor",
          "TTrainConfig": "t_training", "train_t": "t_training", "evaluate_t": "t_training",
          "StyleManipulator": "manipulator", "LatentManipulator": "manipulator", "FTrainConfig": "f_training",
-         "train_f": "f_training"}
+         "train_f": "f_training", "evaluate": "evaluation", "EditingEvaluation": "evaluation",
+         "AttributeScores": "evaluation", "derangement": "evaluation", "identity_editor": "baselines",
+         "LinearDirections": "baselines", "fit_linear_directions": "baselines", "fit_linear_baseline": "baselines"}
 
 
 def __getattr__(name: str):

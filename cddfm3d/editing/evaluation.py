@@ -59,13 +59,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..face3d.measures import ATTRIBUTES, attribute_distance
 from ..face3d.morphable import N_COEFFS
-from ..images import to_range, to_uint8
+from ..images import to_uint8
 from ..serialization import check_json_header
-from ..world.quality import feature_stats, frechet_distance
+from ..world.quality import feature_stats, frechet_distance, recon_features
 from . import ATTRIBUTE_SLICES
 from .labels import ALIGNS, SELF_ALIGN_ROUNDS, label_images
 from .pairs import noise_for
@@ -308,14 +307,9 @@ def synthesize(G, styles: torch.Tensor, noise_seeds, device=None) -> torch.Tenso
 
 def pooled_features(net, images: torch.Tensor) -> torch.Tensor:
     """The reconstruction network's pooled backbone features [B, C] (float64, CPU) of images [B, 3, H, W] (uint8
-    or float in [-1, 1]), converted to the network's ``input_range`` and, when H, W differ from
-    ``net.image_size``, area-resampled to it (whole images, no alignment)."""
-    dev = next(net.parameters()).device
-    x = to_range(images.to(dev), net.input_range)
-    s = net.image_size
-    if tuple(x.shape[2:]) != (s, s):
-        x = F.interpolate(x, size=(s, s), mode="area")
-    return net.features(x, check=False).flatten(1).double().cpu()
+    or float in [-1, 1]): :func:`cddfm3d.world.quality.recon_features` (converted to the network's
+    ``input_range``, area-resampled to its size)."""
+    return recon_features(net, images).double()
 
 
 def _device(module) -> torch.device:

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..images import to_range
 
@@ -36,12 +37,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 @torch.no_grad()
 def recon_features(net, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Pooled reconstruction-network features [N, C] of images [N, 3, S, S] (uint8 or float in [-1, 1])."""
+    """Pooled reconstruction-network features [N, C] (float32, CPU) of images [N, 3, H, W] (uint8, or float in the
+    generator's [-1, 1]), in batches: each batch is converted to the network's ``input_range`` and, when H, W differ
+    from ``net.image_size``, area-resampled to it (whole images, no alignment)."""
     dev = next(net.parameters()).device
+    s = net.image_size
     out = []
     for i in range(0, len(images), batch):
-        x = images[i:i + batch]
-        out.append(net.features(to_range(x, "-1_1").to(dev), check=False).flatten(1).cpu())
+        x = to_range(images[i:i + batch].to(dev), net.input_range)
+        if tuple(x.shape[2:]) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="area")
+        out.append(net.features(x, check=False).flatten(1).cpu())
     return torch.cat(out)
 
 
