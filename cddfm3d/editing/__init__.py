@@ -13,7 +13,8 @@ images), :mod:`.pairs` (``gen-pairs`` folders and :class:`PairDataset`), :mod:`.
 WPDC ...), :mod:`.t_training` (``train-t``, :func:`evaluate_t`), :mod:`.manipulator` (the per-layer latent
 manipulation network; F^i is :class:`LatentManipulator`, asset kind ``"editing.LatentManipulator"``:
 ``cddfm3d.assets.load("mini/manipulator/shape")``), :mod:`.f_training` (``train-f``), :mod:`.evaluation`
-(:func:`evaluate`: edits read from the generated images) and :mod:`.baselines` (the linear-direction baseline).
+(:func:`evaluate`: edits read from the generated images), :mod:`.baselines` (the linear-direction baseline) and
+:mod:`.face_editor` (:class:`FaceEditor`: G, T and the F^i; edit by absolute targets or offsets).
 Their names below are imported on first use.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ _LAZY = {"sample_latents": "latents", "label_images": "labels", "generate_pairs"
          "StyleManipulator": "manipulator", "LatentManipulator": "manipulator", "FTrainConfig": "f_training",
          "train_f": "f_training", "evaluate": "evaluation", "EditingEvaluation": "evaluation",
          "AttributeScores": "evaluation", "derangement": "evaluation", "identity_editor": "baselines",
-         "LinearDirections": "baselines", "fit_linear_directions": "baselines", "fit_linear_baseline": "baselines"}
+         "LinearDirections": "baselines", "fit_linear_directions": "baselines", "fit_linear_baseline": "baselines",
+         "FaceEditor": "face_editor"}
 
 
 def __getattr__(name: str):

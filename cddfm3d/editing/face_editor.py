@@ -1,0 +1,172 @@
+"""Editing generated faces by their 3DMM attributes: the generator G, the attribute predictor T and the editing
+networks F^i in one object (``cddfm3d_method.md`` §5, "Inference")::
+
+    editor = FaceEditor.load("mini")                       # the shipped mini world's G, T and five F^i
+    s = editor.styles_from_seed(0)                         # flat StyleSpace styles [1, D]
+    s_g = editor.edit(s, {"pose": {"delta": {1: 0.2}},     # yaw + 0.2 rad
+                          "expression": {"target": {0: 2.0}}})
+    image = editor.synthesize(s_g, noise_seeds=[0])        # uint8 [1, 3, 64, 64]
+
+An edit of attribute i is ``s_g = F^i(s, P_t^i - P_s^i)`` with P_s = T(s) (the official ``forward_test``); the
+caller gives, per attribute, absolute targets or offsets for any of its coefficients (the others keep P_s).
+Several attributes are applied one after another, each F^i on its own layer set, with every delta taken against
+the source's P_s (what the caller's values refer to). Decoding reuses the noise of the source (``noise_seeds``,
+the gen-pairs convention of :func:`cddfm3d.editing.pairs.noise_for`), so an edit changes only what F changes.
+
+Coefficient units are those of the 3DMM (Deep3D's layout): identity, expression and albedo coefficients in the
+model's basis units (the mini world's prior has std ~1), pose angles in radians (pitch, yaw, roll), light in
+SH coefficients.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..face3d.measures import ATTRIBUTES
+from ..images import to_uint8
+from . import ATTRIBUTE_SLICES
+from .manipulator import LatentManipulator, attribute_width
+from .pairs import noise_for
+
+EDIT_KEYS = ("target", "delta")
+
+
+class FaceEditor:
+    """G, T and the F^i of a world (module docstring).
+
+    Args:
+        G: the generator (``synthesis_from_styles``, ``flatten_styles``, ``w_to_styles``).
+        T: the attribute predictor, flat styles [B, D] -> [B, 257].
+        manipulators: {attribute: :class:`~.manipulator.LatentManipulator`} (any subset of :data:`ATTRIBUTES`).
+
+    Raises ``ValueError`` when a manipulator belongs to another attribute or another style width than G's."""
+
+    def __init__(self, G, T, manipulators: Mapping[str, LatentManipulator]):
+        for name, F in manipulators.items():
+            if name not in ATTRIBUTES:
+                raise ValueError(f"FaceEditor: unknown attribute {name!r}; expected one of {ATTRIBUTES}")
+            if getattr(F, "attribute", name) != name:
+                raise ValueError(f"FaceEditor: the manipulator given for {name!r} edits {F.attribute!r}")
+            if getattr(F, "style_dim", G.style_dim) != G.style_dim:
+                raise ValueError(f"FaceEditor: F^{name} takes styles of width {F.style_dim}, the generator's are "
+                                 f"{G.style_dim}")
+        self.G, self.T, self.manipulators = G, T, dict(manipulators)
+
+    @classmethod
+    def load(cls, world: str = "mini", device=None) -> FaceEditor:
+        """The shipped networks of ``world`` (``"mini"``): ``<world>/generator``, ``<world>/attribute_predictor`` and
+        every ``<world>/manipulator/<attribute>`` the manifest has. Raises the asset errors of
+        :func:`cddfm3d.assets.load` (missing or corrupt files) and ``ValueError`` for a world without any F^i."""
+        from .. import assets
+
+        names = set(assets.available())
+        found = {a: assets.load(f"{world}/manipulator/{a}", device) for a in ATTRIBUTES
+                 if f"{world}/manipulator/{a}" in names}
+        if not found:
+            raise ValueError(f"FaceEditor.load: the assets have no {world}/manipulator/<attribute> (train and ship "
+                             f"them with train-f and ship-f)")
+        G = assets.load(f"{world}/generator", device)
+        T = assets.load(f"{world}/attribute_predictor", device)
+        return cls(G.eval(), T.eval(), found)
+
+    @property
+    def device(self) -> torch.device:
+        return self.G.w_avg.device
+
+    @property
+    def attributes(self) -> list[str]:
+        return [a for a in ATTRIBUTES if a in self.manipulators]
+
+    # ----------------------------------------------------------------- sources
+    @torch.no_grad()
+    def styles_from_seed(self, seed: int, truncation_psi: float = 1.0) -> torch.Tensor:
+        """Flat styles [1, D] of the face with latent z ~ N(0, I) drawn from a CPU generator seeded with ``seed``
+        (W space, optional truncation toward the average w)."""
+        z = torch.randn(1, self.G.z_dim, generator=torch.Generator().manual_seed(int(seed))).to(self.device)
+        w = self.G.mapping(z, truncation_psi=truncation_psi)
+        return self.G.flatten_styles(self.G.w_to_styles(w))
+
+    @torch.no_grad()
+    def predict(self, s: torch.Tensor) -> torch.Tensor:
+        """P = T(s): coefficients [B, 257] of styles [B, D]."""
+        return self.T(self._check_styles(s))
+
+    # ----------------------------------------------------------------- editing
+    def deltas(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """{attribute: delta [B, k_i]} of ``edits`` (see :meth:`edit`) against P_s = T(s)."""
+        s = self._check_styles(s)
+        P_s = self.predict(s) if P_s is None else P_s
+        out = {}
+        for name, spec in edits.items():
+            if name not in self.manipulators:
+                have = self.attributes
+                raise ValueError(f"FaceEditor.edit: no editing network for {name!r}; this editor has {have}")
+            if not isinstance(spec, Mapping) or not spec or set(spec) - set(EDIT_KEYS):
+                raise ValueError(f"FaceEditor.edit: the edit of {name!r} must be a dict with 'target' and/or "
+                                 f"'delta', found {spec!r}")
+            src = P_s[:, ATTRIBUTE_SLICES[name]]
+            goal = src.clone()
+            if "target" in spec:
+                goal = _assign(goal, spec["target"], name, "target", replace=True)
+            if "delta" in spec:
+                goal = _assign(goal, spec["delta"], name, "delta", replace=False)
+            out[name] = goal - src
+        return out
+
+    @torch.no_grad()
+    def edit(self, s: torch.Tensor, edits: Mapping[str, Mapping]) -> torch.Tensor:
+        """Edited styles [B, D] of styles ``s`` [B, D].
+
+        ``edits``: {attribute: {"target": T, "delta": d}} with either or both keys; each value is a tensor
+        [B, k_i] or [k_i] (every coefficient of the attribute) or a dict {coefficient index within the attribute:
+        number} (the others unchanged). "target" sets absolute values, "delta" adds to them (after the target).
+        The attributes are applied in :data:`ATTRIBUTES` order, each by its F^i on its own layers.
+
+        Raises ``ValueError`` for an attribute without a network, a bad edit spec (unknown key, index out of range,
+        non-finite value, wrong shape) or styles of the wrong shape."""
+        s = self._check_styles(s)
+        deltas = self.deltas(s, edits)
+        for name in ATTRIBUTES:
+            if name in deltas:
+                s = self.manipulators[name](s, deltas[name])
+        return s
+
+    @torch.no_grad()
+    def synthesize(self, s: torch.Tensor, noise_seeds) -> torch.Tensor:
+        """uint8 images [B, 3, H, W] of styles [B, D] with the noise of ``noise_seeds`` [B] (ints)."""
+        s = self._check_styles(s)
+        seeds = noise_seeds.tolist() if isinstance(noise_seeds, torch.Tensor) else list(noise_seeds)
+        if len(seeds) != len(s):
+            raise ValueError(f"FaceEditor.synthesize: {len(seeds)} noise seeds for {len(s)} styles")
+        G = self.G
+        return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=noise_for(G, seeds, self.device)))
+
+    def _check_styles(self, s) -> torch.Tensor:
+        D = self.G.style_dim
+        if not isinstance(s, torch.Tensor) or not s.is_floating_point() or s.ndim != 2 or s.shape[1] != D:
+            found = (f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__)
+            raise ValueError(f"FaceEditor: styles must be a float tensor [B, {D}] (G.flatten_styles), found {found}")
+        return s.to(self.device)
+
+
+def _assign(goal: torch.Tensor, value, name: str, key: str, replace: bool) -> torch.Tensor:
+    """``goal`` [B, k] with ``value`` (tensor [B, k] / [k] or {index: number}) written (replace) or added."""
+    k = attribute_width(name)
+    if isinstance(value, Mapping):
+        for i, v in value.items():
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < k:
+                raise ValueError(f"FaceEditor.edit: {name} {key} index {i!r} is out of range [0, {k})")
+            v = float(v)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError(f"FaceEditor.edit: {name} {key}[{i}] must be finite, found {v}")
+            goal[:, i] = v if replace else goal[:, i] + v
+        return goal
+    t = torch.as_tensor(value, dtype=goal.dtype, device=goal.device)
+    if t.shape not in ((k,), tuple(goal.shape)):
+        raise ValueError(f"FaceEditor.edit: {name} {key} must be [{k}] or {list(goal.shape)}, found "
+                         f"{list(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"FaceEditor.edit: {name} {key} has NaN or Inf")
+    return t.expand_as(goal).clone() if replace else goal + t
