@@ -53,6 +53,8 @@ from ..images import from_uint8
 from ..training import ResumableRun, allreduce_gradients, warmup_cosine
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
+from .pairs import state_sha256
+from .t_training import labels_sha256
 
 EXPORT_FILE = "manipulator.safetensors"
 LOSS_MODES = ("param", "render")
@@ -212,6 +214,9 @@ class FTrainer(ResumableRun):
         self.T = copy.deepcopy(T).to(self.device).eval().requires_grad_(False)
         self.styles = styles.float()
         self.labels = labels.float()
+        # provenance, checked on resume and by ship-f: which pairs (their labels) and which T
+        self.labels_sha256 = labels_sha256(self.labels)
+        self.predictor_sha256 = state_sha256(self.T)
         self.images = images
         with torch.no_grad():   # T is frozen: its predictions of the pairs are computed once
             self.P = torch.cat([self.T(self.styles[i:i + 1024].to(self.device)).cpu()
@@ -233,13 +238,20 @@ class FTrainer(ResumableRun):
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
-        return {"n_pairs": len(self.styles)}
+        return {"n_pairs": len(self.styles), "labels_sha256": self.labels_sha256,
+                "predictor_sha256": self.predictor_sha256}
 
     def load_extra_state(self, state: dict) -> None:
+        again = "use the same pairs and T, another output directory, or start afresh (--no-resume / resume=False)"
         if int(state["n_pairs"]) != len(self.styles):
             raise ValueError(f"{self.checkpoint_path}: the checkpoint was trained on {int(state['n_pairs'])} pairs, "
-                             f"{len(self.styles)} given; use the same pairs, another output directory, or start "
-                             f"afresh (--no-resume / resume=False)")
+                             f"{len(self.styles)} given; {again}")
+        for key, now in (("labels_sha256", self.labels_sha256), ("predictor_sha256", self.predictor_sha256)):
+            saved = state.get(key)
+            if saved is not None and saved != now:
+                raise ValueError(f"{self.checkpoint_path}: field {key!r} is {saved[:12]}... in the checkpoint, "
+                                 f"{now[:12]}... given (other {'pairs' if key.startswith('labels') else 'T'}); "
+                                 f"{again}")
 
     def export(self) -> None:
         self.net.save(self.out / EXPORT_FILE)
