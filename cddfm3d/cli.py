@@ -188,6 +188,85 @@ def _ship_editing(args) -> int:
     return 0
 
 
+def _ship_f(args) -> int:
+    from .editing.ship import ship_manipulators
+
+    report = ship_manipulators(args.runs, args.pairs, args.heldout_pairs, n_eval=args.n, device=args.device,
+                               ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    print(json.dumps({"seconds": report["seconds"]}, indent=2))
+    from .editing.evaluation import EditingEvaluation
+
+    print(EditingEvaluation.from_dict(report["evaluation"]).table())
+    return 0
+
+
+def _evaluate(args) -> int:
+    """evaluate: the editing methods on held-out pairs, read from the generated images (one table)."""
+    from . import assets
+    from .editing.baselines import fit_linear_baseline
+    from .editing.evaluation import evaluate
+    from .editing.manipulator import LatentManipulator
+    from .editing.pairs import PairDataset
+    from .face3d import ReconNet
+    from .stylespace.rig import predict_all
+
+    dev = args.device
+    G = assets.load("mini/generator", dev).eval()
+    T = assets.load("mini/attribute_predictor", dev).eval()
+    methods: dict[str, dict] = {}
+    if not args.no_shipped:
+        shipped = {a: assets.load(f"mini/manipulator/{a}", dev) for a in args.attributes
+                   if f"mini/manipulator/{a}" in assets.available()}
+        if shipped:
+            methods["cddfm3d"] = shipped
+    for name, folder in args.method:
+        found = {}
+        for a in args.attributes:
+            f = Path(folder) / a / "manipulator.safetensors"
+            if f.is_file():
+                found[a] = LatentManipulator.load(f, dev)
+        if not found:
+            raise ValueError(f"--method {name}={folder}: no {folder}/<attribute>/manipulator.safetensors for any of "
+                             f"{list(args.attributes)}")
+        methods[name] = found
+    if args.linear_from:
+        data = PairDataset(args.linear_from, fields=("styles",)).load_fields(["styles"])
+        styles = data["styles"][:args.linear_n].to(dev or "cpu")
+        methods["linear"] = fit_linear_baseline(styles, predict_all(T, styles), attributes=args.attributes)
+    if not methods:
+        raise ValueError("evaluate: nothing to evaluate: no shipped mini/manipulator/<attribute>, no --method and "
+                         "no --linear-from")
+    evaluators = {"recon": assets.load("mini/recon", dev).eval()}
+    if "mini/recon_independent" in assets.available():
+        evaluators["independent"] = assets.load("mini/recon_independent", dev).eval()
+    for name, path in args.evaluator:
+        evaluators[name] = ReconNet.load(path, dev).eval()
+    held = PairDataset(args.heldout_pairs, fields=("styles", "noise_seed")).load_fields(["styles", "noise_seed"])
+    n = min(args.n, len(held["styles"]))
+    report = evaluate(G, T, methods, held["styles"][:n], held["noise_seed"][:n], evaluators,
+                      targets=args.targets, attributes=args.attributes, batch=args.batch, seed=args.seed,
+                      progress=True)
+    print(report.table())
+    if args.out:
+        from .serialization import atomic_write
+
+        doc = report.to_dict() | {"command": "python -m cddfm3d " + shlex.join(args.argv)}
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
+        print(f"written: {args.out}")
+    failures = {m: report.goal_failures(m) for m in methods}
+    print(json.dumps({"goals_met": {m: not f for m, f in failures.items()}}, indent=2))
+    return 0
+
+
+def _named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, found {text!r}")
+    if not Path(path).exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: {path} does not exist")
+    return name, path
+
+
 def _train_gan(args) -> int:
     from .stylegan2.training import TrainConfig, train_gan
     from .training import init_distributed
@@ -535,6 +614,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    "network's photometric error (default: 1000)")
     s.set_defaults(func=_ship_mini)
 
+    from .face3d.measures import ATTRIBUTES
+
     e = sub.add_parser("ship-editing", help="evaluate the attribute predictor T on held-out pairs and ship it and "
                        "the layer sets into assets/ (mini/attribute_predictor, mini/layer_sets)")
     e.add_argument("--pairs", type=_existing_dir, required=True, help="the gen-pairs folder T was trained on")
@@ -544,6 +625,38 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--layer-sets", type=_existing_file, required=True, help="the select-layers output file")
     e.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
     e.set_defaults(func=_ship_editing)
+
+    sf = sub.add_parser("ship-f", help="evaluate train-f runs (one per attribute) on held-out pairs and ship them "
+                        "into assets/ (mini/manipulator/<attribute>)")
+    sf.add_argument("--runs", type=_existing_dir, nargs="+", required=True, help="train-f run folders")
+    sf.add_argument("--pairs", type=_existing_dir, required=True, help="the gen-pairs folder they were trained on")
+    sf.add_argument("--heldout-pairs", type=_existing_dir, required=True, help="gen-pairs folder of another seed "
+                    "(the evaluation's sources)")
+    sf.add_argument("--n", type=POSITIVE, default=500, help="held-out sources evaluated (default: 500)")
+    sf.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    sf.set_defaults(func=_ship_f)
+
+    ev = sub.add_parser("evaluate", help="evaluate editing methods on held-out pairs: edit completion, the 5x5 "
+                        "leakage, identity and FD, read from the generated images by reconstruction networks")
+    ev.add_argument("--heldout-pairs", type=_existing_dir, required=True, help="gen-pairs folder of sources the "
+                    "training never saw")
+    ev.add_argument("--n", type=POSITIVE, default=200, help="sources (default: 200)")
+    ev.add_argument("--method", nargs="+", type=_named_path, default=[], metavar="NAME=DIR", help="further "
+                    "methods: DIR/<attribute>/manipulator.safetensors (train-f runs, e.g. --full-s or other layer "
+                    "sets)")
+    ev.add_argument("--no-shipped", action="store_true", help="leave out the shipped F^i (method 'cddfm3d')")
+    ev.add_argument("--linear-from", type=_existing_dir, default=None, metavar="PAIRS", help="add the "
+                    "InterFaceGAN-style linear baseline fitted on these training pairs (styles vs T's coefficients)")
+    ev.add_argument("--linear-n", type=POSITIVE, default=10000, help="pairs the linear baseline is fitted on")
+    ev.add_argument("--evaluator", nargs="+", type=_named_path, default=[], metavar="NAME=FILE", help="further "
+                    "reconstruction networks reading the images (ReconNet safetensors)")
+    ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"])
+    ev.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES))
+    ev.add_argument("--batch", type=POSITIVE, default=64, help="sources per batch (default: 64)")
+    ev.add_argument("--seed", type=SEED, default=0, help="seed of the swap pairing and the prior targets")
+    ev.add_argument("--out", default=None, help="write the report as JSON here")
+    ev.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    ev.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
@@ -660,8 +773,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 500)")
     _run_options(tt)
     tt.set_defaults(func=_train_t)
-
-    from .face3d.measures import ATTRIBUTES
 
     tf = sub.add_parser("train-f", help="train (or resume) the latent manipulation network F^i of one attribute "
                         "on a gen-pairs folder, through the frozen attribute predictor T")

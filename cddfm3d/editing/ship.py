@@ -115,3 +115,87 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
         description="the reduced StyleSpace S^i of each attribute: style-layer indices of mini/generator "
                     "(select-layers; the file also holds the response matrices)")
     return {"attribute_predictor": t_metrics, "layer_sets": layer_metrics, "seconds": time.perf_counter() - t0}
+
+
+def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500, ship_command: str = "",
+                      device=None, batch: int = 64) -> dict:
+    """Evaluate the F^i of ``train-f`` run folders on held-out pairs and ship them as ``mini/manipulator/<attribute>``.
+
+    Each run must have been trained on the pairs of ``pairs_dir`` (checkpoint field ``labels_sha256``) with the
+    shipped T (field ``predictor_sha256``, T's state sha256) and edit the shipped layer set of its attribute; the
+    pairs must come from the shipped generator and recon; the held-out pairs from another seed. The evaluation is
+    :func:`cddfm3d.editing.evaluation.evaluate` on the first ``n_eval`` held-out sources, read by the shipped
+    reconstruction network (and by ``mini/recon_independent`` when the assets have it), swap and prior targets;
+    each asset's metrics are its attribute's row. Returns {"evaluation": the report's dict, "seconds": s}.
+
+    Raises ``FileNotFoundError`` for a missing run file or ``commands.txt``, ``ValueError`` for two runs of one
+    attribute, a run trained on other pairs or another T, a layer set that is not the shipped one, pairs from
+    another world, held-out pairs of the training seed."""
+    from .evaluation import evaluate
+    from .manipulator import LatentManipulator
+    from .pairs import state_sha256
+
+    t0 = time.perf_counter()
+    train, heldout = PairDataset(pairs_dir), PairDataset(heldout_pairs_dir, fields=("styles", "noise_seed"))
+    for what, ds in (("the pairs in " + str(pairs_dir), train), ("the held-out pairs in " + str(heldout_pairs_dir),
+                                                               heldout)):
+        _check_world(what, {"generator": ds.generator_sha256, "recon": ds.recon_sha256})
+    if heldout.config.get("seed") == train.config.get("seed"):
+        raise ValueError(f"{heldout.root / 'pairs.json'}: field 'config.seed' is {heldout.config.get('seed')}, the "
+                         f"same as the training pairs' in {pairs_dir}; make the held-out pairs with another --seed")
+    T = assets.load("mini/attribute_predictor", device).eval()
+    t_sha = state_sha256(T)
+    labels = labels_sha256(train.load_fields(["coeffs"])["coeffs"])
+    sets = assets.load("mini/layer_sets")
+    nets: dict[str, LatentManipulator] = {}
+    files: dict[str, Path] = {}
+    for d in map(Path, run_dirs):
+        f, ckpt = d / "manipulator.safetensors", d / CHECKPOINT_FILE
+        for x in (f, ckpt):
+            if not x.is_file():
+                raise FileNotFoundError(f"ship-f: {x} does not exist (a train-f run folder has both)")
+        F = LatentManipulator.load(f, device)
+        a = F.attribute
+        if a in nets:
+            raise ValueError(f"ship-f: two runs edit {a!r}: {files[a].parent} and {d}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        for key, want, what in (("labels_sha256", labels, f"the pairs in {pairs_dir}"),
+                                ("predictor_sha256", t_sha, "the shipped mini/attribute_predictor")):
+            if state.get(key) != want:
+                raise ValueError(f"{ckpt}: field {key!r} is {str(state.get(key))[:12]}..., not that of {what} "
+                                 f"({want[:12]}...): train F^{a} on them")
+        if F.edit_layers != sorted(sets[a]):
+            raise ValueError(f"{f}: edits layers {F.edit_layers}, the shipped layer set of {a!r} is {sorted(sets[a])}")
+        nets[a], files[a] = F, f
+    if not nets:
+        raise ValueError("ship-f: no run folders given")
+    G = assets.load("mini/generator", device).eval()
+    evaluators = {"recon": assets.load("mini/recon", device).eval()}
+    if "mini/recon_independent" in assets.available():
+        evaluators["independent"] = assets.load("mini/recon_independent", device).eval()
+    data = heldout.load_fields(["styles", "noise_seed"])
+    n = min(int(n_eval), len(data["styles"]))
+    report = evaluate(G, T, {"cddfm3d": nets}, data["styles"][:n], data["noise_seed"][:n], evaluators,
+                      attributes=[a for a in nets], batch=batch, progress=True)
+    doc = report.to_dict()
+    world = (f"# reads mini/generator sha256 {assets.entry('mini/generator')['sha256']}, mini/recon sha256 "
+             f"{assets.entry('mini/recon')['sha256']} and mini/attribute_predictor sha256 "
+             f"{assets.entry('mini/attribute_predictor')['sha256']}")
+    cmds_pairs, cmds_heldout = rebuild_commands(pairs_dir), rebuild_commands(heldout_pairs_dir)
+    ship = [ship_command] if ship_command else []
+    dest = assets.assets_dir() / "mini"
+    dest.mkdir(parents=True, exist_ok=True)
+    for a, F in nets.items():
+        metrics = {"n_sources": n, "heldout_pairs_seed": heldout.config["seed"], "scores": {}}
+        for e in evaluators:
+            for t in report.targets:
+                sc = report.score("cddfm3d", e, t, a)
+                metrics["scores"][f"{e}/{t}"] = None if sc is None else sc.to_dict()
+        metrics["goal_failures"] = [x for x in report.goal_failures("cddfm3d") if f" / {a}:" in x]
+        shutil.copyfile(files[a], dest / f"manipulator_{a}.safetensors")
+        assets.register(
+            f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
+            "\n".join([world] + cmds_pairs + rebuild_commands(files[a].parent) + cmds_heldout + ship), metrics,
+            description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
+                        f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f")
+    return {"evaluation": doc, "seconds": time.perf_counter() - t0}
