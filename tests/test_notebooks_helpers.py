@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cddfm3d import config, viz
-from cddfm3d.face3d.lighting import INIT_AMBIENT, light_angles_deg, light_direction, sh_basis
+from cddfm3d.face3d.lighting import INIT_AMBIENT, directional_light, light_angles_deg, light_direction, sh_basis
 from cddfm3d.face3d.viz import PANEL_ZOOM, landmark_panel, reconstruction_rows
 
 
@@ -51,6 +51,27 @@ def test_light_angles_invert_the_prior_direction():
     gamma[:, :, 1:4] = g1[:, None, :]
     got_e, got_a = light_angles_deg(gamma.reshape(6, 27))
     assert torch.allclose(got_e, elev, atol=1e-9) and torch.allclose(got_a, azim, atol=1e-9)
+
+
+def test_directional_light_inverts_light_angles_and_has_its_strength():
+    """directional_light(e, a, strength, ambient) -> light_angles_deg gives (e, a) back; on a fibonacci sphere the
+    brightest irradiance over the DC irradiance is 1 + strength (band 1 adds strength x DC at the light direction),
+    and the DC coefficient is the ambient offset."""
+    elev = torch.tensor([-30.0, 0.0, 25.0, 60.0], dtype=torch.float64)
+    azim = torch.tensor([-120.0, -20.0, 0.0, 45.0], dtype=torch.float64)
+    gamma = directional_light(elev, azim, torch.tensor([0.2, 0.35, 0.5, 0.8]), 0.05)
+    assert gamma.shape == (4, 27) and gamma.dtype == torch.float64
+    got_e, got_a = light_angles_deg(gamma)
+    assert torch.allclose(got_e, elev, atol=1e-9) and torch.allclose(got_a, azim, atol=1e-9)
+    g = gamma.reshape(4, 3, 9)
+    assert torch.equal(g[:, :, 0], torch.full((4, 3), 0.05, dtype=torch.float64))
+    assert torch.equal(g[:, :, 4:], torch.zeros(4, 3, 5, dtype=torch.float64))
+    normals = _fibonacci_sphere(100_000)
+    basis = sh_basis(normals)                                     # [M, 9]
+    irr = basis[:, 1:4] @ g[:, 0, 1:4].T                          # band-1 irradiance [M, 4]
+    dc = (INIT_AMBIENT + 0.05) * basis[0, 0]
+    assert torch.allclose(irr.max(0).values / dc, torch.tensor([0.2, 0.35, 0.5, 0.8], dtype=torch.float64),
+                          rtol=1e-3)
 
 
 def test_light_direction_refuses_bad_gamma():

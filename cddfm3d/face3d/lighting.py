@@ -48,6 +48,32 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor,
     return albedo * irradiance
 
 
+def directional_light(elevation_deg, azimuth_deg, strength, ambient=0.0) -> torch.Tensor:
+    """White SH gamma [..., 27] (float64) of an ambient light plus one directional light, the light model of the
+    mini world's prior (:func:`cddfm3d.world.priors.light_gamma`) and the inverse of :func:`light_angles_deg`.
+
+    Args (tensors or numbers, broadcast together): ``elevation_deg`` (positive: from above), ``azimuth_deg``
+    (0: from the camera, positive: from the face's left, the viewer's right), ``strength`` (band-1 irradiance
+    relative to the DC irradiance, e.g. 0.35), ``ambient`` (offset of the DC coefficient added to Deep3D's
+    ``INIT_AMBIENT``; 0 = Deep3D's default ambient). Second-order terms are 0.
+
+    The direction toward the light is d = (cos e sin a, sin e, cos e cos a) (x right, y up, z toward the camera);
+    with the band-1 basis ``k1 * (-y, z, -x)`` (:func:`sh_basis`) its coefficients are
+    ``strength * dc / k1 * (-d_y, d_z, -d_x)`` where dc = (INIT_AMBIENT + ambient) * A0 * C0 is the DC irradiance.
+    """
+    e, a, st, amb = (torch.as_tensor(x, dtype=torch.float64) for x in (elevation_deg, azimuth_deg, strength,
+                                                                       ambient))
+    e, a, st, amb = torch.broadcast_tensors(e, a, st, amb)
+    e, a = torch.deg2rad(e), torch.deg2rad(a)
+    d = torch.stack([torch.cos(e) * torch.sin(a), torch.sin(e), torch.cos(e) * torch.cos(a)], -1)
+    dc_irradiance = (INIT_AMBIENT + amb) * 0.886227  # A0 * C0 = sqrt(pi) / 2
+    first = (st * dc_irradiance / (A1 * C1))[..., None] * torch.stack([-d[..., 1], d[..., 2], -d[..., 0]], -1)
+    gamma = torch.zeros(*e.shape, 3, 9, dtype=torch.float64)
+    gamma[..., 0] = amb[..., None]
+    gamma[..., 1:4] = first[..., None, :]
+    return gamma.reshape(*e.shape, 27)
+
+
 def light_direction(gamma: torch.Tensor) -> torch.Tensor:
     """Unit direction [..., 3] toward the light of SH ``gamma`` [..., 27], from its first-order (band-1) terms.
 

@@ -20,7 +20,7 @@ import math
 import torch
 
 from ..face3d.morphable import N_COEFFS, SLICES
-from ..face3d.lighting import A1, C1, INIT_AMBIENT
+from ..face3d.lighting import INIT_AMBIENT, directional_light
 
 ID_SCALE = 0.9    # the outer tails of MiniFace identity look caricatured
 EXP_SCALE = 0.8
@@ -50,23 +50,13 @@ def _truncated_normal(n: int, std: float, limit: float, gen: torch.Generator) ->
 
 def light_gamma(n: int, gen: torch.Generator) -> torch.Tensor:
     """SH gamma [n, 27] (colour-major R0..R8, G0..G8, B0..B8) of the light prior."""
-    elev = torch.deg2rad(torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_ELEVATION_DEG[1]
-                         + LIGHT_ELEVATION_DEG[0])
-    azim = torch.deg2rad(torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_AZIMUTH_DEG[1]
-                         + LIGHT_AZIMUTH_DEG[0])
-    # Unit direction toward the light in the world frame (x right, y up, z toward the camera).
-    d = torch.stack([torch.cos(elev) * torch.sin(azim), torch.sin(elev), torch.cos(elev) * torch.cos(azim)], -1)
+    elev_deg = torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_ELEVATION_DEG[1] + LIGHT_ELEVATION_DEG[0]
+    azim_deg = torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_AZIMUTH_DEG[1] + LIGHT_AZIMUTH_DEG[0]
     strength = (torch.randn(n, generator=gen, dtype=torch.float64) * LIGHT_STRENGTH[1]
                 + LIGHT_STRENGTH[0]).clamp(0.05, 0.8)
     ambient = torch.randn(n, generator=gen, dtype=torch.float64) * AMBIENT_STD
     tint = 1.0 + torch.randn(n, 3, generator=gen, dtype=torch.float64) * TINT_STD
-    gamma = torch.zeros(n, 3, 9, dtype=torch.float64)
-    # Irradiance = sum_k gamma_k * basis_k(normal); basis 1..3 are k1 * (-y, z, -x) with k1 = A1 * C1, and the
-    # DC basis is A0 * C0 = 1 / (4 * C0^-1 ...) -- scale so that `strength` is relative to the DC irradiance.
-    dc_irradiance = (INIT_AMBIENT + ambient) * 0.886227  # A0 * C0 = sqrt(pi) / 2
-    first = (strength * dc_irradiance / (A1 * C1))[:, None] * torch.stack([-d[:, 1], d[:, 2], -d[:, 0]], -1)
-    gamma[:, :, 0] = ambient[:, None]
-    gamma[:, :, 1:4] = first[:, None, :]
+    gamma = directional_light(elev_deg, azim_deg, strength, ambient).reshape(n, 3, 9)   # white, then tinted
     gamma[:, :, 4:] = torch.randn(n, 3, 5, generator=gen, dtype=torch.float64) * SECOND_ORDER_STD
     # Tint scales each colour's whole SH vector (DC offset included: INIT_AMBIENT is added inside shade()).
     gamma = gamma * tint[:, :, None]
