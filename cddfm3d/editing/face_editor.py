@@ -95,9 +95,13 @@ class FaceEditor:
     # ----------------------------------------------------------------- editing
     def deltas(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
                ) -> dict[str, torch.Tensor]:
-        """{attribute: delta [B, k_i]} of ``edits`` (see :meth:`edit`) against P_s = T(s)."""
+        """{attribute: delta [B, k_i]} of ``edits`` (see :meth:`edit`) against P_s = T(s): ``target - P_s`` where a
+        target is set, 0 elsewhere, plus the offsets (an offset alone is passed on exactly as given)."""
         s = self._check_styles(s)
         P_s = self.predict(s) if P_s is None else P_s
+        if not isinstance(edits, Mapping):
+            raise ValueError(f"FaceEditor.edit: edits must be a dict {{attribute: {{'target': ..., 'delta': ...}}}}, "
+                             f"found {type(edits).__name__}")
         out = {}
         for name, spec in edits.items():
             if name not in self.manipulators:
@@ -107,17 +111,18 @@ class FaceEditor:
                 raise ValueError(f"FaceEditor.edit: the edit of {name!r} must be a dict with 'target' and/or "
                                  f"'delta', found {spec!r}")
             src = P_s[:, ATTRIBUTE_SLICES[name]]
-            goal = src.clone()
+            delta = torch.zeros_like(src)
             if "target" in spec:
-                goal = _assign(goal, spec["target"], name, "target", replace=True)
+                goal = _assign(src.clone(), spec["target"], name, "target", replace=True)
+                delta = goal - src                  # exactly 0 where no target is set
             if "delta" in spec:
-                goal = _assign(goal, spec["delta"], name, "delta", replace=False)
-            out[name] = goal - src
+                delta = _assign(delta, spec["delta"], name, "delta", replace=False)
+            out[name] = delta
         return out
 
     @torch.no_grad()
     def edit(self, s: torch.Tensor, edits: Mapping[str, Mapping]) -> torch.Tensor:
-        """Edited styles [B, D] of styles ``s`` [B, D].
+        """Edited styles [B, D] of styles ``s`` [B, D] (any float dtype; computed and returned in G's dtype).
 
         ``edits``: {attribute: {"target": T, "delta": d}} with either or both keys; each value is a tensor
         [B, k_i] or [k_i] (every coefficient of the attribute) or a dict {coefficient index within the attribute:
@@ -134,12 +139,46 @@ class FaceEditor:
         return s
 
     @torch.no_grad()
+    def target_coeffs(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """P_t [B, 257] = P_s + the :meth:`deltas` of ``edits`` on each edited attribute's coefficients (P_s =
+        T(s) unless given): what the edited face should show, e.g. to render the 3DMM next to the edit."""
+        s = self._check_styles(s)
+        P_t = (self.predict(s) if P_s is None else P_s).clone()
+        for name, delta in self.deltas(s, edits, P_t.clone()).items():
+            P_t[:, ATTRIBUTE_SLICES[name]] += delta
+        return P_t
+
+    @torch.no_grad()
+    def series(self, s: torch.Tensor, noise_seeds, edits_list) -> dict[str, torch.Tensor]:
+        """Several edits of the same sources, e.g. a sweep of one coefficient: for each ``edits`` of ``edits_list``
+        (K of them, see :meth:`edit`) the edited styles, their images and the target coefficients (T(s) is
+        computed once). Returns {"styles": [K, B, D], "images": [K, B, 3, H, W] uint8, "targets": [K, B, 257]}."""
+        s = self._check_styles(s)
+        P_s = self.predict(s)
+        styles, images, targets = [], [], []
+        for edits in edits_list:
+            deltas = self.deltas(s, edits, P_s)
+            s_g = s
+            for name in ATTRIBUTES:
+                if name in deltas:
+                    s_g = self.manipulators[name](s_g, deltas[name])
+            styles.append(s_g)
+            images.append(self.synthesize(s_g, noise_seeds))
+            targets.append(self.target_coeffs(s, edits, P_s))
+        return {"styles": torch.stack(styles), "images": torch.stack(images), "targets": torch.stack(targets)}
+
+    @torch.no_grad()
     def synthesize(self, s: torch.Tensor, noise_seeds) -> torch.Tensor:
-        """uint8 images [B, 3, H, W] of styles [B, D] with the noise of ``noise_seeds`` [B] (ints)."""
+        """uint8 images [B, 3, H, W] of styles [B, D] with the noise of ``noise_seeds`` [B] (ints), in one batch.
+        Raises ``ValueError`` for a seed count other than B or seeds that are not ints."""
         s = self._check_styles(s)
         seeds = noise_seeds.tolist() if isinstance(noise_seeds, torch.Tensor) else list(noise_seeds)
         if len(seeds) != len(s):
             raise ValueError(f"FaceEditor.synthesize: {len(seeds)} noise seeds for {len(s)} styles")
+        bad = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int)]
+        if bad:
+            raise ValueError(f"FaceEditor.synthesize: noise seeds must be ints, found {bad[:3]}")
         G = self.G
         return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=noise_for(G, seeds, self.device)))
 
@@ -148,7 +187,7 @@ class FaceEditor:
         if not isinstance(s, torch.Tensor) or not s.is_floating_point() or s.ndim != 2 or s.shape[1] != D:
             found = (f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__)
             raise ValueError(f"FaceEditor: styles must be a float tensor [B, {D}] (G.flatten_styles), found {found}")
-        return s.to(self.device)
+        return s.to(self.device, self.G.w_avg.dtype)      # float64 styles would fail in T and G's float32 layers
 
 
 def _assign(goal: torch.Tensor, value, name: str, key: str, replace: bool) -> torch.Tensor:
