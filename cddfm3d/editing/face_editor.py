@@ -19,10 +19,12 @@ SH coefficients.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 
+from ..face3d.lighting import directional_light
 from ..face3d.measures import ATTRIBUTES
 from ..images import to_uint8
 from . import ATTRIBUTE_SLICES
@@ -30,6 +32,7 @@ from .manipulator import LatentManipulator, attribute_width
 from .pairs import noise_for
 
 EDIT_KEYS = ("target", "delta")
+SWEEP_STEPS = (-2, -1, 0, 1, 2)
 
 
 class FaceEditor:
@@ -148,6 +151,27 @@ class FaceEditor:
         for name, delta in self.deltas(s, edits, P_t.clone()).items():
             P_t[:, ATTRIBUTE_SLICES[name]] += delta
         return P_t
+
+    def sweep(self, attribute: str, steps=SWEEP_STEPS) -> tuple[list[str], list[dict]]:
+        """(column labels, edits) of a one-attribute sweep for :meth:`series`: shape, expression, albedo: offsets of
+        ``steps`` x the spread of their most varied coefficient (the spread of T's predictions that F^i was trained
+        with, its ``p_scale``); pose: yaw offsets of ``steps`` x 10 degrees; light: a white light from 25 degrees
+        above at azimuth ``steps`` x 25 degrees, strength 0.35 (absolute targets,
+        :func:`cddfm3d.face3d.lighting.directional_light`)."""
+        if attribute not in self.manipulators:
+            raise ValueError(f"FaceEditor.sweep: no editing network for {attribute!r}; this editor has "
+                             f"{self.attributes}")
+        steps = [float(v) for v in steps]
+        if attribute in ("shape", "expression", "albedo"):
+            scale = self.manipulators[attribute].net.p_scale
+            top = int(scale.argmax())
+            return ([f"{attribute}[{top}] {v:+g} std" for v in steps],
+                    [{attribute: {"delta": {top: v * float(scale[top])}}} for v in steps])
+        if attribute == "pose":
+            return ([f"yaw {10 * v:+g} deg" for v in steps],
+                    [{attribute: {"delta": {1: math.radians(10 * v)}}} for v in steps])
+        return ([f"light azimuth {25 * v:+g} deg" for v in steps],
+                [{attribute: {"target": directional_light(25.0, 25 * v, 0.35).float()}} for v in steps])
 
     @torch.no_grad()
     def series(self, s: torch.Tensor, noise_seeds, edits_list) -> dict[str, torch.Tensor]:
