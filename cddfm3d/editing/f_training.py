@@ -66,6 +66,7 @@ JAW = slice(0, 17)
 LANDMARK_OTHER_WEIGHT = 20.0     # official: points 0-47 x 20, mouth x 1
 DENSE_GEOMETRY_WEIGHT = 0.01     # param mode: per-vertex screen distance (px^2) next to the colour distance
 EDGE_SCALE = 100.0               # dm^2 -> the order of px^2 at 64 px (about 29 px per dm at the face)
+IMAGE_SIZE = 64                  # pixels of the landmark and screen distances without images: the mini world's size
 STD_FLOOR = 1e-6
 P_SCALE_FLOOR = 1e-3
 
@@ -117,10 +118,10 @@ class FTrainConfig:
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"FTrainConfig.loss_mode must be one of {LOSS_MODES}, found {self.loss_mode!r}")
         bad = {k: v for k, v in self.weights.items() if k not in LOSS_TERMS or isinstance(v, bool)
-               or not isinstance(v, (int, float)) or not v >= 0}
+               or not isinstance(v, (int, float)) or not 0 <= v < float("inf")}
         if bad:
-            raise ValueError(f"FTrainConfig.weights: expected {{term: weight >= 0}} with terms from {LOSS_TERMS}, "
-                             f"found {bad}")
+            raise ValueError(f"FTrainConfig.weights: expected {{term: finite weight >= 0}} with terms from "
+                             f"{LOSS_TERMS}, found {bad}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"FTrainConfig.val_fraction must be in (0, 1), found {self.val_fraction!r}")
         if not self.lr > 0 or not self.weight_decay >= 0:
@@ -169,6 +170,10 @@ class FTrainer(ResumableRun):
             their images; ``images``: the images [N, 3, S, S] uint8 (needed by ``loss_mode="render"``, else None).
         layer_channels: channels of every style layer (``[m.channels for m in G.style_layers]``).
         model: the 3DMM of the labels (default: the mini world's MiniFace).
+        image_size: the side (pixels) in which the landmark and screen distances are measured: the images' side
+            when ``images`` are given (it must then agree), else this, default :data:`IMAGE_SIZE` (the mini world's
+            64 px; pass the pairs' resolution for another generator), so that both loss modes weigh the same
+            distances.
 
     Raises ``ValueError`` for inputs of mismatched shapes, a layer set outside the generator's layers, images
     missing in render mode or a batch larger than the training split."""
@@ -210,7 +215,9 @@ class FTrainer(ResumableRun):
 
             model = mini_model(self.device)
         self.fm = model if model.mean_shape.device == self.device else copy.deepcopy(model).to(self.device)
-        self.image_size = int(images.shape[-1]) if images is not None else int(image_size or self.fm.image_size)
+        if images is not None and image_size is not None and int(image_size) != images.shape[-1]:
+            raise ValueError(f"FTrainer: image_size {image_size} differs from the images' side {images.shape[-1]}")
+        self.image_size = int(images.shape[-1]) if images is not None else int(image_size or IMAGE_SIZE)
         self.T = copy.deepcopy(T).to(self.device).eval().requires_grad_(False)
         self.styles = styles.float()
         self.labels = labels.float()
@@ -383,10 +390,12 @@ def t_view(F: LatentManipulator, T, styles: torch.Tensor, model: MorphableModel)
 def train_f(config: FTrainConfig, T, styles: torch.Tensor, labels: torch.Tensor, layer_channels, out_dir,
             images: torch.Tensor | None = None, model: MorphableModel | None = None, device=None,
             resume: bool = True, progress: bool = True, max_steps: int | None = None,
-            stop_at_step: int | None = None, command: list[str] | None = None) -> FTrainer:
+            stop_at_step: int | None = None, command: list[str] | None = None,
+            image_size: int | None = None) -> FTrainer:
     """Train (or resume) F^i; writes ``out_dir/{checkpoint.pt, manipulator.safetensors, log.json}``. Returns the
-    trainer (``trainer.net`` is F^i, ``trainer.evaluate()`` T's view of it on the held-out pairs)."""
-    trainer = FTrainer(config, T, styles, labels, layer_channels, out_dir, images, model, device)
+    trainer (``trainer.net`` is F^i, ``trainer.evaluate()`` T's view of it on the held-out pairs). Arguments as
+    :class:`FTrainer`."""
+    trainer = FTrainer(config, T, styles, labels, layer_channels, out_dir, images, model, device, image_size)
     trainer.start(resume, stop_at_step, command)
     trainer.train(progress=progress, max_steps=max_steps)
     return trainer
