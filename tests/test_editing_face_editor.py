@@ -286,3 +286,71 @@ def test_load_needs_registered_editing_networks_and_returns_them(nets, tmp_asset
     with torch.no_grad():
         assert torch.equal(out, F(sources, delta))
     assert torch.equal(editor.synthesize(out[:1], [3]), resynthesize(G, out[:1], [3]))
+
+
+# ----------------------------------------------------------------------------------------------- series, sweeps
+def test_target_coeffs_and_series_are_edit_synthesize_and_the_requested_coefficients(nets, editor, sources):
+    T = nets[1]
+    s = sources
+    with torch.no_grad():
+        P = T(s).double()
+    edits_list = [{"shape": {"delta": {0: 1.0}}}, {"light": {"target": {0: 0.5}}, "shape": {"target": {3: -1.0}}},
+                  {}]
+    seeds = [7, 8, 9]
+    out = editor.series(s, seeds, edits_list)
+    assert out["styles"].shape == (3, len(s), s.shape[1]) and out["images"].dtype == torch.uint8
+    assert out["images"].shape == (3, len(s), 3, 64, 64) and out["targets"].shape == (3, len(s), 257)
+    for k, edits in enumerate(edits_list):
+        assert torch.equal(out["styles"][k], editor.edit(s, edits))
+        assert torch.equal(out["images"][k], editor.synthesize(editor.edit(s, edits), seeds))
+        assert torch.equal(out["targets"][k], editor.target_coeffs(s, edits))
+    # the targets (float64 reference): P_s with the requested entries replaced or moved, nothing else
+    expected = [P.clone(), P.clone(), P.clone()]
+    expected[0][:, 0] += 1.0
+    expected[1][:, 227], expected[1][:, 3] = 0.5, -1.0
+    for got, ref in zip(out["targets"], expected, strict=True):
+        assert torch.allclose(got.double(), ref, rtol=0, atol=1e-5)
+    changed = (out["targets"].double() != P).any(1)                        # [K, 257] entries moved in any row
+    assert changed[0].nonzero().flatten().tolist() == [0]
+    assert changed[1].nonzero().flatten().tolist() == [3, 227]
+    assert not changed[2].any() and torch.equal(out["styles"][2], s)
+    P_given = P.float() + 2.0
+    assert torch.equal(editor.target_coeffs(s, {}, P_s=P_given), P_given)
+
+
+def test_sweeps_request_their_documented_edits(nets, sources):
+    from cddfm3d.face3d.lighting import light_angles_deg
+
+    G, T, channels = nets[:3]
+    scale = torch.ones(80)
+    scale[17] = 3.0                                          # the most varied coefficient
+    F_albedo = LatentManipulator("albedo", channels, [1], p_scale=scale).eval()
+    F_pose = LatentManipulator("pose", channels, [2]).eval()
+    F_light = LatentManipulator("light", channels, [3]).eval()
+    editor = FaceEditor(G, T, {"albedo": F_albedo, "pose": F_pose, "light": F_light})
+    s = sources[:2]
+
+    labels, edits = editor.sweep("albedo", steps=(-1, 0, 2))
+    assert labels == ["albedo[17] -1 std", "albedo[17] +0 std", "albedo[17] +2 std"]
+    for v, e in zip((-1, 0, 2), edits, strict=True):
+        d = editor.deltas(s, e)["albedo"]
+        assert torch.equal(d[:, 17], torch.full((2,), 3.0 * v)) and not d[:, :17].any() and not d[:, 18:].any()
+
+    labels, edits = editor.sweep("pose")
+    assert labels == ["yaw -20 deg", "yaw -10 deg", "yaw +0 deg", "yaw +10 deg", "yaw +20 deg"]
+    for v, e in zip((-2, -1, 0, 1, 2), edits, strict=True):
+        d = editor.deltas(s, e)["pose"]                       # (pitch, yaw, roll) in radians
+        assert torch.allclose(d.double(), torch.tensor([[0.0, v * 10 * math.pi / 180, 0.0]] * 2, dtype=torch.float64),
+                              rtol=0, atol=1e-7)
+
+    labels, edits = editor.sweep("light", steps=(-1, 1))
+    assert labels == ["light azimuth -25 deg", "light azimuth +25 deg"]
+    for v, e in zip((-1, 1), edits, strict=True):
+        light = editor.target_coeffs(s, e)[:, 227:254]
+        elevation, azimuth = light_angles_deg(light.double())
+        assert torch.allclose(elevation, torch.full((2,), 25.0, dtype=torch.float64), atol=1e-3)
+        assert torch.allclose(azimuth, torch.full((2,), 25.0 * v, dtype=torch.float64), atol=1e-3)
+        assert torch.equal(light[0], light[1])               # an absolute target: the same for every source
+
+    with pytest.raises(ValueError, match=r"FaceEditor.sweep: no editing network for 'shape'"):
+        editor.sweep("shape")

@@ -102,6 +102,11 @@ class FaceEditor:
         target is set, 0 elsewhere, plus the offsets (an offset alone is passed on exactly as given)."""
         s = self._check_styles(s)
         P_s = self.predict(s) if P_s is None else P_s
+        return {name: delta for name, (_, delta) in self._requests(edits, P_s).items()}
+
+    def _requests(self, edits: Mapping[str, Mapping], P_s: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+        """{attribute: (goal [B, k_i], delta [B, k_i])}: the requested coefficients (targets as given, offsets
+        added) and the delta F^i gets (see :meth:`deltas`), after checking ``edits``."""
         if not isinstance(edits, Mapping):
             raise ValueError(f"FaceEditor.edit: edits must be a dict {{attribute: {{'target': ..., 'delta': ...}}}}, "
                              f"found {type(edits).__name__}")
@@ -114,13 +119,14 @@ class FaceEditor:
                 raise ValueError(f"FaceEditor.edit: the edit of {name!r} must be a dict with 'target' and/or "
                                  f"'delta', found {spec!r}")
             src = P_s[:, ATTRIBUTE_SLICES[name]]
-            delta = torch.zeros_like(src)
+            goal, delta = src.clone(), torch.zeros_like(src)
             if "target" in spec:
-                goal = _assign(src.clone(), spec["target"], name, "target", replace=True)
+                goal = _assign(goal, spec["target"], name, "target", replace=True)
                 delta = goal - src                  # exactly 0 where no target is set
             if "delta" in spec:
+                goal = _assign(goal, spec["delta"], name, "delta", replace=False)
                 delta = _assign(delta, spec["delta"], name, "delta", replace=False)
-            out[name] = delta
+            out[name] = (goal, delta)
         return out
 
     @torch.no_grad()
@@ -144,12 +150,13 @@ class FaceEditor:
     @torch.no_grad()
     def target_coeffs(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """P_t [B, 257] = P_s + the :meth:`deltas` of ``edits`` on each edited attribute's coefficients (P_s =
-        T(s) unless given): what the edited face should show, e.g. to render the 3DMM next to the edit."""
+        """P_t [B, 257]: P_s (T(s) unless given) with the coefficients ``edits`` set (targets as given, then the
+        offsets added; the others kept): what the edited face should show, e.g. to render the 3DMM next to the
+        edit."""
         s = self._check_styles(s)
         P_t = (self.predict(s) if P_s is None else P_s).clone()
-        for name, delta in self.deltas(s, edits, P_t.clone()).items():
-            P_t[:, ATTRIBUTE_SLICES[name]] += delta
+        for name, (goal, _) in self._requests(edits, P_t.clone()).items():
+            P_t[:, ATTRIBUTE_SLICES[name]] = goal       # a target exactly as given (not P_s + (target - P_s))
         return P_t
 
     def sweep(self, attribute: str, steps=SWEEP_STEPS) -> tuple[list[str], list[dict]]:
