@@ -142,7 +142,8 @@ def reference_terms(trainer: FTrainer, fm64, w_rows, v_rows) -> dict:
                        + landmark_brute_force(forward(P_cons).landmarks, forward(P_w).landmarks)) / 2
     kp = fm64.keypoints[:17]
     if trainer.cfg.attribute == "shape":
-        out["edge"] = EDGE_SCALE * ((fm64(P_hat).shape[:, kp, :2] - fm64(P_v).shape[:, kp, :2]) ** 2).mean().item()
+        # P_edit: v's coefficients with P_hat's identity (the official P_hat would carry w's expression)
+        out["edge"] = EDGE_SCALE * ((fm64(P_edit).shape[:, kp, :2] - fm64(P_v).shape[:, kp, :2]) ** 2).mean().item()
     return out
 
 

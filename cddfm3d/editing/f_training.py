@@ -23,9 +23,11 @@ Losses (weights in :attr:`FTrainConfig.weights`, each term logged):
 * ``landmark``: the official 68-point loss on (P_edit vs P_v) and (P_cons vs P_w): [MSE of the mouth points 48-67
   + 20 x MSE of points 0-47] / 68, in pixels of the world's image size;
 * ``edge`` (shape only): the official jaw-contour term, the mean squared distance of the 17 contour keypoints
-  (0-16, x and y) of the canonical shape (before pose) of P_hat and P_v, in dm (x :data:`EDGE_SCALE` to bring it
-  to the landmarks' pixel scale); the official second term has no gradient (both sides come from T on data) and
-  is left out.
+  (0-16, x and y) of the canonical shape (before pose) of P_edit and P_v, in dm (x :data:`EDGE_SCALE` to bring it
+  to the landmarks' pixel scale). The official code compares P_hat's canonical shape, whose expression is (and
+  must stay) w's, with v's: it pulls the expression toward v's; P_edit carries P_hat's identity with v's
+  expression, so only the shape is compared. The official second term has no gradient (both sides come from T on
+  data) and is left out.
 
 Differences from the official code, each one of its weak points (``cddfm3d_method.md`` §5, "weak points"): the
 network writes only the attribute's layer set (:class:`~.manipulator.LatentManipulator`), standardises its
@@ -54,7 +56,7 @@ from ..training import ResumableRun, allreduce_gradients, warmup_cosine
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
 from .pairs import state_sha256
-from .t_training import labels_sha256
+from .t_training import labels_sha256, split_indices
 
 EXPORT_FILE = "manipulator.safetensors"
 LOSS_MODES = ("param", "render")
@@ -149,14 +151,6 @@ def jaw_contour(model: MorphableModel, coeffs: torch.Tensor) -> torch.Tensor:
     c = coeffs.to(model.mean_shape.dtype)
     shape = model.mean_shape[kp] + (c[:, :144] @ model.shape_base[rows].T).reshape(len(c), -1, 3)
     return shape[..., :2]
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded permutation of ``range(n)`` cut into (train, held-out) with ``round(n * val_fraction)`` (>= 1)
-    held out."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    k = max(1, round(n * val_fraction))
-    return perm[k:], perm[:k]
 
 
 class FTrainer(ResumableRun):
@@ -296,7 +290,7 @@ class FTrainer(ResumableRun):
             lm_v, lm_w = project_landmarks(self.fm, P_v, size), project_landmarks(self.fm, P_w, size)
         terms["landmark"] = (landmark_term(out_e.landmarks, lm_v) + landmark_term(out_c.landmarks, lm_w)) / 2
         if cfg.weight("edge") > 0:
-            hat = jaw_contour(self.fm, P_hat)
+            hat = jaw_contour(self.fm, P_edit)   # P_v with P_hat's identity: the shape alone is compared
             with torch.no_grad():
                 ref = jaw_contour(self.fm, P_v)
             terms["edge"] = EDGE_SCALE * (hat - ref).square().mean()
