@@ -219,7 +219,11 @@ def _evaluate(args) -> int:
                    if f"mini/manipulator/{a}" in assets.available()}
         if shipped:
             methods["cddfm3d"] = shipped
+    reserved = {"linear"} if args.linear_from else set()
     for name, folder in args.method:
+        if name in methods or name in reserved:
+            raise ValueError(f"--method {name}={folder}: the name {name!r} is already used (the shipped F^i are "
+                             f"'cddfm3d', --linear-from is 'linear', or another --method); choose another NAME")
         found = {}
         for a in args.attributes:
             f = Path(folder) / a / "manipulator.safetensors"
@@ -240,6 +244,9 @@ def _evaluate(args) -> int:
     if "mini/recon_independent" in assets.available():
         evaluators["independent"] = assets.load("mini/recon_independent", dev).eval()
     for name, path in args.evaluator:
+        if name in evaluators:
+            raise ValueError(f"--evaluator {name}={path}: the name {name!r} is already used (the shipped mini/recon "
+                             f"is 'recon', mini/recon_independent 'independent'); choose another NAME")
         evaluators[name] = ReconNet.load(path, dev).eval()
     held = PairDataset(args.heldout_pairs, fields=("styles", "noise_seed")).load_fields(["styles", "noise_seed"])
     n = min(args.n, len(held["styles"]))
@@ -481,11 +488,12 @@ def _train_f(args) -> int:
     weights = dict(args.weight)
     cfg = FTrainConfig(attribute=args.attribute, edit_layers=layers, steps=args.steps, batch_size=args.batch,
                        lr=args.lr, activation=None if args.activation == "linear" else args.activation,
-                       loss_mode=args.loss_mode, weights=weights, checkpoint_every=args.checkpoint_every,
+                       loss_mode=args.loss_mode, weights=weights, warmup=args.warmup,
+                       checkpoint_every=args.checkpoint_every,
                        eval_every=args.eval_every, seed=args.seed)
     trainer = train_f(cfg, T, data["styles"], data["coeffs"], _layer_channels(args), args.out,
                       images=data.get("images"), device=device, resume=not args.no_resume,
-                      stop_at_step=args.stop_at_step, command=args.argv)
+                      stop_at_step=args.stop_at_step, command=args.argv, image_size=int(ds.config["resolution"]))
     if is_main_process():
         print(json.dumps({"attribute": args.attribute, "layers": layers, "step": trainer.step,
                           "held_out_T_view": trainer.evaluate()}, indent=2))
@@ -794,6 +802,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(even; default: 64)")
     tf.add_argument("--lr", type=_float(0, strict=True), default=1e-3, help="peak learning rate of AdamW "
                     "(default: 0.001)")
+    tf.add_argument("--warmup", type=_int_at_least(0), default=100, help="steps of linear learning-rate warm-up "
+                    "(default: 100)")
     tf.add_argument("--activation", default="linear", choices=["linear", "elu", "relu", "lrelu"],
                     help="linear: the paper's network; otherwise the small-MLP option (default: linear)")
     tf.add_argument("--loss-mode", default="param", choices=["param", "render"], help="param: per-vertex "

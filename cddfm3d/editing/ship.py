@@ -12,6 +12,7 @@ line first names the generator and recon they read.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -164,6 +165,15 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
             if state.get(key) != want:
                 raise ValueError(f"{ckpt}: field {key!r} is {str(state.get(key))[:12]}..., not that of {what} "
                                  f"({want[:12]}...): train F^{a} on them")
+        planned = json.loads(state["config"])["steps"]
+        if int(state["step"]) < planned:
+            raise ValueError(f"{ckpt}: field 'step' is {int(state['step'])}, the run's config asks for {planned}: "
+                             f"finish it (re-run its train-f command without --stop-at-step)")
+        trained = LatentManipulator.load(f)
+        trained.load_state_dict(state["net"])
+        if state_sha256(trained) != state_sha256(LatentManipulator.load(f)):
+            raise ValueError(f"{f}: differs from the network in {ckpt} (a stale or swapped export); re-run the "
+                             f"run's train-f command to export it again")
         if F.edit_layers != sorted(sets[a]):
             raise ValueError(f"{f}: edits layers {F.edit_layers}, the shipped layer set of {a!r} is {sorted(sets[a])}")
         nets[a], files[a] = F, f
