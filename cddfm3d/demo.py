@@ -15,6 +15,7 @@ import torch
 
 from . import assets, viz
 from .face3d.viz import landmark_panel, reconstruction_rows
+from .images import from_uint8
 from .stylegan2 import channel_sensitivity, edit_channel, load_generator, style_stats, top_channels
 
 EDIT_SIGMAS = (-10.0, -5.0, 0.0, 5.0, 10.0)
@@ -77,6 +78,8 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
                 rows.append(G.synthesis_from_styles(edit_channel(base, layer, channel, a, stats), noise="const"))
     viz.save_png(viz.grid(torch.cat(rows), nrow=len(EDIT_SIGMAS)), out / "stylespace_edits.png")
 
+    method = _method_section(out, dev, seed)
+
     shipped = {}
     for name in ("mini/generator", "mini/recon"):
         try:
@@ -88,6 +91,7 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
         n_samples=n_samples, truncation_psi=truncation_psi, style_layers=len(G.style_layers), style_dim=G.style_dim,
         run_metrics={"photometric_samples": photo},
         shipped_metrics=shipped,
+        method=method,
         edit_sigmas=list(EDIT_SIGMAS),
         edited_channels=[dict(layer=li, channel=c, name=G.style_layers[li].name, rms_change_per_sigma=round(s, 5))
                          for li, c, s in chosen],
@@ -95,6 +99,62 @@ def run_demo(out_dir="out", generator: str | None = None, n_samples: int = 16, n
     (out / "demo.json").write_text(json.dumps(report, indent=2))
     (out / "index.html").write_text(_page(report, chosen, G))
     return report
+
+
+METHOD_FACES = 3       # faces in the attribute-edit picture
+METHOD_SOURCES = 16    # fresh sources of this run's evaluation
+METRIC_SENTENCES = {
+    "completion": "Edit completion: how much of the way from the face to the requested attribute the edited image "
+                  "went, read by the reconstruction network from the image (1 = exactly the target, 0 = unchanged; "
+                  "goal 0.7).",
+    "leakage": "Leakage: how far the other four attributes moved, in units of the distance between two random "
+               "faces, averaged over them (0 = untouched; goal 0.15).",
+    "identity": "Identity kept: how far the face shape moved when another attribute was edited, in the same units "
+                "(0 = the same person).",
+}
+
+
+def _method_section(out: Path, dev, seed: int) -> dict | None:
+    """The method on the shipped networks (when the assets have the F^i): ``method_edits.png`` (per face, a row of
+    edits per attribute and under it the 3DMM renders of the target coefficients) and this run's evaluation on
+    fresh faces (swap targets). None when no F^i is shipped."""
+    from .editing import FaceEditor, evaluate
+    from .world import mini_model
+
+    try:
+        editor = FaceEditor.load("mini", dev)
+    except ValueError:
+        return None
+    fm = mini_model(dev)
+    rows, labels = [], {}
+    faces = torch.cat([editor.styles_from_seed(10_000 + seed * 100 + i) for i in range(METHOD_FACES)])
+    face_seeds = list(range(METHOD_FACES))
+    for a in editor.attributes:
+        labels[a], edits = editor.sweep(a)
+        series = editor.series(faces, face_seeds, edits)
+        with torch.no_grad():
+            renders = [reconstruction_rows(from_uint8(series["images"][j]), series["targets"][j], fm)["render"]
+                       for j in range(len(edits))]
+        rows.append((series["images"], renders))
+    cells = []
+    for i in range(METHOD_FACES):
+        for images, renders in rows:
+            cells += [from_uint8(images[j][i]).cpu() for j in range(len(images))]
+            cells += [renders[j][i].cpu() for j in range(len(images))]
+    ncol = len(rows[0][1])
+    viz.save_png(viz.grid(torch.stack(cells), nrow=ncol), out / "method_edits.png")
+    sources = torch.cat([editor.styles_from_seed(20_000 + seed * 1000 + i) for i in range(METHOD_SOURCES)])
+    recon = assets.load("mini/recon", dev).eval()
+    report = evaluate(editor.G, editor.T, {"cddfm3d": editor.manipulators}, sources, list(range(METHOD_SOURCES)),
+                      {"recon": recon}, targets=("swap",), attributes=editor.attributes, seed=seed)
+    table = []
+    for a in editor.attributes:
+        sc = report.score("cddfm3d", "recon", "swap", a)
+        table.append({"attribute": a, "completion": round(sc.completion, 3),
+                      "leakage": round(sc.offdiag_leakage, 3),
+                      "identity": None if a == "shape" else round(sc.identity, 3)})
+    return {"attributes": editor.attributes, "columns": labels, "faces": METHOD_FACES,
+            "n_sources": METHOD_SOURCES, "table": table, "sentences": METRIC_SENTENCES}
 
 
 def _table(metrics: dict) -> str:
@@ -121,6 +181,25 @@ def _page(report: dict, chosen, G) -> str:
         f"<h2>Single-channel StyleSpace edits</h2><p>Rows: the channels with the largest image effect per std; "
         f"columns: {', '.join(f'{a:+g}' for a in report['edit_sigmas'])} std.</p><ul>{items}</ul>"
         "<img src='stylespace_edits.png' style='image-rendering:pixelated;width:60%;max-width:700px'>"
+        f"{_method_html(report.get('method'), px)}"
         f"<h2>Metrics of this run</h2>{_table(report['run_metrics'])}"
         f"<h2>Shipped metrics (assets/MANIFEST.json)</h2>{shipped}"
         f"<p>Written in {report['seconds']} s.</p>")
+
+
+def _method_html(method: dict | None, px: str) -> str:
+    if method is None:
+        return ("<h2>The method</h2><p>No editing networks are shipped yet (train them with <code>train-f</code> and "
+                "ship them with <code>ship-f</code>).</p>")
+    cols = "".join(f"<li>{html.escape(a)}: {html.escape(', '.join(c))}</li>" for a, c in method["columns"].items())
+    sentences = "".join(f"<li>{html.escape(t)}</li>" for t in method["sentences"].values())
+    rows = [{"attribute": r["attribute"], "edit completion": r["completion"], "leakage": r["leakage"],
+             "identity kept": "-" if r["identity"] is None else r["identity"]} for r in method["table"]]
+    return (
+        "<h2>The method: editing by 3D attributes</h2>"
+        f"<p>{method['faces']} generated faces; for each, one row per attribute ("
+        f"{html.escape(', '.join(method['attributes']))}) edited by its network F<sup>i</sup> with increasing "
+        "offsets, and under each row the 3DMM render of the coefficients the edit was asked to reach. Columns:</p>"
+        f"<ul>{cols}</ul><img src='method_edits.png' {px}>"
+        f"<h3>This run's evaluation ({method['n_sources']} fresh faces, each attribute swapped with another face's)"
+        f"</h3>{viz.table(rows).html()}<ul>{sentences}</ul>")
