@@ -162,7 +162,7 @@ def _train_recon(args) -> int:
     ds = WorldDataset(args.data, domain=args.domain)
     _check_batch(args, len(ds))
     cfg = ReconTrainConfig(image_size=ds.size, width=args.width, batch_size=args.batch, steps=args.steps,
-                           lr=args.lr, seed=args.seed, photo_batch=args.photo_batch,
+                           lr=args.lr, seed=args.seed, photo_batch=args.photo_batch, norm=args.norm,
                            attribute_weights=dict(args.attribute_weights))
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
                           resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
@@ -598,6 +598,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--lr", type=_float(0, strict=True), default=2e-3, help="peak learning rate of AdamW "
                    "(default: 0.002)")
     r.add_argument("--width", type=POSITIVE, default=16, help="base width of the small backbone (default: 16)")
+    r.add_argument("--norm", default="batch", choices=["batch", "group"], help="normalisation layers of the "
+                   "backbone (default: batch; group gives another architecture, e.g. for an independent evaluator)")
     r.add_argument("--photo-batch", type=_int_at_least(0), default=16, metavar="N",
                    help="images of each batch re-rendered for the photometric loss; 0 drops that loss and its "
                         "rendering cost (default: 16)")
