@@ -179,6 +179,15 @@ def _ship_mini(args) -> int:
     return 0
 
 
+def _ship_evaluator(args) -> int:
+    from .world.ship import ship_independent_recon
+
+    report = ship_independent_recon(args.recon, args.train_data, args.heldout, n_eval=args.n,
+                                    ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _ship_editing(args) -> int:
     from .editing.ship import ship_editing_assets
 
@@ -623,6 +632,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--n-photo", type=POSITIVE, default=1000, help="generator samples for the reconstruction "
                    "network's photometric error (default: 1000)")
     s.set_defaults(func=_ship_mini)
+
+    se = sub.add_parser("ship-evaluator", help="evaluate a second reconstruction network (another architecture and "
+                        "seed) on held-out renders and ship it as mini/recon_independent, the independent evaluator")
+    se.add_argument("--recon", type=_existing_dir, required=True, help="train-recon run folder")
+    se.add_argument("--train-data", type=_existing_dir, required=True, help="the dataset it was trained on")
+    se.add_argument("--heldout", type=_existing_dir, required=True, help="held-out dataset (another seed)")
+    se.add_argument("--n", type=POSITIVE, default=10000, help="held-out renders evaluated (default: 10000)")
+    se.set_defaults(func=_ship_evaluator)
 
     from .face3d.measures import ATTRIBUTES
 

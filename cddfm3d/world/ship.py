@@ -102,6 +102,56 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
     return {"generator": gen_metrics, "recon": recon_metrics, "seconds": time.perf_counter() - t0}
 
 
+def ship_independent_recon(recon_dir, train_data, heldout_data, n_eval: int = 10000, ship_command: str = "") -> dict:
+    """Evaluate a second reconstruction network on held-out renders and ship it as ``mini/recon_independent``: the
+    independent evaluator of the editing evaluation (:func:`cddfm3d.editing.evaluate`), trained on renders and never
+    used by any other training. It must differ from the shipped ``mini/recon`` in architecture (``width`` or
+    ``norm``) and in its run's seed, so that an edit that pleases one network's quirks shows up as a disagreement.
+    Returns its metrics (those of ``mini/recon``: explained variances, angle and landmark errors). Raises
+    ``ValueError`` for a network with the shipped recon's architecture or seed, ``FileNotFoundError`` for a missing
+    file or ``commands.txt``."""
+    t0 = time.perf_counter()
+    d = Path(recon_dir)
+    net = ReconNet.load(d / "recon.safetensors").eval()
+    shipped = assets.load("mini/recon").eval()
+    arch = ("width", "norm")
+    if all(net.config.get(k) == shipped.config.get(k) for k in arch):
+        raise ValueError(f"{d / 'recon.safetensors'}: the same architecture as the shipped mini/recon "
+                         f"({ {k: net.config.get(k) for k in arch} }); train the independent evaluator with another "
+                         f"--width or --norm")
+    ckpt = d / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ship-evaluator: {ckpt} does not exist (its config records the run's seed)")
+    seed = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"]).get("seed")
+    if seed in _shipped_recon_seeds():
+        raise ValueError(f"{ckpt}: field 'config.seed' is {seed}, the seed of the shipped mini/recon's run; train "
+                         f"the independent evaluator with another --seed")
+    cmds = rebuild_commands(train_data) + rebuild_commands(d) + rebuild_commands(heldout_data)
+    heldout = WorldDataset(heldout_data, "human", limit=n_eval)
+    metrics = evaluate_recon(net, mini_model(), heldout.images, heldout.coeffs)
+    metrics["n"] = len(heldout)
+    dest = assets.assets_dir() / "mini"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(d / "recon.safetensors", dest / "recon_independent.safetensors")
+    assets.register(
+        "mini/recon_independent", "mini/recon_independent.safetensors", "face3d.ReconNet", net.config,
+        "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,
+        description="a second ReconNet (another architecture and seed than mini/recon), trained on renders and used "
+                    "only to evaluate edits: the independent evaluator")
+    return {"recon_independent": metrics, "seconds": time.perf_counter() - t0}
+
+
+def _shipped_recon_seeds() -> set[int]:
+    """The ``--seed`` of every ``train-recon`` command the manifest records for ``mini/recon`` (0 where absent, the
+    command's default)."""
+    seeds = set()
+    for line in assets.entry("mini/recon").get("command", "").splitlines():
+        words = [] if line.startswith("#") else shlex.split(line)
+        if "train-recon" in words:
+            seeds.add(int(words[words.index("--seed") + 1]) if "--seed" in words else 0)
+    return seeds
+
+
 def init_provenance(gan_dir) -> list[str]:
     """The lines that recreate a GAN run's start weights (``init_generator`` of its checkpoint's config), [] for a
     run trained from scratch or a folder without its checkpoint (its ``commands.txt`` still shows any
