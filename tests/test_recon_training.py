@@ -401,3 +401,94 @@ def test_cli_attribute_weights(tmp_path, capsys):
     assert json.loads(state["config"])["attribute_weights"] == {"shape": 1.0, "light": 0.5}
     assert cli.main(["train-recon", "--data", str(data), "--out", str(out), "--attribute-weights", "nose=1"]) == 2
     assert "expected NAME=WEIGHT with NAME one of shape, expression, albedo, pose, light" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ --photo-batch, --norm
+def test_photo_batch_zero_drops_the_photometric_term_and_the_rendering(data, fm, tmp_path, monkeypatch):
+    """photo_batch 0: nothing is rendered, the photometric term is 0 and the total is the coefficient and landmark
+    terms by their weights (the formulas of test_losses_against_independent_formulas); one training step is the
+    step of the same run with w_photo = 0 (the photometric gradient is exactly what is dropped), and differs from
+    the step of the default run (the term did contribute)."""
+    import cddfm3d.face3d.recon_training as rt
+
+    images, coeffs = data
+    scale = coefficient_scale(coeffs)
+    x, y = to_float(images[:4]), coeffs[:4]
+    tr = ReconTrainer(ReconTrainConfig(**dict(TINY, photo_batch=0)), fm, scale, tmp_path / "t")
+    pred = y.clone()
+    pred[:, SLICES["id"]] += 0.2
+    monkeypatch.setattr(tr.net, "forward", lambda imgs, check=True: pred.clone())
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("photo_batch 0 must not render")
+
+    with monkeypatch.context() as m:
+        m.setattr(rt, "render", no_render)
+        with torch.no_grad():
+            terms = tr.losses(x, y)
+    assert float(terms["photo"]) == 0.0
+    coeff = float((((pred - y).double() / scale.double()) ** 2).mean())
+    assert float(terms["coeff"]) == pytest.approx(coeff, rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(tr.cfg.w_coeff * coeff + tr.cfg.w_landmark * float(terms["landmark"]),
+                                                  rel=1e-6)
+
+    with monkeypatch.context() as m:
+        m.setattr(rt, "render", no_render)
+        zero = train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, photo_batch=0)), tmp_path / "zero",
+                           model=fm, progress=False, max_steps=1)
+    no_weight = train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, w_photo=0.0)), tmp_path / "w0", model=fm,
+                            progress=False, max_steps=1)
+    default = train_recon(images, coeffs, ReconTrainConfig(**TINY), tmp_path / "default", model=fm, progress=False,
+                          max_steps=1)
+    a, b, c = zero.net.state_dict(), no_weight.net.state_dict(), default.net.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-9), k
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-7) for k in a if a[k].is_floating_point())
+
+
+def test_cli_photo_batch_zero_logs_no_photometric_loss(tmp_path, capsys):
+    from cddfm3d import cli
+
+    data = write_dataset(tmp_path / "w", 8, size=SIZE, progress=False)
+    out = tmp_path / "run"
+    assert cli.main(["train-recon", "--data", str(data), "--out", str(out), "--steps", "10", "--batch", "4",
+                     "--width", "4", "--photo-batch", "0", "--device", "cpu"]) == 0
+    assert json.loads(torch.load(out / "checkpoint.pt", weights_only=True)["config"])["photo_batch"] == 0
+    log = json.loads((out / "log.json").read_text())
+    assert [e["step"] for e in log] == [10]
+    assert log[0]["photo"] == 0.0 and log[0]["coeff"] > 0 and log[0]["landmark"] > 0
+    assert log[0]["total"] == pytest.approx(log[0]["coeff"] + 0.05 * log[0]["landmark"], rel=1e-5)
+    assert cli.main(["train-recon", "--data", str(data), "--out", str(out), "--photo-batch", "-1"]) == 2
+    assert "--photo-batch" in capsys.readouterr().err
+
+
+def test_cli_norm_group_builds_group_norm_layers_and_resume_refuses_another_norm(tmp_path, capsys):
+    """--norm group: the exported net and the checkpoint say norm group and every normalisation layer is a
+    GroupNorm, so in training mode an image's output does not depend on the rest of the batch (a batch-norm net's
+    does); resuming a batch-norm run with --norm group is refused naming the checkpoint and the field."""
+    from cddfm3d import cli
+
+    data = write_dataset(tmp_path / "w", 8, size=SIZE, progress=False)
+    common = ["--data", str(data), "--steps", "2", "--batch", "4", "--width", "4", "--photo-batch", "0",
+              "--device", "cpu"]
+    group, batch = tmp_path / "group", tmp_path / "batch"
+    assert cli.main(["train-recon", "--out", str(group), "--norm", "group"] + common) == 0
+    assert cli.main(["train-recon", "--out", str(batch)] + common) == 0
+    assert json.loads(torch.load(group / "checkpoint.pt", weights_only=True)["config"])["norm"] == "group"
+    x = to_float(WorldDataset(data).images[:4])
+    for folder, norm, kind in ((group, "group", nn.GroupNorm), (batch, "batch", nn.BatchNorm2d)):
+        net = ReconNet.load(folder / "recon.safetensors")
+        assert net.config["norm"] == norm
+        norms = [m for m in net.modules() if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d, nn.LayerNorm,
+                                                            nn.InstanceNorm2d))]
+        assert norms and all(type(m) is kind for m in norms), folder
+        net.train()
+        with torch.no_grad():
+            alone, in_batch = net.features(x[:1]), net.features(x)[:1]
+        assert torch.allclose(alone, in_batch, atol=1e-5) == (norm == "group"), norm
+
+    assert cli.main(["train-recon", "--out", str(batch), "--norm", "group"] + common) == 2
+    err = capsys.readouterr().err
+    assert str(batch / "checkpoint.pt") in err and "norm='batch' in the checkpoint, norm='group' requested" in err
+    assert cli.main(["train-recon", "--out", str(tmp_path / "x"), "--norm", "layer"] + common) == 2
+    assert "invalid choice: 'layer'" in capsys.readouterr().err

@@ -143,12 +143,21 @@ def ship_independent_recon(recon_dir, train_data, heldout_data, n_eval: int = 10
 
 def _shipped_recon_seeds() -> set[int]:
     """The ``--seed`` of every ``train-recon`` command the manifest records for ``mini/recon`` (0 where absent, the
-    command's default)."""
+    command's default), read as argparse reads it (``--seed N``, ``--seed=N`` or an unambiguous prefix such as
+    ``--se N``: the recorded line is the argv as typed)."""
+    import argparse
+
+    seed_only = argparse.ArgumentParser(add_help=False, allow_abbrev=True, exit_on_error=False)
+    seed_only.add_argument("--seed", type=int, default=0)
     seeds = set()
     for line in assets.entry("mini/recon").get("command", "").splitlines():
         words = [] if line.startswith("#") else shlex.split(line)
         if "train-recon" in words:
-            seeds.add(int(words[words.index("--seed") + 1]) if "--seed" in words else 0)
+            try:
+                seeds.add(seed_only.parse_known_args(words[words.index("train-recon") + 1:])[0].seed)
+            except argparse.ArgumentError as err:
+                raise ValueError(f"{assets.manifest_path()}: field 'assets.mini/recon.command' has the line "
+                                 f"{line!r}: {err}") from err
     return seeds
 
 
