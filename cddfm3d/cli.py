@@ -815,12 +815,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "style-layer table (default: the shipped mini/generator)")
     tf.add_argument("--full-s", action="store_true", help="edit every style layer (the StyleRig-style baseline "
                     "without layer selection)")
-    tf.add_argument("--steps", type=POSITIVE, default=2000, help="optimisation steps; the learning rate decays to "
-                    "0 there (default: 2000)")
+    tf.add_argument("--steps", type=POSITIVE, default=1000, help="optimisation steps; the learning rate decays to "
+                    "0 there (default: 1000)")
     tf.add_argument("--batch", type=POSITIVE, default=64, help="pairs per step, sources and targets together "
                     "(even; default: 64)")
-    tf.add_argument("--lr", type=_float(0, strict=True), default=1e-3, help="peak learning rate of AdamW "
-                    "(default: 0.001)")
+    tf.add_argument("--lr", type=_float(0, strict=True), default=3e-3, help="peak learning rate of AdamW "
+                    "(default: 0.003)")
     tf.add_argument("--warmup", type=_int_at_least(0), default=100, help="steps of linear learning-rate warm-up "
                     "(default: 100)")
     tf.add_argument("--activation", default="linear", choices=["linear", "elu", "relu", "lrelu"],

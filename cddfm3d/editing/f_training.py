@@ -87,9 +87,9 @@ class FTrainConfig:
 
     attribute: str
     edit_layers: list
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     warmup: int = 100
     code_dim: int = 32

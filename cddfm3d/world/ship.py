@@ -30,7 +30,7 @@ from ..face3d.recon_training import evaluate_recon
 from ..assets.integrity import sha256_file
 from ..stylegan2.checkpoints import load_discriminator, load_generator
 from ..training import rebuild_commands
-from .datasets import WorldDataset
+from .datasets import WorldDataset, read_meta
 from .domains import mini_model
 from .quality import feature_stats, frechet_distance, generate, generator_latency_ms, recon_features
 
@@ -128,6 +128,13 @@ def ship_independent_recon(recon_dir, train_data, heldout_data, n_eval: int = 10
                          f"the independent evaluator with another --seed")
     cmds = rebuild_commands(train_data) + rebuild_commands(d) + rebuild_commands(heldout_data)
     heldout = WorldDataset(heldout_data, "human", limit=n_eval)
+    if len(heldout) < n_eval:
+        raise ValueError(f"ship-evaluator: need {n_eval} held-out renders, {heldout_data} has {len(heldout)}; pass "
+                         f"--n {len(heldout)} or a larger held-out set")
+    train_seed = read_meta(train_data)["config"].get("seed")
+    if heldout.config.get("seed") == train_seed:
+        raise ValueError(f"ship-evaluator: {heldout_data} was made with seed {train_seed}, the training data's: "
+                         f"evaluate on renders of another seed")
     metrics = evaluate_recon(net, mini_model(), heldout.images, heldout.coeffs)
     metrics["n"] = len(heldout)
     dest = assets.assets_dir() / "mini"
