@@ -181,6 +181,9 @@ def init_provenance(gan_dir) -> list[str]:
     if not init:
         return []
     entry = assets.entry("mini/generator")
+    again = _recorded_init(entry, init)
+    if again is not None:   # re-shipping the run that made the shipped generator: its recorded start still holds
+        return again
     if not Path(init).is_file() or sha256_file(Path(init)) != entry["sha256"]:
         raise ValueError(f"{gan_dir}: the run started from {init}, which is not the shipped mini/generator "
                          f"(sha256 {entry['sha256'][:12]}...): ship cannot record how it was made")
@@ -192,6 +195,26 @@ def init_provenance(gan_dir) -> list[str]:
     lines = [f"# {init}: mini/generator sha256 {entry['sha256']}, shipped at commit {commit[:12]}, made by:"]
     lines += ["#   " + ln for ln in entry["command"].splitlines()]
     return lines + [f"git show {commit[:12]}:{rel} > {shlex.quote(str(init))}"]
+
+
+def _recorded_init(entry: dict, init: str) -> list[str] | None:
+    """The start-file lines (header comment, the start's recipe as comments, ``git show ... > init``) that the
+    shipped generator's manifest command records for ``init``, when the file at ``init`` has the sha256 recorded
+    there; else None. A run fine-tuned from a generator shipped before, and shipped itself, is re-shipped (e.g. with
+    a new reconstruction network) with the provenance recorded the first time."""
+    lines = entry.get("command", "").splitlines()
+    head = f"# {init}: mini/generator sha256 "
+    for i, line in enumerate(lines):
+        if not line.startswith(head):
+            continue
+        sha = line[len(head):].split(",", 1)[0].strip()
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("#   "):
+            j += 1
+        if j < len(lines) and lines[j].startswith("git show ") and lines[j].endswith(f"> {shlex.quote(init)}") \
+                and Path(init).is_file() and sha256_file(Path(init)) == sha:
+            return lines[i:j + 1]
+    return None
 
 
 def _train_log_tail(gan_dir: Path) -> dict:
