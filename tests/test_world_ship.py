@@ -334,6 +334,11 @@ def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator
     evaluated = world["cmds"]["heldout"] + world["cmds"]["floor"]
     assert assets.entry("mini/discriminator")["command"].splitlines() == [c for c in gen_cmds if c not in evaluated]
 
+    # re-shipping the same run (e.g. with a new reconstruction network): the provenance recorded the first time holds
+    assert init_provenance(gan2) == lines
+    ship(world, gan_dir=gan2)
+    assert assets.entry("mini/generator")["command"].splitlines() == gen_cmds
+
     start.write_bytes(b"not the shipped generator")
     with pytest.raises(ValueError, match="not the shipped mini/generator"):
         init_provenance(gan2)
