@@ -68,18 +68,19 @@ mini-assets: $(STAMP)
 	mkdir -p $(dir $(GAN_INIT))
 	git show $(GAN_INIT_COMMIT):assets/mini/generator.safetensors > $(GAN_INIT)
 	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg 200 --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --init-generator $(GAN_INIT) --d-warmup-steps 200 --stop-at-step $(GAN_STOP)
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 10000 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE) --stop-at-step 1256
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon --steps 7000 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon32 --steps 12000 --width 32 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE) --stop-at-step 3616
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon32 --steps 8000 --width 32 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
-	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
+	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon32 --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
 
-# The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, assets/mini/layer_sets.json), from
-# the shipped generator and recon: exactly the commands their manifest entries record (tests/test_makefile.py).
-# Minutes on 2 CPU cores (gen-pairs runs one torchrun rank per core).
+# The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, layer_sets.json,
+# recon_independent.safetensors, manipulator_<attribute>.safetensors), from the shipped generator and recon:
+# exactly the commands their manifest entries record (tests/test_makefile.py). About 1.5 h on 2 CPU cores (gen-pairs
+# runs one torchrun rank per core; the independent evaluator's train-recon takes most of it).
 editing-assets: $(STAMP)
-	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs --count 30000 --seed 0 --threads 1 --device $(DEVICE)
-	$(PY) -m cddfm3d train-t --pairs out/pairs --out out/t --loss pdc --steps 3000 --device $(DEVICE)
-	$(PY) -m cddfm3d gen-pairs --out out/pairs_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
-	$(PY) -m cddfm3d select-layers --out out/layer_sets.json --method both --predictor out/t/attribute_predictor.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d ship-editing --pairs out/pairs --t out/t --heldout-pairs out/pairs_heldout --layer-sets out/layer_sets.json
+	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2 --count 50000 --seed 0 --threads 1 --device $(DEVICE)
+	$(PY) -m cddfm3d train-t --pairs out/pairs2 --out out/t2 --loss pdc --steps 6000 --device $(DEVICE)
+	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
+	$(PY) -m cddfm3d select-layers --out out/layer_sets2.json --method both --predictor out/t2/attribute_predictor.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d ship-editing --pairs out/pairs2 --t out/t2 --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets2.json

@@ -41,8 +41,11 @@ def test_editing_assets_recipe_matches_the_manifest():
     assert len(recipe) == 5, recipe
     manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
     covered = set()
-    for name in ("mini/attribute_predictor", "mini/layer_sets"):
-        recorded = [c for c in manifest[name]["command"].splitlines() if not c.startswith("#")]
+    names = ["mini/attribute_predictor", "mini/layer_sets"]
+    for name in names:
+        # comments, and the world's renders (made by mini-assets) that the independent evaluator reads
+        recorded = [c for c in manifest[name]["command"].splitlines()
+                    if not c.startswith("#") and " make-world " not in f" {c} "]
         positions = [recipe.index(c) for c in recorded]
         assert positions == sorted(positions), name
         covered |= set(recorded)
