@@ -84,3 +84,11 @@ editing-assets: $(STAMP)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
 	$(PY) -m cddfm3d select-layers --out out/layer_sets2.json --method both --predictor out/t2/attribute_predictor.safetensors --device $(DEVICE)
 	$(PY) -m cddfm3d ship-editing --pairs out/pairs2 --t out/t2 --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets2.json
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_ind --steps 6000 --width 24 --norm group --seed 1 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-evaluator --recon out/recon_ind --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout
+	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs2 --out out/f/shape --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs2 --out out/f/expression --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs2 --out out/f/albedo --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs2 --out out/f/pose --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs2 --out out/f/light --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-f --runs out/f/shape out/f/expression out/f/albedo out/f/pose out/f/light --pairs out/pairs2 --heldout-pairs out/pairs2_heldout

@@ -119,7 +119,7 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
         assert file.read_bytes() == run_file.read_bytes()
         assert e["sha256"] == sha256_of(file) and e["size"] == file.stat().st_size
         assert e["config"] == nets[a].config and e["config"]["edit_layers"] == sorted(sets[a])
-        assert e["command"].splitlines() == [world_line, cmds["pairs"], cmds[a], cmds["heldout"], ship_line]
+        assert e["command"].splitlines() == [world_line, cmds["pairs"], cmds["heldout"], cmds[a], ship_line]
 
         m = e["metrics"]
         assert m["n_sources"] == N_EVAL and m["heldout_pairs_seed"] == 1

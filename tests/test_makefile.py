@@ -38,10 +38,11 @@ def test_mini_assets_recipe_matches_the_manifest():
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_editing_assets_recipe_matches_the_manifest():
     recipe = recipe_commands("editing-assets")
-    assert len(recipe) == 5, recipe
+    assert len(recipe) == 13, recipe
     manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
     covered = set()
-    names = ["mini/attribute_predictor", "mini/layer_sets"]
+    names = ["mini/attribute_predictor", "mini/layer_sets", "mini/recon_independent"]
+    names += [f"mini/manipulator/{a}" for a in ("shape", "expression", "albedo", "pose", "light")]
     for name in names:
         # comments, and the world's renders (made by mini-assets) that the independent evaluator reads
         recorded = [c for c in manifest[name]["command"].splitlines()

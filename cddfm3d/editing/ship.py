@@ -205,7 +205,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
         shutil.copyfile(files[a], dest / f"manipulator_{a}.safetensors")
         assets.register(
             f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
-            "\n".join([world] + cmds_pairs + rebuild_commands(files[a].parent) + cmds_heldout + ship), metrics,
+            "\n".join([world] + cmds_pairs + cmds_heldout + rebuild_commands(files[a].parent) + ship), metrics,
             description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
                         f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f")
     return {"evaluation": doc, "seconds": time.perf_counter() - t0}
