@@ -677,8 +677,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--linear-n", type=POSITIVE, default=10000, help="pairs the linear baseline is fitted on")
     ev.add_argument("--evaluator", nargs="+", type=_named_path, default=[], metavar="NAME=FILE", help="further "
                     "reconstruction networks reading the images (ReconNet safetensors)")
-    ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"])
-    ev.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES))
+    ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"],
+                    help="target kinds: swap (another source's attribute) and/or prior (a draw of the world prior)")
+    ev.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES),
+                    help="attributes to edit (default: all five)")
     ev.add_argument("--batch", type=POSITIVE, default=64, help="sources per batch (default: 64)")
     ev.add_argument("--seed", type=SEED, default=0, help="seed of the swap pairing and the prior targets")
     ev.add_argument("--out", default=None, help="write the report as JSON here")
