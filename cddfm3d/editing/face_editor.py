@@ -141,7 +141,10 @@ class FaceEditor:
         Raises ``ValueError`` for an attribute without a network, a bad edit spec (unknown key, index out of range,
         non-finite value, wrong shape) or styles of the wrong shape."""
         s = self._check_styles(s)
-        deltas = self.deltas(s, edits)
+        return self._apply(s, self.deltas(s, edits))
+
+    def _apply(self, s: torch.Tensor, deltas: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Each F^i of ``deltas`` in :data:`ATTRIBUTES` order, each on its own layers."""
         for name in ATTRIBUTES:
             if name in deltas:
                 s = self.manipulators[name](s, deltas[name])
@@ -189,11 +192,7 @@ class FaceEditor:
         P_s = self.predict(s)
         styles, images, targets = [], [], []
         for edits in edits_list:
-            deltas = self.deltas(s, edits, P_s)
-            s_g = s
-            for name in ATTRIBUTES:
-                if name in deltas:
-                    s_g = self.manipulators[name](s_g, deltas[name])
+            s_g = self._apply(s, self.deltas(s, edits, P_s))
             styles.append(s_g)
             images.append(self.synthesize(s_g, noise_seeds))
             targets.append(self.target_coeffs(s, edits, P_s))
