@@ -15,22 +15,11 @@ Prints a markdown table (paste it into benchmarks/README.md with the machine's d
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(cmd: list[str], threads: int) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-    t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+from report import machine_line, print_table, timed  # benchmarks/report.py
 
 
 def main(argv=None) -> None:
@@ -61,13 +50,8 @@ def main(argv=None) -> None:
                             args.device], 1)
             rows.append(("train-t", f"--loss {' '.join(loss)}, 1 thread", f"{args.steps / s:.1f} steps/s",
                          f"{3000 / (args.steps / s) / 60:.1f} min for 3000 steps"))
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}, load average at the end "
-          f"{os.getloadavg()[0]:.2f}; wall times include start-up and writing\n")
-    print("| command | layout | rate | extrapolated |")
-    print("|---|---|---:|---:|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-
+    print_table(machine_line(args.device, "wall times include start-up and writing"),
+                ("command", "layout", "rate", "extrapolated"), rows, numeric_from=2)
 
 if __name__ == "__main__":
     main()

@@ -14,25 +14,15 @@ Prints a markdown table (paste it into benchmarks/README.md with the machine's d
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from report import machine_line, print_table, timed  # benchmarks/report.py
 ATTRIBUTES = ("shape", "expression", "albedo", "pose", "light")
 RECIPE_STEPS = 1000
-
-
-def timed(cmd: list[str], threads: int) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-    t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
 
 
 def edit_latency(device: str, threads: int, repeats: int = 50) -> tuple[float, float, float, float]:
@@ -93,15 +83,9 @@ def main(argv=None) -> None:
     e_med, e_min, g_med, g_min = edit_latency(args.device, args.threads)
     rows.append(("FaceEditor.edit", "T + F^pose, batch 1", f"{e_med:.2f} ms ({e_min:.2f})", ""))
     rows.append(("edit + synthesize", "T + F^pose + G, batch 1", f"{g_med:.2f} ms ({g_min:.2f})", ""))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}, {args.threads} thread(s), "
-          f"load average at the end {load:.2f}; {args.pairs} pairs; latency: median (min) of 50")
-    print()
-    print("| what | run | rate / latency | extrapolated |")
-    print("|---|---|---:|---:|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-
+    print_table(machine_line(args.device, f"{args.threads} thread(s); {args.pairs} pairs; latency: median (min) "
+                                          f"of 50"),
+                ("what", "run", "rate / latency", "extrapolated"), rows, numeric_from=2)
 
 if __name__ == "__main__":
     main()
