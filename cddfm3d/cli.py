@@ -274,6 +274,12 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _editor(args) -> int:
+    from .ui.app import serve
+
+    return serve(port=args.port, open_browser=not args.no_browser)
+
+
 def _named_path(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -837,6 +843,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 250)")
     _run_options(tf)
     tf.set_defaults(func=_train_f)
+
+    editor_help = ("serve the face editor (notebook 08) as a standalone page with Voilà on localhost, code cells "
+                   "hidden; needs a source checkout (the notebooks/ folder)")
+    ed = sub.add_parser("editor", help=editor_help, description=editor_help[0].upper() + editor_help[1:] + ".")
+    ed.add_argument("--port", type=_int_at_least(1, 65535), default=None, help="port to serve on (default: 8866 "
+                    "when free, else a free port)")
+    ed.add_argument("--no-browser", action="store_true", help="only print the URL; do not open a browser")
+    ed.set_defaults(func=_editor)
     return p
 
 
