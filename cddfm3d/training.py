@@ -529,6 +529,35 @@ def config_json(config) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2)
 
 
+class ScheduledRun(ResumableRun):
+    """A :class:`ResumableRun` of ``cfg.steps`` steps whose learning rate follows :func:`warmup_cosine` (``cfg.lr``,
+    ``cfg.warmup``, ``cfg.steps``) and whose deliverable is ``self.net`` written with its ``save(path)`` to
+    ``out/<export_file>``: the recon, T and F^i trainers. Subclasses set :attr:`export_file` and call
+    :meth:`apply_lr` on their optimizer at the start of each :meth:`train_step`."""
+
+    export_file = "model.safetensors"
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at the 0-based ``step``."""
+        return warmup_cosine(step, self.cfg.lr, self.cfg.warmup, self.cfg.steps)
+
+    def apply_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """Set every parameter group of ``optimizer`` to the learning rate of the current step."""
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+
+    def export(self) -> None:
+        self.net.save(self.out / self.export_file)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.steps
+
+    def log_fields(self) -> dict:
+        return {"lr": self.lr_at(self.step - 1)}
+
+
 __all__ = ["ResumableRun", "RunInterrupted", "config_json", "dist_info", "allreduce_gradients", "init_distributed",
            "is_main_process", "global_rng_state", "set_global_rng_state", "record_command", "read_commands",
-           "rebuild_commands", "warmup_cosine", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE", "STOP_OPTION"]
+           "rebuild_commands", "warmup_cosine", "ScheduledRun", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE",
+           "STOP_OPTION"]

@@ -52,7 +52,7 @@ from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES, attribute_distance
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..face3d.render import render
 from ..images import from_uint8
-from ..training import ResumableRun, allreduce_gradients, warmup_cosine
+from ..training import ScheduledRun, allreduce_gradients
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
 from .pairs import state_sha256
@@ -153,7 +153,7 @@ def jaw_contour(model: MorphableModel, coeffs: torch.Tensor) -> torch.Tensor:
     return shape[..., :2]
 
 
-class FTrainer(ResumableRun):
+class FTrainer(ScheduledRun):
     """Trains one :class:`~.manipulator.LatentManipulator` (module docstring); export ``manipulator.safetensors``.
 
     Args:
@@ -173,6 +173,7 @@ class FTrainer(ResumableRun):
     missing in render mode or a batch larger than the training split."""
 
     name = "train-f"
+    export_file = EXPORT_FILE
     arch_keys = ("attribute", "edit_layers", "code_dim", "activation", "val_fraction", "seed")
 
     def __init__(self, config: FTrainConfig, T: torch.nn.Module, styles: torch.Tensor, labels: torch.Tensor,
@@ -254,16 +255,6 @@ class FTrainer(ResumableRun):
                                  f"{now[:12]}... given (other {'pairs' if key.startswith('labels') else 'T'}); "
                                  f"{again}")
 
-    def export(self) -> None:
-        self.net.save(self.out / EXPORT_FILE)
-
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.steps
-
-    def log_fields(self) -> dict:
-        return {"lr": warmup_cosine(self.step - 1, self.cfg.lr, self.cfg.warmup, self.cfg.steps)}
-
     # ----------------------------------------------------------- losses
     def losses(self, w_rows: torch.Tensor, v_rows: torch.Tensor) -> dict:
         """The loss terms (module docstring) for source rows ``w_rows`` and target rows ``v_rows`` of the pairs."""
@@ -326,8 +317,7 @@ class FTrainer(ResumableRun):
     def train_step(self) -> dict:
         cfg = self.cfg
         w_rows, v_rows = self._draw()
-        for group in self.opt.param_groups:
-            group["lr"] = warmup_cosine(self.step, cfg.lr, cfg.warmup, cfg.steps)
+        self.apply_lr(self.opt)
         terms = self.losses(w_rows, v_rows)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()

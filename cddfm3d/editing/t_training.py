@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..config import device_of
 from ..face3d.measures import ATTRIBUTES, ExplainedVariance, Moments, attribute_features
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
-from ..training import ResumableRun, allreduce_gradients, warmup_cosine
+from ..training import ScheduledRun, allreduce_gradients, warmup_cosine
 from .losses import TLoss, check_loss_weights
 from .predictor import AttributePredictor, scaled_hidden
 
@@ -101,11 +101,12 @@ def labels_sha256(coeffs: torch.Tensor) -> str:
     return hashlib.sha256(coeffs.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-class TTrainer(ResumableRun):
+class TTrainer(ScheduledRun):
     """Trains an :class:`AttributePredictor` on (styles [N, D], coeffs [N, 257]) with :class:`~.losses.TLoss`;
     export ``attribute_predictor.safetensors``. See the module docstring."""
 
     name = "train-t"
+    export_file = EXPORT_FILE
     arch_keys = ("style_dim", "hidden", "coeff_scale", "val_fraction", "seed")
 
     def __init__(self, config: TTrainConfig, styles: torch.Tensor, coeffs: torch.Tensor, out_dir,
@@ -165,16 +166,6 @@ class TTrainer(ResumableRun):
                              f"given); {again}")
         self.order, self.cursor = state["order"].clone(), int(state["cursor"])
 
-    def export(self) -> None:
-        self.net.save(self.out / EXPORT_FILE)
-
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.steps
-
-    def log_fields(self) -> dict:
-        return {"lr": warmup_cosine(self.step - 1, self.cfg.lr, self.cfg.warmup, self.cfg.steps)}
-
     # ----------------------------------------------------------- one iteration
     def _next_batch(self) -> torch.Tensor:
         """This rank's rows of the next global batch; a new permutation when the epoch has too few rows left."""
@@ -192,8 +183,7 @@ class TTrainer(ResumableRun):
         rows = self._next_batch()
         s = self.styles[rows].to(self.device)
         y = self.coeffs[rows].to(self.device)
-        for group in self.opt.param_groups:
-            group["lr"] = warmup_cosine(self.step, cfg.lr, cfg.warmup, cfg.steps)
+        self.apply_lr(self.opt)
         terms = self.loss(self.net(s, check=False), y, generator=self.rng)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..images import from_uint8, to_range
-from ..training import ResumableRun, warmup_cosine
+from ..training import ScheduledRun
 from .losses import landmark_loss, photometric_loss
 from .measures import ATTRIBUTES, ExplainedVariance, attribute_features, coefficient_scale
 from .morphable import SLICES, MorphableModel
@@ -69,12 +69,13 @@ def attribute_scale(model: MorphableModel, coeffs: torch.Tensor, n: int = 2000) 
     return torch.tensor(out).clamp_min(1e-12).float()
 
 
-class ReconTrainer(ResumableRun):
+class ReconTrainer(ScheduledRun):
     """Trains ``ReconNet("small")`` on ``(images [-1, 1], coeffs)`` pairs (see the module docstring) on the shared
     resumable run: the network, its optimizer and the batch generator are the run's named state, the coefficient
     scale is extra state, the export is ``recon.safetensors``."""
 
     name = "train-recon"
+    export_file = "recon.safetensors"
     arch_keys = ("image_size", "width", "norm")
 
     def __init__(self, config: ReconTrainConfig, model: MorphableModel, coeff_scale: torch.Tensor, out_dir,
@@ -99,10 +100,6 @@ class ReconTrainer(ResumableRun):
         self.track(net=self.net, opt=self.opt, rng=self.rng)
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate at ``step``: :func:`cddfm3d.training.warmup_cosine` with the config's lr, warmup, steps."""
-        return warmup_cosine(step, self.cfg.lr, self.cfg.warmup, self.cfg.steps)
-
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
         return {"scale": self.scale.cpu(), "attr_scale": self.attr_scale.cpu()}
@@ -111,16 +108,6 @@ class ReconTrainer(ResumableRun):
         self.scale = state["scale"].to(self.device)
         if "attr_scale" in state:   # (absent in checkpoints written before the attribute losses)
             self.attr_scale = state["attr_scale"].to(self.device)
-
-    def export(self) -> None:
-        self.net.save(self.out / "recon.safetensors")
-
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.steps
-
-    def log_fields(self) -> dict:
-        return {"lr": self.lr_at(self.step - 1)}
 
     # ----------------------------------------------------------- one iteration
     def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
@@ -154,8 +141,7 @@ class ReconTrainer(ResumableRun):
         x = from_uint8(images_u8[idx].to(self.device))
         x = x + torch.randn(x.shape, generator=self.rng).to(x) * cfg.noise_std
         y = coeffs[idx].to(self.device, torch.float32)
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(self.step)
+        self.apply_lr(self.opt)
         terms = self.losses(x, y)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
