@@ -17,7 +17,7 @@ import torch
 from cddfm3d import assets
 from cddfm3d.editing.face_editor import FaceEditor
 from cddfm3d.editing.manipulator import LatentManipulator
-from cddfm3d.editing.pairs import resynthesize
+from cddfm3d.editing.pairs import noise_for, resynthesize
 
 # Deep3D's coefficient layout (id 0:80, exp 80:144, tex 144:224, angles 224:227, gamma 227:254), written out here
 # rather than taken from the package
@@ -198,6 +198,29 @@ def test_synthesize_is_the_gen_pairs_synthesis(nets, editor, sources):
     # the noise is the seed's: another seed changes the image, the same seed gives the same one
     assert not torch.equal(editor.synthesize(s[:1], [12]), editor.synthesize(s[:1], [11]))
     assert torch.equal(editor.synthesize(sources[:1], [11]), resynthesize(G, sources[:1], [11]))
+
+
+def test_synthesize_with_precomputed_noise_equals_the_seeds_and_step_is_one_link_of_edit(nets, editor, sources):
+    G, T, _, F_shape, F_light = nets
+    s = sources[:1]
+    noise = noise_for(G, [11])
+    assert torch.equal(editor.synthesize(s, noise=noise), editor.synthesize(s, [11]))
+    assert not torch.equal(editor.synthesize(s, noise=noise_for(G, [12])), editor.synthesize(s, [11]))
+    with pytest.raises(ValueError, match="exactly one of noise_seeds and noise"):
+        editor.synthesize(s, [11], noise=noise)
+    with pytest.raises(ValueError, match="exactly one of noise_seeds and noise"):
+        editor.synthesize(s)
+    with pytest.raises(ValueError, match=f"noise must be {G.num_noise} maps \\[1, 1, r, r\\]"):
+        editor.synthesize(s, noise=noise[:-1])
+    with pytest.raises(ValueError, match="noise must be"):
+        editor.synthesize(s, noise=noise_for(G, [1, 2]))
+    # step: F^i of the delta; chaining the steps in ATTRIBUTES order is edit
+    d_shape, d_light = torch.zeros(1, 80), torch.zeros(1, 27)
+    d_shape[0, 1], d_light[0, 2] = 0.7, -0.2
+    with torch.no_grad():
+        assert torch.equal(editor.step(s, "shape", d_shape), F_shape(s, d_shape))
+        chained = editor.step(editor.step(s, "shape", d_shape), "light", d_light)
+    assert torch.equal(chained, editor.edit(s, {"shape": {"delta": d_shape[0]}, "light": {"delta": d_light[0]}}))
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -144,11 +144,18 @@ class FaceEditor:
         return self._apply(s, self.deltas(s, edits))
 
     def _apply(self, s: torch.Tensor, deltas: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Each F^i of ``deltas`` in :data:`ATTRIBUTES` order, each on its own layers."""
+        """Each F^i of ``deltas`` in :data:`ATTRIBUTES` order, each on its own layers (:meth:`step`)."""
         for name in ATTRIBUTES:
             if name in deltas:
-                s = self.manipulators[name](s, deltas[name])
+                s = self.step(s, name, deltas[name])
         return s
+
+    def step(self, s: torch.Tensor, attribute: str, delta: torch.Tensor) -> torch.Tensor:
+        """One link of :meth:`edit`'s chain: ``F^attribute(s, delta)`` for styles [B, D] (already checked, on G's
+        device and dtype) and a delta [B, k_i] against the source's P_s. Callers that cache the chain (the UI's
+        :class:`cddfm3d.ui.EditorModel`) re-run only the links after a change and get what :meth:`edit` gives.
+        Runs in the caller's grad mode (:meth:`edit` runs it under ``torch.no_grad``)."""
+        return self.manipulators[attribute](s, delta)
 
     @torch.no_grad()
     def target_coeffs(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
@@ -199,17 +206,30 @@ class FaceEditor:
         return {"styles": torch.stack(styles), "images": torch.stack(images), "targets": torch.stack(targets)}
 
     @torch.no_grad()
-    def synthesize(self, s: torch.Tensor, noise_seeds) -> torch.Tensor:
+    def synthesize(self, s: torch.Tensor, noise_seeds=None, noise: list[torch.Tensor] | None = None
+                   ) -> torch.Tensor:
         """uint8 images [B, 3, H, W] of styles [B, D] with the noise of ``noise_seeds`` [B] (ints), in one batch.
-        Raises ``ValueError`` for a seed count other than B or seeds that are not ints."""
+
+        ``noise``: instead of the seeds, the noise maps themselves (``noise_for(G, noise_seeds)``, G.num_noise
+        tensors [B, 1, r, r] on G's device), so that a caller that decodes one source many times draws them once;
+        the image is the same as with the seeds. Give exactly one of the two. Raises ``ValueError`` for both or
+        neither, a seed count other than B, seeds that are not ints, or noise maps of another count or batch."""
         s = self._check_styles(s)
+        G = self.G
+        if (noise_seeds is None) == (noise is None):
+            raise ValueError("FaceEditor.synthesize: give exactly one of noise_seeds and noise")
+        if noise is not None:
+            if len(noise) != G.num_noise or any(n.ndim != 4 or n.shape[0] != len(s) for n in noise):
+                found = [tuple(n.shape) for n in noise]
+                raise ValueError(f"FaceEditor.synthesize: noise must be {G.num_noise} maps [{len(s)}, 1, r, r] "
+                                 f"(noise_for), found {found}")
+            return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=list(noise)))
         seeds = noise_seeds.tolist() if isinstance(noise_seeds, torch.Tensor) else list(noise_seeds)
         if len(seeds) != len(s):
             raise ValueError(f"FaceEditor.synthesize: {len(seeds)} noise seeds for {len(s)} styles")
         bad = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int)]
         if bad:
             raise ValueError(f"FaceEditor.synthesize: noise seeds must be ints, found {bad[:3]}")
-        G = self.G
         return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=noise_for(G, seeds, self.device)))
 
     def _check_styles(self, s) -> torch.Tensor:

@@ -1,0 +1,570 @@
+"""The face editor's model: the state behind the sliders, with no widgets (issue 11 §1, §5)::
+
+    m = EditorModel.from_assets("mini")        # G, T and the five F^i of the shipped mini world, one CPU thread
+    m.load_sample(0)                           # a generated face (styles of seed 0, noise of seed 0)
+    m.set("pose", 1, 20.0)                     # yaw to 20 degrees
+    m.set("shape", 0, 1.5)                     # identity coefficient 0 to 1.5 prior std
+    m.image, m.render, m.landmarks, m.coeffs   # uint8 [H, W, 3], uint8 [H, W, 3], [68, 2] px, [257]
+    m.save_clip("edit.gif", frames=24)         # from the source to this edit
+    m.reset()                                  # back to the source, bit for bit
+
+**What an edit is.** The source styles ``s`` [1, D] are read by T once: P_s = T(s). The sliders set absolute target
+coefficients P_t (:mod:`cddfm3d.ui.controls` gives each slider's unit and the light mapping); every attribute
+whose target differs from P_s is edited by its F^i with the delta ``P_t^i - P_s^i``, one after another in
+:data:`cddfm3d.editing.ATTRIBUTES` order, each on its own layers, exactly as :meth:`FaceEditor.edit` with
+``{attribute: {"target": P_t^i}}`` (:attr:`EditorModel.edits`). An attribute whose delta is exactly zero is not
+passed through its F^i at all (F^i(s, 0) is close to s but not equal), so a reset, or a slider put back on its
+source value, gives the source styles and the source image exactly. The image is decoded with the source's noise
+(:func:`cddfm3d.editing.pairs.noise_for` of the noise seed), so an edit changes only what F changes.
+
+**What is cached.** Per source: T(s), the noise maps, the source image and the source light's parameters. Per
+attribute (in ATTRIBUTES order): its delta and the styles after its link of the chain, so that a change of
+attribute j re-runs only the active F^i from j on (then G once). The 3DMM render and the landmarks of the current
+coefficients are computed when first asked for and kept until the coefficients change. Each ``set`` /
+``set_coefficient`` / ``reset`` records its latency (styles and image, ``time.perf_counter``) in
+:attr:`EditorModel.latencies_ms`.
+
+Thread safety: every public method and property holds one lock, so a view may update from a timer thread.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..editing import ATTRIBUTE_SLICES, ATTRIBUTES
+from ..editing.face_editor import FaceEditor
+from ..editing.pairs import noise_for
+from ..images import from_uint8, to_uint8
+from .controls import CONTROLS, Control, light_params, light_target
+
+CLIP_SUFFIXES = (".gif", ".mp4")
+MP4_BLOCK = 16                   # H.264 encodes 16 x 16 macro blocks: MP4 frames are resized up to a multiple
+
+
+class EditorModel:
+    """The editor's state and its one way to change it (module docstring).
+
+    Args:
+        editor: a :class:`~cddfm3d.editing.face_editor.FaceEditor` (G, T and the F^i).
+        coeff_std: the prior's standard deviation of each of the 257 coefficients, the unit of the shape,
+            expression and albedo sliders (default :func:`cddfm3d.world.priors.prior_std`, the mini world's).
+        model: the morphable model the coefficients belong to, for :attr:`render` and :attr:`landmarks` (default:
+            the mini world's :func:`cddfm3d.world.domains.mini_model` on the editor's device, made when first
+            needed).
+
+    Raises ``ValueError`` for a ``coeff_std`` that is not 257 positive finite numbers."""
+
+    def __init__(self, editor: FaceEditor, coeff_std: torch.Tensor | None = None, model=None):
+        from ..world.priors import prior_std
+
+        std = prior_std() if coeff_std is None else torch.as_tensor(coeff_std, dtype=torch.float64).cpu()
+        if std.shape != (257,) or not bool(torch.isfinite(std).all()) or not bool((std > 0).all()):
+            raise ValueError(f"EditorModel: coeff_std must be 257 positive finite numbers, found shape "
+                             f"{tuple(std.shape)}")
+        self.editor = editor
+        self._std = std.tolist()
+        self._model = model
+        self._order = editor.attributes                  # ATTRIBUTES order, those with an F^i
+        self._controls = [c for c in CONTROLS if c.attribute in self._order]
+        self._lock = threading.RLock()
+        self._src: _Source | None = None
+        self.latencies_ms: list[float] = []
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_assets(cls, world: str = "mini", device=None, threads: int | None = 1, generator=None
+                    ) -> EditorModel:
+        """The editor of the shipped networks of ``world`` (:meth:`FaceEditor.load`).
+
+        Args:
+            world: ``"mini"`` (the shipped mini world) or another world whose assets are configured.
+            device: where the networks run (default CPU).
+            threads: ``torch.set_num_threads(threads)`` when not ``None`` (process-wide). One thread is the
+                interactive default: at batch 1 the layers are too small to gain from intra-op parallelism, and
+                a pool of 2 threads on a 2-core laptop waits for its slowest thread, so when the other core is
+                busy (the browser, the kernel's I/O) every layer stalls and the latency jumps; one thread is
+                as fast when both cores are free and stays steady when one is not.
+            generator: a generator to use instead of the world's (e.g. one fine-tuned to another domain: T and
+                the F^i stay the world's); same style width, on ``device``.
+
+        Raises the asset errors of :func:`cddfm3d.assets.load`, and ``ValueError`` for a bad ``threads`` or a
+        generator of another style width or device."""
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ValueError(f"EditorModel.from_assets: threads must be an int >= 1 or None, found {threads!r}")
+            torch.set_num_threads(threads)
+        editor = FaceEditor.load(world, device)
+        if generator is not None:
+            dev = getattr(getattr(generator, "w_avg", None), "device", None)
+            if dev != editor.device:
+                raise ValueError(f"EditorModel.from_assets: the generator is on {dev}, the editor's networks on "
+                                 f"{editor.device}")
+            editor = FaceEditor(generator.eval(), editor.T, editor.manipulators)
+        return cls(editor)
+
+    # ------------------------------------------------------------------------------------------ sources
+    def load_sample(self, seed: int) -> None:
+        """Make the generated face of ``seed`` the source: styles :meth:`FaceEditor.styles_from_seed` (seed), noise
+        seed ``seed``. Every control goes back to the new source's values. Raises ``ValueError`` for a seed that
+        is not an int."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"EditorModel.load_sample: seed must be an int, found {seed!r}")
+        with self._lock:
+            self._load(self.editor.styles_from_seed(int(seed)), int(seed))
+
+    def load_styles(self, s, noise_seed: int = 0) -> None:
+        """Make stored styles the source: ``s`` [1, D] or [D] (tensor or array, finite floats; D =
+        ``G.style_dim``), decoded with the noise of ``noise_seed`` (int). Raises ``ValueError`` for another
+        shape, non-finite values or a bad seed."""
+        D = self.editor.G.style_dim
+        given = s if isinstance(s, torch.Tensor) else torch.as_tensor(np.asarray(s))
+        t = given[None] if given.ndim == 1 else given
+        if t.shape != (1, D) or not t.is_floating_point():
+            raise ValueError(f"EditorModel.load_styles: styles must be floats [1, {D}] or [{D}], found {given.dtype} "
+                             f"{tuple(given.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("EditorModel.load_styles: styles have NaN or Inf")
+        if isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer)):
+            raise ValueError(f"EditorModel.load_styles: noise_seed must be an int, found {noise_seed!r}")
+        G = self.editor.G
+        with self._lock:
+            self._load(t.detach().to(G.w_avg.device, G.w_avg.dtype).clone(), int(noise_seed))
+
+    @torch.no_grad()
+    def _load(self, s: torch.Tensor, noise_seed: int) -> None:
+        ed = self.editor
+        noise = noise_for(ed.G, [noise_seed], ed.device)
+        P = ed.predict(s)
+        src = _Source(styles=s, noise_seed=noise_seed, noise=noise, P=P, image=ed.synthesize(s, noise=noise),
+                      light=light_params(P[0, ATTRIBUTE_SLICES["light"]]) if "light" in self._order else None)
+        self._src = src
+        self._clear_all()
+
+    def _clear_all(self) -> None:
+        src = self._src
+        self._values: dict[tuple[str, int], float] = {}          # slider values as set (non-light)
+        self._raw: dict[str, dict[int, float]] = {a: {} for a in self._order}   # coefficient targets, 3DMM units
+        self._light = src.light
+        self._goals = {a: src.P[:, ATTRIBUTE_SLICES[a]].clone() for a in self._order}
+        self._deltas: dict[str, torch.Tensor | None] = {a: None for a in self._order}
+        self._chain = [src.styles for _ in self._order]        # styles after each attribute's link
+        self._styles = src.styles
+        self._image = src.image
+        self._rows = None
+
+    def _need(self) -> _Source:
+        if self._src is None:
+            raise RuntimeError("EditorModel: no source face yet; call load_sample(seed) or load_styles(s) first")
+        return self._src
+
+    # ------------------------------------------------------------------------------------------ controls
+    @property
+    def controls(self) -> list[Control]:
+        """The sliders (:class:`~cddfm3d.ui.controls.Control`): 4 shape, 4 expression, 4 albedo, 3 pose, 4 light
+        (those of the attributes this editor has an F^i for), in that order."""
+        return list(self._controls)
+
+    @property
+    def attributes(self) -> list[str]:
+        """The editable attributes, in :data:`ATTRIBUTES` order."""
+        return list(self._order)
+
+    def control(self, attribute: str, index: int) -> Control:
+        """The control ``(attribute, index)``. Raises ``ValueError`` listing the attributes, or the attribute's
+        indices, for an unknown one."""
+        self._check_attribute(attribute, "control")
+        mine = [c for c in self._controls if c.attribute == attribute]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(mine):
+            labels = ", ".join(f"{c.index} ({c.label})" for c in mine)
+            raise ValueError(f"EditorModel: {attribute} control index must be one of {labels}; found {index!r}")
+        return mine[int(index)]
+
+    def _check_attribute(self, attribute, who: str) -> None:
+        if attribute not in self._order:
+            extra = "" if attribute not in ATTRIBUTES else " (this editor has no editing network for it)"
+            raise ValueError(f"EditorModel.{who}: unknown attribute {attribute!r}{extra}; expected one of "
+                             f"{self._order}")
+
+    def source_value(self, attribute: str, index: int) -> float:
+        """The source's value of control ``(attribute, index)`` in the control's unit (it may lie outside the
+        control's range). Raises ``ValueError`` for an unknown control, ``RuntimeError`` before a source."""
+        with self._lock:
+            c = self.control(attribute, index)
+            src = self._need()
+            if attribute == "light":
+                return float(src.light[c.index])
+            return self._to_units(attribute, c.index, float(src.P[0, ATTRIBUTE_SLICES[attribute].start + c.index]))
+
+    def value(self, attribute: str, index: int) -> float:
+        """The current value of control ``(attribute, index)`` (the source's after a load or reset). Raises like
+        :meth:`source_value`."""
+        with self._lock:
+            c = self.control(attribute, index)
+            self._need()
+            if attribute == "light":
+                return float(self._light[c.index])
+            if (attribute, c.index) in self._values:
+                return self._values[(attribute, c.index)]
+            return self._to_units(attribute, c.index, float(self._goals[attribute][0, c.index]))
+
+    def _to_units(self, attribute: str, k: int, coefficient: float) -> float:
+        if attribute == "pose":
+            return math.degrees(coefficient)
+        return coefficient / self._std[ATTRIBUTE_SLICES[attribute].start + k]
+
+    def _from_units(self, attribute: str, k: int, value: float) -> float:
+        if attribute == "pose":
+            return math.radians(value)
+        return value * self._std[ATTRIBUTE_SLICES[attribute].start + k]
+
+    def set(self, attribute: str, index: int, value: float) -> float:
+        """Move control ``(attribute, index)`` to ``value`` (its unit: :mod:`cddfm3d.ui.controls`) and recompute
+        the edit. Shape, expression, albedo: PCA coefficient ``index`` becomes ``value * prior std``; pose: angle
+        ``index`` (pitch, yaw, roll) becomes ``value`` degrees; light: the light parameter ``index`` (ambient,
+        azimuth, elevation, strength) becomes ``value`` and the target gamma follows
+        (:func:`~cddfm3d.ui.controls.light_target`). The source's own value is always accepted (and gives the
+        source exactly); another value outside the control's range is clamped to it with a ``warnings.warn``
+        naming the control, the value and the range.
+
+        Returns the value used. Raises ``ValueError`` for an unknown attribute or index (listing the allowed ones)
+        or a value that is not a finite number; ``RuntimeError`` before a source is loaded."""
+        with self._lock:
+            t0 = time.perf_counter()
+            c = self.control(attribute, index)
+            v = _finite(value, f"EditorModel.set: {c.label} ({attribute} {c.index})")
+            self._need()
+            source = self.source_value(attribute, c.index)
+            if v != source and c.clamp(v) != v:
+                used = c.clamp(v)
+                warnings.warn(f"EditorModel.set: {c.label} ({attribute} {c.index}) = {v:g} is outside its range "
+                              f"[{c.minimum:g}, {c.maximum:g}] {c.unit}; using {used:g}", stacklevel=2)
+                v = used
+            if attribute == "light":
+                light = list(self._light)
+                light[c.index] = v
+                self._light = tuple(light)
+            elif v == source:
+                self._values.pop((attribute, c.index), None)
+                self._raw[attribute].pop(c.index, None)
+            else:
+                self._values[(attribute, c.index)] = v
+                self._raw[attribute][c.index] = self._from_units(attribute, c.index, v)
+            self._update([attribute], t0)
+            return v
+
+    def set_coefficient(self, attribute: str, k: int, value: float) -> float:
+        """"Advanced": set any coefficient ``k`` (0 .. k_i - 1) of ``attribute``'s slice of the 257 to ``value`` in
+        raw 3DMM units (shape, expression, albedo: basis units; pose: radians; light: SH coefficient), not clamped.
+        For the light it overrides that SH coefficient of the four light controls' gamma. Returns the value.
+        Raises ``ValueError`` for an unknown attribute, an index out of range or a non-finite value;
+        ``RuntimeError`` before a source is loaded."""
+        with self._lock:
+            t0 = time.perf_counter()
+            self._check_attribute(attribute, "set_coefficient")
+            sl = ATTRIBUTE_SLICES[attribute]
+            width = sl.stop - sl.start
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < width:
+                raise ValueError(f"EditorModel.set_coefficient: {attribute} coefficient index must be in "
+                                 f"[0, {width - 1}], found {k!r}")
+            v = _finite(value, f"EditorModel.set_coefficient: {attribute}[{k}]")
+            src = self._need()
+            k = int(k)
+            self._values.pop((attribute, k), None)
+            if torch.tensor(v, dtype=src.P.dtype) == src.P[0, sl.start + k] and attribute != "light":
+                self._raw[attribute].pop(k, None)
+            else:
+                self._raw[attribute][k] = v
+            self._update([attribute], t0)
+            return v
+
+    def reset(self, attribute: str | None = None) -> None:
+        """Back to the source: every control (``attribute=None``; the styles become the source styles and the
+        image the source image, bit for bit) or those of one attribute. Raises ``ValueError`` for an unknown
+        attribute, ``RuntimeError`` before a source is loaded."""
+        with self._lock:
+            t0 = time.perf_counter()
+            if attribute is not None:
+                self._check_attribute(attribute, "reset")
+            src = self._need()
+            if attribute is None:
+                self._clear_all()
+                self._record(t0)
+                return
+            for key in [key for key in self._values if key[0] == attribute]:
+                del self._values[key]
+            self._raw[attribute] = {}
+            if attribute == "light":
+                self._light = src.light
+            self._update([attribute], t0)
+
+    # ------------------------------------------------------------------------------------------ recompute
+    def _goal(self, attribute: str) -> torch.Tensor:
+        """P_t of ``attribute`` [1, k_i] (P's dtype): the source's, the light controls' gamma, the raw targets."""
+        src = self._src
+        sl = ATTRIBUTE_SLICES[attribute]
+        if attribute == "light" and self._light != src.light:
+            goal = light_target(src.P[0, sl], src.light, self._light).to(src.P)[None]
+        else:
+            goal = src.P[:, sl].clone()
+        for k, v in self._raw[attribute].items():
+            goal[0, k] = v
+        return goal
+
+    @torch.no_grad()
+    def _update(self, changed: Sequence[str], t0: float) -> None:
+        src = self._src
+        first = None
+        for a in changed:
+            goal = self._goal(a)
+            if not torch.equal(goal, self._goals[a]):
+                self._goals[a] = goal
+                self._rows = None
+            delta = goal - src.P[:, ATTRIBUTE_SLICES[a]]       # what FaceEditor.edit computes for a target
+            delta = delta if bool((delta != 0).any()) else None
+            old = self._deltas[a]
+            if (old is None) != (delta is None) or (delta is not None and not torch.equal(old, delta)):
+                self._deltas[a] = delta
+                i = self._order.index(a)
+                first = i if first is None else min(first, i)
+        if first is not None:
+            s = src.styles if first == 0 else self._chain[first - 1]
+            for i in range(first, len(self._order)):
+                a = self._order[i]
+                if self._deltas[a] is not None:
+                    s = self.editor.step(s, a, self._deltas[a])
+                self._chain[i] = s
+            self._styles = s
+            self._image = src.image if s is src.styles else self.editor.synthesize(s, noise=src.noise)
+        self._record(t0)
+
+    def _record(self, t0: float) -> None:
+        self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+
+    @property
+    def last_latency_ms(self) -> float:
+        """Milliseconds of the last set / set_coefficient / reset (validation, styles and image; the render and
+        landmarks are lazy and not included); NaN before the first."""
+        return self.latencies_ms[-1] if self.latencies_ms else float("nan")
+
+    # ------------------------------------------------------------------------------------------ outputs
+    @property
+    def edits(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The current edit as :meth:`FaceEditor.edit` takes it: {attribute: {"target": P_t^i [k_i]}} for each
+        attribute whose target differs from P_s (in ATTRIBUTES order)."""
+        with self._lock:
+            self._need()
+            return {a: {"target": self._goals[a][0].clone()} for a in self._order if self._deltas[a] is not None}
+
+    @property
+    def styles(self) -> torch.Tensor:
+        """The edited styles [1, D] (G's dtype and device; the source styles object itself when nothing is
+        edited)."""
+        with self._lock:
+            self._need()
+            return self._styles
+
+    @property
+    def source_styles(self) -> torch.Tensor:
+        """The source styles [1, D]."""
+        with self._lock:
+            return self._need().styles
+
+    @property
+    def noise_seed(self) -> int:
+        """The source's noise seed."""
+        with self._lock:
+            return self._need().noise_seed
+
+    @property
+    def image(self) -> np.ndarray:
+        """The edited image, uint8 [H, W, 3] (a new array). Raises ``RuntimeError`` before a source is loaded."""
+        with self._lock:
+            self._need()
+            return _hwc(self._image)
+
+    @property
+    def source_image(self) -> np.ndarray:
+        """The source image, uint8 [H, W, 3] (a new array). Raises ``RuntimeError`` before a source is loaded."""
+        with self._lock:
+            return _hwc(self._need().image)
+
+    @property
+    def coeffs(self) -> np.ndarray:
+        """The current target coefficients P_t, float32 [257] (Deep3D's layout): P_s = T(s) with every edited
+        attribute's targets; translation is always the source's."""
+        with self._lock:
+            return self._coeffs()[0].cpu().numpy().copy()
+
+    @property
+    def source_coeffs(self) -> np.ndarray:
+        """P_s = T(s), float32 [257]."""
+        with self._lock:
+            return self._need().P[0].cpu().numpy().copy()
+
+    def _coeffs(self) -> torch.Tensor:
+        P = self._need().P.clone()
+        for a in self._order:
+            P[:, ATTRIBUTE_SLICES[a]] = self._goals[a]
+        return P
+
+    @torch.no_grad()
+    def _reconstruction(self) -> dict:
+        if self._rows is None:
+            from ..face3d.viz import reconstruction_rows
+
+            fm = self._model
+            if fm is None:
+                from ..world.domains import mini_model
+
+                fm = self._model = mini_model(self.editor.device)
+            coeffs = self._coeffs().to(fm.mean_shape.device, fm.mean_shape.dtype)
+            rows = reconstruction_rows(from_uint8(self._image).to(coeffs.device), coeffs, fm)
+            self._rows = {"render": _hwc(to_uint8(rows["render"])),
+                          "landmarks": rows["landmarks"][0].float().cpu().numpy()}
+        return self._rows
+
+    @property
+    def render(self) -> np.ndarray:
+        """The 3DMM render of :attr:`coeffs` at the image's size, uint8 [H, W, 3] (black background;
+        :func:`cddfm3d.face3d.viz.reconstruction_rows`), computed when first asked for after a change."""
+        with self._lock:
+            self._need()
+            return self._reconstruction()["render"].copy()
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """The 68 landmarks of :attr:`coeffs`, float32 [68, 2]: pixels of the H x W image (x right, y down, pixel
+        centres at integers), computed with :attr:`render`."""
+        with self._lock:
+            self._need()
+            return self._reconstruction()["landmarks"].copy()
+
+    def panel(self, show_landmarks: bool = False, show_render: bool = True, show_source: bool = True,
+              scale: int = 4) -> np.ndarray:
+        """What the view shows, uint8 [H * scale, n * W * scale, 3]: source | edit | render side by side (n = 1
+        to 3 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn as 3 x 3 green
+        dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing else
+        changes). Raises ``ValueError`` for a scale that is not an int in [1, 16], ``RuntimeError`` before a
+        source is loaded."""
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 16:
+            raise ValueError(f"EditorModel.panel: scale must be an int in [1, 16], found {scale!r}")
+        scale = int(scale)
+        with self._lock:
+            src = self._need()
+            tiles = []
+            if show_source:
+                tiles.append(_upscale(_hwc(src.image), scale))
+            if show_landmarks:
+                from ..face3d.viz import landmark_panel
+
+                lm = torch.from_numpy(self._reconstruction()["landmarks"])[None]
+                tiles.append(_hwc(to_uint8(landmark_panel(from_uint8(self._image.cpu()), lm, zoom=scale))))
+            else:
+                tiles.append(_upscale(_hwc(self._image), scale))
+            if show_render:
+                tiles.append(_upscale(self._reconstruction()["render"], scale))
+            return np.concatenate(tiles, axis=1)
+
+    # ------------------------------------------------------------------------------------------ clip
+    @torch.no_grad()
+    def clip_frames(self, frames: int = 24) -> np.ndarray:
+        """The frames of the path from the source to the current edit, uint8 [frames, H, W, 3]: frame j scales
+        every active attribute's delta by t = j / (frames - 1) (same chain, same noise), so frame 0 is the source
+        image and the last frame the current image, exactly. Raises ``ValueError`` for ``frames`` < 2."""
+        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 2:
+            raise ValueError(f"EditorModel.save_clip: frames must be an int >= 2, found {frames!r}")
+        with self._lock:
+            src = self._need()
+            out = [src.image]
+            for j in range(1, frames - 1):
+                t = j / (frames - 1)
+                s = src.styles
+                for a in self._order:
+                    if self._deltas[a] is not None:
+                        s = self.editor.step(s, a, self._deltas[a] * t)
+                out.append(self.editor.synthesize(s, noise=src.noise))
+            out.append(self._image)
+            return np.stack([_hwc(x) for x in out])
+
+    def save_clip(self, path, frames: int = 24, fps: float = 12, scale: int = 1) -> Path:
+        """Write :meth:`clip_frames` as a GIF (``.gif``, looping, Pillow) or an MP4 (``.mp4``, H.264 through
+        imageio-ffmpeg) with imageio's v3 API; frames upscaled ``scale`` times (pixel repetition). MP4 frames are
+        further resized (nearest) up to a multiple of 16 pixels (H.264's macro blocks) when they are not one, so
+        imageio does not resize them itself. A GIF stores at most 256 colours per frame and Pillow merges
+        consecutive identical frames (their durations add up), so an edit that leaves frames unchanged plays as
+        long but holds fewer frames. Returns the path.
+
+        Raises ``ValueError`` for another suffix, ``frames`` < 2, an ``fps`` that is not a positive finite number
+        or a bad ``scale``; ``RuntimeError`` before a source is loaded; the OS's error for an unwritable path."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in CLIP_SUFFIXES:
+            raise ValueError(f"EditorModel.save_clip: {path.name!r} must end in one of {list(CLIP_SUFFIXES)}")
+        fps = _finite(fps, "EditorModel.save_clip: fps")
+        if fps <= 0:
+            raise ValueError(f"EditorModel.save_clip: fps must be > 0, found {fps:g}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 16:
+            raise ValueError(f"EditorModel.save_clip: scale must be an int in [1, 16], found {scale!r}")
+        import imageio.v3 as iio
+
+        clip = np.stack([_upscale(f, int(scale)) for f in self.clip_frames(frames)])
+        if suffix == ".gif":
+            iio.imwrite(path, clip, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
+        else:
+            iio.imwrite(path, _block_multiple(clip, MP4_BLOCK), extension=".mp4", plugin="FFMPEG", fps=fps,
+                        codec="libx264", macro_block_size=MP4_BLOCK)
+        return path
+
+
+class _Source:
+    """What a source fixes: styles [1, D], noise seed and maps, P = T(s) [1, 257], image uint8 [1, 3, H, W] and the
+    light's four control values."""
+
+    __slots__ = ("styles", "noise_seed", "noise", "P", "image", "light")
+
+    def __init__(self, styles, noise_seed, noise, P, image, light):
+        self.styles, self.noise_seed, self.noise, self.P, self.image, self.light = (styles, noise_seed, noise, P,
+                                                                                   image, light)
+
+
+def _finite(value, what: str) -> float:
+    """``value`` as a float; ``ValueError`` naming ``what`` for a non-number, NaN or inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0):
+            raise ValueError(f"{what} must be a finite number, found {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number, found {v}")
+    return v
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    """uint8 [1, 3, H, W] (or [3, H, W]) tensor -> a new numpy array [H, W, 3]."""
+    x = image[0] if image.ndim == 4 else image
+    return np.ascontiguousarray(x.permute(1, 2, 0).cpu().numpy())
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """[H, W, C] -> [H * scale, W * scale, C] by pixel repetition."""
+    return image if scale == 1 else image.repeat(scale, 0).repeat(scale, 1)
+
+
+def _block_multiple(clip: np.ndarray, block: int) -> np.ndarray:
+    """Frames [N, H, W, C] resized (nearest) up to the next multiple of ``block`` in H and W (unchanged when they
+    are multiples already)."""
+    h, w = clip.shape[1:3]
+    H, W = -(-h // block) * block, -(-w // block) * block
+    if (H, W) == (h, w):
+        return clip
+    rows, cols = (np.arange(H) * h) // H, (np.arange(W) * w) // W
+    return clip[:, rows][:, :, cols]
+
+
+__all__ = ["EditorModel"]
