@@ -1,0 +1,240 @@
+"""The editor's ipywidgets view (issue 11 §2) on the real mini-world model: every widget drives the model and the
+displayed PNG is exactly the model's panel (decoded and compared pixel for pixel), reset restores the source bytes,
+clamping and errors land on the message line, and the slider throttle coalesces a drag (asyncio loop) or updates
+at once (no loop)."""
+from __future__ import annotations
+
+import asyncio
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cddfm3d.editing import ATTRIBUTE_SLICES
+from cddfm3d.ui import Editor, EditorModel
+from cddfm3d.ui.view import png_bytes
+
+SEED = 0
+KEY = ("expression", 0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return EditorModel.from_assets("mini", threads=1)
+
+
+@pytest.fixture
+def editor(model):
+    model.load_sample(SEED)
+    return Editor(model)
+
+
+def shown(editor) -> np.ndarray:
+    """The image the widget displays, decoded."""
+    assert editor.image.format == "png"
+    return np.asarray(Image.open(io.BytesIO(editor.image.value)).convert("RGB"))
+
+
+def expected(editor) -> np.ndarray:
+    m = editor.model
+    return m.panel(show_landmarks=editor.show_landmarks.value, show_render=editor.show_render.value,
+                   show_source=True, scale=editor.scale)
+
+
+def away(model, key, by: float = 1.0) -> float:
+    """A value inside the control's range, ``by`` away from the current one."""
+    c = model.control(*key)
+    v = model.value(*key)
+    return v + by if v + by <= c.maximum else v - by
+
+
+def test_png_bytes_roundtrip_and_errors():
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(a)))), a)
+    with pytest.raises(ValueError, match=r"uint8 image \[H, W, 3\], found float32 \[5, 7, 3\]"):
+        png_bytes(a.astype(np.float32))
+    with pytest.raises(ValueError, match=r"found uint8 \[5, 7\]"):
+        png_bytes(a[..., 0])
+
+
+def test_one_slider_per_control_grouped_by_attribute(editor, model):
+    keys = [(c.attribute, c.index) for c in model.controls]
+    assert list(editor.sliders) == keys and list(editor.boxes) == keys
+    assert editor.tabs.titles == tuple(editor.attributes) == tuple(dict.fromkeys(k[0] for k in keys))
+    for c in model.controls:
+        s = editor.sliders[(c.attribute, c.index)]
+        assert (s.min, s.max, s.step) == (c.minimum, c.maximum, c.step)
+        assert editor.boxes[(c.attribute, c.index)].value == model.source_value(c.attribute, c.index)
+    assert np.array_equal(shown(editor), expected(editor))
+    assert "ms" in editor.latency.value and editor.message_text == ""
+
+
+def test_slider_edits_the_model_and_the_image(editor, model):
+    before = editor.image.value
+    v = away(model, KEY)
+    editor.sliders[KEY].value = v
+    assert model.value(*KEY) == v and editor.boxes[KEY].value == v
+    assert editor.image.value != before
+    img = shown(editor)
+    assert np.array_equal(img, expected(editor))
+    tile = model.image.shape[1] * editor.scale
+    source_tile = np.asarray(Image.open(io.BytesIO(before)))[:, :tile]
+    assert np.array_equal(img[:, :tile], source_tile)               # the source tile stays
+    assert not np.array_equal(img[:, tile:2 * tile], source_tile)  # the edit moved
+    assert editor.message_text == ""
+
+
+def test_box_value_out_of_range_is_clamped_with_the_models_message(editor, model):
+    key = ("shape", 1)
+    c = model.control(*key)
+    editor.boxes[key].value = c.maximum + 7
+    assert model.value(*key) == c.maximum
+    assert editor.sliders[key].value == c.maximum and editor.boxes[key].value == c.maximum
+    with warnings.catch_warnings(record=True) as caught:   # the model's own warning for the same request
+        warnings.simplefilter("always")
+        model.set(*key, c.maximum + 7)
+    assert editor.message_text == str(caught[0].message) and c.label in editor.message_text
+    assert "warning" in editor.message.value or "#a15c00" in editor.message.value
+    assert np.array_equal(shown(editor), expected(editor))
+
+
+def test_reset_buttons_restore_the_source(editor, model):
+    source_bytes = editor.image.value
+    source_values = {k: model.value(*k) for k in editor.sliders}
+    editor.sliders[KEY].value = away(model, KEY)
+    yaw = ("pose", 1)
+    editor.sliders[yaw].value = away(model, yaw, 10.0)
+    editor.reset_buttons["expression"].click()
+    assert model.value(*KEY) == source_values[KEY] and editor.boxes[KEY].value == source_values[KEY]
+    assert editor.sliders[KEY].value == pytest.approx(source_values[KEY])
+    assert model.value(*yaw) != source_values[yaw]                  # the other attribute keeps its edit
+    assert np.array_equal(shown(editor), expected(editor)) and editor.image.value != source_bytes
+    n0 = editor.updates
+    editor.reset_all.click()
+    assert editor.updates == n0 + 1                                   # one image; the slider syncs made no edits
+    assert editor.image.value == source_bytes
+    assert np.array_equal(model.image, model.source_image)
+    assert {k: b.value for k, b in editor.boxes.items()} == source_values
+    assert editor.message_text == "reset all attributes"
+
+
+def test_toggles_change_the_panel(editor, model):
+    plain = shown(editor)
+    editor.show_landmarks.value = True
+    dots = shown(editor)
+    assert np.array_equal(dots, expected(editor)) and editor.show_landmarks.description == "Hide landmarks"
+    tile = model.image.shape[1] * editor.scale
+    changed = np.any(dots != plain, axis=(0, 2))
+    assert changed[tile:2 * tile].any() and not changed[:tile].any() and not changed[2 * tile:].any()
+    editor.show_render.value = False
+    img = shown(editor)
+    assert img.shape[1] == 2 * tile and np.array_equal(img, expected(editor))
+    assert editor.show_render.description == "Show 3DMM render"
+
+
+def test_advanced_row(editor, model):
+    before = editor.image.value
+    k = ATTRIBUTE_SLICES["shape"].start + 10
+    editor.advanced_attribute.value, editor.advanced_index.value, editor.advanced_value.value = "shape", 10, 2.5
+    editor.advanced_apply.click()
+    assert model.coeffs[k] == pytest.approx(2.5, abs=1e-6)
+    assert editor.image.value != before and np.array_equal(shown(editor), expected(editor))
+    assert "coefficient 10" in editor.message_text
+    # a coefficient that has a slider: the slider follows the model
+    old = editor.boxes[KEY].value
+    editor.advanced_attribute.value, editor.advanced_index.value, editor.advanced_value.value = "expression", 0, 1.5
+    editor.advanced_apply.click()
+    assert editor.boxes[KEY].value == model.value(*KEY) != old
+    assert model.coeffs[ATTRIBUTE_SLICES["expression"].start] == pytest.approx(1.5, abs=1e-6)
+    # a bad index: the model's error on the message line, nothing changes
+    shown_before = editor.image.value
+    editor.advanced_index.value = 500
+    editor.advanced_apply.click()
+    assert editor.message_text.startswith("ValueError: ") and "500" in editor.message_text
+    assert "b00020" in editor.message.value and editor.image.value == shown_before
+
+
+def test_load_sample_moves_image_and_sliders(editor, model):
+    before = editor.image.value
+    seed0 = {k: b.value for k, b in editor.boxes.items()}
+    editor.sliders[KEY].value = away(model, KEY)      # an edit, dropped by loading
+    editor.seed.value = SEED + 1
+    n0, m0 = editor.updates, len(model.latencies_ms)
+    editor.load_button.click()
+    assert editor.updates == n0 + 1 and len(model.latencies_ms) == m0   # setting the sliders made no edits
+    assert editor.message_text == f"loaded sample {SEED + 1}"
+    assert editor.image.value != before and np.array_equal(shown(editor), expected(editor))
+    assert np.array_equal(model.image, model.source_image)
+    moved = 0
+    for key, box in editor.boxes.items():
+        c = model.control(*key)
+        assert box.value == model.source_value(*key)
+        assert editor.sliders[key].value == pytest.approx(min(max(box.value, c.minimum), c.maximum))
+        moved += box.value != seed0[key]
+    assert moved >= len(editor.boxes) // 2
+
+
+def test_save_clip_and_its_errors(editor, model, tmp_path):
+    import imageio.v3 as iio
+
+    editor.sliders[("pose", 1)].value = away(model, ("pose", 1), 20.0)
+    editor.clip_path.value, editor.clip_frames.value = str(tmp_path / "c.gif"), 6
+    editor.clip_button.click()
+    assert editor.message_text == f"wrote {tmp_path / 'c.gif'}"
+    frames = iio.imread(tmp_path / "c.gif", index=None)
+    assert 2 <= len(frames) <= 6 and frames.shape[1:3] == model.image.shape[:2]
+    editor.clip_path.value = str(tmp_path / "c.txt")
+    editor.clip_button.click()
+    assert editor.message_text.startswith("ValueError: ") and "c.txt" in editor.message_text
+    assert not (tmp_path / "c.txt").exists()
+
+
+def test_no_loop_updates_at_once(editor, model):
+    n0 = editor.updates
+    for i, step in enumerate((0.5, 1.0, 1.5)):
+        v = away(model, KEY, step) if i == 0 else editor.sliders[KEY].value + 0.5 * np.sign(step)
+        v = float(np.clip(v, -3, 3))
+        editor.sliders[KEY].value = v
+        assert editor.updates == n0 + i + 1 and model.value(*KEY) == v
+        assert np.array_equal(shown(editor), expected(editor))
+
+
+def test_loop_throttles_a_drag_with_a_trailing_update(model):
+    model.load_sample(SEED)
+    c = model.control(*KEY)
+    start = model.value(*KEY)
+    direction = 1.0 if start < 0 else -1.0
+    values = [float(np.clip(start + direction * 0.2 * i, c.minimum, c.maximum)) for i in range(1, 7)]
+    interval_ms = 50.0
+
+    async def drag():
+        editor = Editor(model, interval_ms=interval_ms)
+        n0, m0 = editor.updates, len(model.latencies_ms)
+        for v in values:                                   # a fast drag: six events with no pause between them
+            editor.sliders[KEY].value = v
+        assert editor.updates == n0 + 1 and model.value(*KEY) == values[0]     # the first at once
+        assert editor.boxes[KEY].value == values[-1]       # the number box follows every event
+        await asyncio.sleep(interval_ms / 1000 * 6)
+        assert editor.updates == n0 + 2 and model.value(*KEY) == values[-1]    # the trailing one: the last value
+        assert len(model.latencies_ms) == m0 + 2           # the four in between never reached the model
+        assert np.array_equal(shown(editor), expected(editor))
+        await asyncio.sleep(interval_ms / 1000 * 2)        # idle longer than the interval: the next is immediate
+        editor.sliders[KEY].value = values[0]
+        assert editor.updates == n0 + 3 and model.value(*KEY) == values[0]
+        editor.sliders[KEY].value = values[1]              # ... and one right after it waits for the timer
+        assert editor.updates == n0 + 3
+        editor.reset_all.click()                           # a button applies or drops the pending value first
+        assert editor.updates == n0 + 5 and model.value(*KEY) == start
+        await asyncio.sleep(interval_ms / 1000 * 3)        # no stale trailing update after the reset
+        assert editor.updates == n0 + 5 and model.value(*KEY) == start
+
+    asyncio.run(drag())
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError, match="scale must be an integer >= 1, found 0"):
+        Editor(model, scale=0)
+    with pytest.raises(ValueError, match="interval_ms must be > 0"):
+        Editor(model, interval_ms=0)
