@@ -35,6 +35,7 @@ EDITOR_READY_S = 300        # the notebook runs all its cells before the kernel 
 IMAGE_CHANGE_S = 60
 SLIDER = ".cddfm3d-shape-0 .noUi-handle"
 IMAGE = "img.cddfm3d-image"
+CODE_INPUT = ".jp-CodeCell .jp-InputArea, .jp-InputArea-editor, .cm-editor"   # (markdown cells have an InputArea)
 
 
 def _missing() -> str | None:
@@ -266,8 +267,7 @@ def test_voila_app_serves_the_editor_and_a_slider_changes_the_image(driver, note
     try:
         driver.get(app.editor_url(port))       # Voilà runs the notebook for this request, then shows the page
         report("Voilà", move_slider_and_see_the_image_change(driver))
-        assert not driver.find_elements("css selector", ".jp-InputArea, .jp-InputArea-editor, .cm-editor"), \
-            "Voilà shows code cells"
+        assert not driver.find_elements("css selector", CODE_INPUT), "Voilà shows code cells"
     except Exception:
         failed(driver, server, tmp_path)
         raise
