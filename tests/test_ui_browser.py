@@ -35,6 +35,7 @@ EDITOR_READY_S = 300        # the notebook runs all its cells before the kernel 
 IMAGE_CHANGE_S = 60
 SLIDER = ".cddfm3d-shape-0 .noUi-handle"
 IMAGE = "img.cddfm3d-image"
+BOX = ".cddfm3d-box-shape-0 input"
 CODE_INPUT = ".jp-CodeCell .jp-InputArea, .jp-InputArea-editor, .cm-editor"   # (markdown cells have an InputArea)
 
 
@@ -181,32 +182,79 @@ c.width = img.naturalWidth; c.height = img.naturalHeight;
 const g = c.getContext('2d'); g.drawImage(img, 0, 0);
 const d = g.getImageData(0, 0, c.width, c.height).data;
 let h = 0; for (let i = 0; i < d.length; i++) { h = (h * 31 + d[i]) >>> 0; }
-return [img.src, c.width, c.height, h];
+const w = c.width / 3, tiles = [0, 0];               // source | edit | render: checksums of the first two tiles
+for (let y = 0; y < c.height; y++) for (let x = 0; x < 2 * w; x++) for (let k = 0; k < 3; k++) {
+    const t = x < w ? 0 : 1;
+    tiles[t] = (tiles[t] * 31 + d[4 * (y * c.width + (x % w)) + k + (t ? 4 * w : 0)]) >>> 0;
+}
+return [img.src, c.width, c.height, h, tiles[0] === tiles[1]];
 """
 
 
-def move_slider_and_see_the_image_change(driver, presses: int = 3) -> list[float]:
-    """Press the right arrow on the focused handle of the shape-0 slider ``presses`` times; after each press the
-    image's src and pixels must change. Returns the key -> image-loaded times in ms."""
-    from selenium.webdriver.common.keys import Keys
+def pixels(driver) -> list:
     from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 30).until(lambda d: d.execute_script(PIXELS_JS, IMAGE))
+
+
+def press(driver, handle, key) -> tuple[list, float]:
+    """One key press on the focused slider handle; the image's src and pixels must change. Returns the new image's
+    [src, width, height, checksum] and the key -> image-loaded time in ms."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    before = pixels(driver)
+    driver.execute_script("arguments[0].focus(); window.__cddfm3d.loads = [];", handle)
+    handle.send_keys(key)
+    after = WebDriverWait(driver, IMAGE_CHANGE_S, poll_frequency=0.05).until(
+        lambda d: (p := d.execute_script(PIXELS_JS, IMAGE)) and p[0] != before[0] and p)
+    assert after[1:3] == before[1:3]                      # same panel size
+    assert after[3] != before[3], "the image src changed but its pixels did not"
+    t = driver.execute_script("return window.__cddfm3d;")
+    time.sleep(0.3)                                       # past the throttle: the next press is its own update
+    return after, t["loads"][0] - t["key"]
+
+
+def settled(driver, quiet: float = 1.5, timeout: float = IMAGE_CHANGE_S) -> tuple[list, str]:
+    """The image and the slider's number box (set by the kernel) once neither changed for ``quiet`` s."""
+    from selenium.webdriver.common.by import By
+
+    last, since, end = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        now = (pixels(driver)[1:], driver.find_element(By.CSS_SELECTOR, BOX).get_attribute("value"))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"the editor did not settle within {timeout} s")
+
+
+def exercise_the_editor(driver) -> tuple[list[float], int]:
+    """Three single key presses on the shape-0 slider, each changing the image; then a burst of six (a fast drag)
+    whose final image must be the image of the last value: one step back and one forward (single presses, each
+    its own update) must give the same pixels. Returns the single presses' key -> image times (ms) and the number
+    of images the burst displayed (the throttle coalesces the events in between)."""
+    from selenium.webdriver.common.keys import Keys
 
     handle = wait_for(driver, SLIDER, EDITOR_READY_S)
     wait_for(driver, IMAGE, 30)
     driver.execute_script(WATCH_JS, IMAGE)
-    latencies = []
-    for _ in range(presses):
-        before = WebDriverWait(driver, 30).until(lambda d: d.execute_script(PIXELS_JS, IMAGE))
-        driver.execute_script("arguments[0].focus(); window.__cddfm3d.loads = [];", handle)
-        handle.send_keys(Keys.ARROW_RIGHT)
-        after = WebDriverWait(driver, IMAGE_CHANGE_S, poll_frequency=0.05).until(
-            lambda d, old=before[0]: (p := d.execute_script(PIXELS_JS, IMAGE)) and p[0] != old and p)
-        assert after[1:3] == before[1:3]                  # same panel size
-        assert after[3] != before[3], "the image src changed but its pixels did not"
-        t = driver.execute_script("return window.__cddfm3d;")
-        latencies.append(t["loads"][0] - t["key"])
-        time.sleep(0.3)                                   # past the throttle: each press is its own update
-    return latencies
+    up, down = Keys.ARROW_RIGHT, Keys.ARROW_LEFT
+    if float(handle.get_attribute("aria-valuenow")) > 0:    # room for ten steps either way of a [-3, 3] slider
+        up, down = down, up
+    opened, _ = settled(driver)          # the browser drew the sliders (snapping them to their grids): no edit
+    assert opened[3], "the editor does not open on the source: its edit tile differs from the source tile"
+    latencies = [press(driver, handle, up)[1] for _ in range(3)]
+    assert not pixels(driver)[4]
+    driver.execute_script("arguments[0].focus(); window.__cddfm3d.loads = [];", handle)
+    handle.send_keys(up * 6)
+    burst, value = settled(driver)
+    n_images = len(driver.execute_script("return window.__cddfm3d.loads;"))
+    press(driver, handle, down)
+    final, _ = press(driver, handle, up)
+    assert settled(driver) == (final[1:], value)
+    assert final[1:] == burst, "after a burst of key presses the image is not the image of the last value"
+    return latencies, n_images
 
 
 def failed(driver, server: Server, tmp_path: Path) -> None:
@@ -217,8 +265,10 @@ def failed(driver, server: Server, tmp_path: Path) -> None:
           f"{driver.execute_script('return document.body.innerText')[:3000]}")
 
 
-def report(what: str, latencies: list[float]) -> None:
-    print(f"\n{what}: key press -> new image displayed: " + ", ".join(f"{x:.0f}" for x in latencies) + " ms")
+def report(what: str, result: tuple[list[float], int]) -> None:
+    latencies, n_images = result
+    print(f"\n{what}: key press -> new image displayed: " + ", ".join(f"{x:.0f}" for x in latencies) + " ms; "
+          f"a burst of 6 key presses displayed {n_images} images")
 
 
 def test_jupyterlab_runs_notebook_08_and_a_slider_changes_the_image(driver, notebook_dir, servers, tmp_path):
@@ -251,7 +301,7 @@ def test_jupyterlab_runs_notebook_08_and_a_slider_changes_the_image(driver, note
         WebDriverWait(driver, EDITOR_READY_S, poll_frequency=0.5).until(lambda d: d.execute_script(IDLE_JS))
         errors = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type*='error']")
         assert not errors, errors[0].text[:2000]
-        report("JupyterLab", move_slider_and_see_the_image_change(driver))
+        report("JupyterLab", exercise_the_editor(driver))
     except Exception:
         failed(driver, server, tmp_path)
         raise
@@ -266,7 +316,7 @@ def test_voila_app_serves_the_editor_and_a_slider_changes_the_image(driver, note
     server.wait_ready(None)          # a GET of the page would run the notebook in a kernel of its own
     try:
         driver.get(app.editor_url(port))       # Voilà runs the notebook for this request, then shows the page
-        report("Voilà", move_slider_and_see_the_image_change(driver))
+        report("Voilà", exercise_the_editor(driver))
         assert not driver.find_elements("css selector", CODE_INPUT), "Voilà shows code cells"
     except Exception:
         failed(driver, server, tmp_path)

@@ -16,7 +16,7 @@ from cddfm3d.editing import ATTRIBUTE_SLICES
 from cddfm3d.ui import Editor, EditorModel
 from cddfm3d.ui.view import png_bytes
 
-SEED = 0
+SEED = 2
 KEY = ("expression", 0)
 
 
@@ -60,6 +60,7 @@ def test_png_bytes_roundtrip_and_errors():
 
 
 def test_one_slider_per_control_grouped_by_attribute(editor, model):
+    assert editor.seed.value == SEED == model.noise_seed
     keys = [(c.attribute, c.index) for c in model.controls]
     assert list(editor.sliders) == keys and list(editor.boxes) == keys
     assert editor.tabs.titles == tuple(editor.attributes) == tuple(dict.fromkeys(k[0] for k in keys))
@@ -238,3 +239,23 @@ def test_bad_arguments(model):
         Editor(model, scale=0)
     with pytest.raises(ValueError, match="interval_ms must be > 0"):
         Editor(model, interval_ms=0)
+
+
+def test_the_browsers_snap_of_a_slider_is_not_an_edit(editor, model):
+    """A browser draws a slider at a source value between grid points at the nearest grid point and sends that
+    value back: no edit (the model, the box and the image keep the source); a real move one step on is an edit."""
+    key = ("shape", 0)
+    s = editor.sliders[key]
+    source = model.value(*key)
+    grid = s.min + round((source - s.min) / s.step) * s.step
+    assert abs(grid - source) > 1e-6                    # the seed's value is off the grid
+    n0, image = editor.updates, editor.image.value
+    s.value = grid + 1e-15                              # the browser's float arithmetic, not exactly Python's
+    assert model.value(*key) == source and editor.boxes[key].value == source
+    assert editor.updates == n0 and editor.image.value == image
+    s.value = grid + s.step
+    assert model.value(*key) == pytest.approx(grid + s.step) and editor.updates == n0 + 1
+    s.value = grid                                      # back to the grid point: now a move like any other
+    assert model.value(*key) == grid and editor.updates == n0 + 2
+    editor.reset_all.click()                            # reset: the slider is drawn at the source value again
+    assert model.value(*key) == source and editor.image.value == image

@@ -63,7 +63,8 @@ class Editor:
         model: an :class:`~cddfm3d.ui.model.EditorModel` with a face loaded (``load_sample`` / ``load_styles``).
         scale: nearest-neighbour upscaling of the displayed panel (``model.panel(scale=...)``), >= 1.
         interval_ms: the slider throttle, > 0 (module docstring).
-        seed: the initial value of the seed box.
+        seed: the initial value of the seed box (default: the model's ``noise_seed``, the seed of a face loaded
+            by ``load_sample``; 0 when it has none).
         clip_path: the initial value of the clip path box (``.gif`` or ``.mp4``).
 
     Test hooks: ``sliders[(attribute, index)]`` (``FloatSlider``), ``boxes[(attribute, index)]`` (``FloatText``,
@@ -77,7 +78,7 @@ class Editor:
     Raises ``ValueError`` for ``scale < 1`` or ``interval_ms <= 0``.
     """
 
-    def __init__(self, model, scale: int = 4, interval_ms: float = INTERVAL_MS, seed: int = 0,
+    def __init__(self, model, scale: int = 4, interval_ms: float = INTERVAL_MS, seed: int | None = None,
                  clip_path: str = "edit.gif"):
         if int(scale) != scale or scale < 1:
             raise ValueError(f"Editor: scale must be an integer >= 1, found {scale!r}")
@@ -100,6 +101,9 @@ class Editor:
         self.message = W.HTML()
         self.message.add_class("cddfm3d-message")
 
+        if seed is None:
+            seed = getattr(model, "noise_seed", 0)
+            seed = seed if isinstance(seed, int) and 0 <= seed <= MAX_SEED else 0
         self.seed = W.BoundedIntText(value=int(seed), min=0, max=MAX_SEED, description="Seed",
                                      layout=W.Layout(width="180px"))
         self.load_button = W.Button(description="Load sample", icon="refresh")
@@ -125,6 +129,7 @@ class Editor:
                 slider.add_class("cddfm3d-slider")
                 slider.add_class(f"cddfm3d-{c.attribute}-{int(c.index)}")
                 box = W.FloatText(value=model.value(*key), step=c.step, layout=W.Layout(width="90px"))
+                box.add_class(f"cddfm3d-box-{c.attribute}-{int(c.index)}")
                 slider.observe(lambda ch, key=key: self._on_slider(key, ch["new"]), names="value")
                 box.observe(lambda ch, key=key: self._on_box(key, ch["new"]), names="value")
                 self.sliders[key], self.boxes[key] = slider, box
@@ -223,7 +228,7 @@ class Editor:
 
     # ------------------------------------------------------------------------------------------------ edits
     def _on_slider(self, key: tuple[str, int], value: float) -> None:
-        if self._syncing:
+        if self._syncing or self._is_snap(key, value):
             return
         self._syncing = True
         try:
@@ -231,6 +236,17 @@ class Editor:
         finally:
             self._syncing = False
         self._request(key, float(value))
+
+    def _is_snap(self, key: tuple[str, int], value: float) -> bool:
+        """True when ``value`` is the model's value moved to the slider's grid (``min + n * step``, within
+        ``[min, max]``): what the browser sends back when it draws a slider at a value between grid points (a
+        source's value) -- not an edit. A user's move lands on a grid point too, but the nearest one to the model's
+        value is where the slider is already drawn."""
+        s = self.sliders[key]
+        current = self._pending.get(key)          # a value waiting for the throttle's timer is the current one
+        current = float(self.model.value(*key)) if current is None else current
+        grid = min(max(s.min + round((current - s.min) / s.step) * s.step, s.min), s.max)
+        return value != current and abs(value - grid) <= 1e-6 * s.step
 
     def _on_box(self, key: tuple[str, int], value: float) -> None:
         if self._syncing:
