@@ -111,11 +111,9 @@ class Server:
         self._log.close()
 
 
-@pytest.fixture(scope="module")
-def driver():
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
+def chrome_driver():
+    """Headless Debian Chromium through its chromedriver (explicit path: Selenium Manager never downloads a
+    driver). Also used by ``benchmarks/bench_editor.py --browser``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -127,6 +125,15 @@ def driver():
         options.add_argument(arg)
     d = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     d.set_page_load_timeout(SERVER_START_S)
+    return d
+
+
+@pytest.fixture(scope="module")
+def driver():
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    d = chrome_driver()
     try:
         yield d
     finally:
