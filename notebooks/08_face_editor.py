@@ -106,23 +106,26 @@ display(Markdown("| attribute | index | control | range | unit | this face |\n|-
 #
 # ## 3. A scripted sequence of edits
 #
-# The same model, driven by code: each column adds one edit to the previous ones. Under each edit, the 3DMM
-# render of the coefficients it was asked to reach.
+# The same calls, driven by code, on a second model of the same face (the live editor above keeps your edits):
+# each column adds one edit to the previous ones. Under each edit, the 3DMM render of the coefficients it was asked
+# to reach.
 
 # %%
-steps = [("source", None), ("yaw +25°", ("pose", 1, m.source_value("pose", 1) + 25)),
-         ("expression[0] +2", ("expression", 0, m.source_value("expression", 0) + 2)),
-         ("shape[0] −2", ("shape", 0, m.source_value("shape", 0) - 2)),
-         ("albedo[0] +2", ("albedo", 0, m.source_value("albedo", 0) + 2)),
-         ("light azimuth −60°", ("light", 1, m.source_value("light", 1) - 60))]
-m.reset()
+script = EditorModel.from_assets("mini", device=DEVICE, threads=1)
+script.load_sample(SEED)
+steps = [("source", None), ("yaw +25°", ("pose", 1, script.source_value("pose", 1) + 25)),
+         ("expression[0] +2", ("expression", 0, script.source_value("expression", 0) + 2)),
+         ("shape[0] −2", ("shape", 0, script.source_value("shape", 0) - 2)),
+         ("albedo[0] +2", ("albedo", 0, script.source_value("albedo", 0) + 2)),
+         ("light azimuth −60°", ("light", 1, script.source_value("light", 1) - 60))]
+script.reset()
 frames, renders, coeffs = [], [], []
 for _label, change in steps:
     if change is not None:
-        m.set(*change)
-    frames.append(m.image.copy())
-    renders.append(m.render.copy())
-    coeffs.append(m.coeffs.copy())
+        script.set(*change)
+    frames.append(script.image.copy())
+    renders.append(script.render.copy())
+    coeffs.append(script.coeffs.copy())
 fig, axes = plt.subplots(2, len(steps), figsize=(2.0 * len(steps), 4.3))
 for j, (label, _) in enumerate(steps):
     axes[0, j].imshow(frames[j], interpolation="nearest")
@@ -133,7 +136,7 @@ for ax in axes.flat:
 axes[1, 0].set_title("3DMM render of the targets", fontsize=8, loc="left")
 plt.tight_layout()
 plt.show()
-print("latency of these changes (ms):", np.round(m.latencies_ms[-(len(steps) - 1):], 1))
+print("latency of these changes (ms):", np.round(list(script.latencies_ms)[-(len(steps) - 1):], 1))
 
 # %% [markdown]
 # ## 4. Do the sliders do what they say? Read back by the reconstruction network
@@ -188,7 +191,7 @@ plt.show()
 
 # %%
 work = tempfile.TemporaryDirectory(prefix="cddfm3d_nb08_")
-clip = m.save_clip(Path(work.name) / "edit.gif", frames=8 if FAST else 24, fps=8)
+clip = script.save_clip(Path(work.name) / "edit.gif", frames=8 if FAST else 24, fps=8)
 display(Image(data=clip.read_bytes(), format="gif", width=256))
 print(clip.name, clip.stat().st_size, "bytes")
 
@@ -205,12 +208,13 @@ print(clip.name, clip.stat().st_size, "bytes")
 # %%
 import imageio.v3 as iio  # noqa: E402
 
-m.reset()
-assert np.array_equal(m.image, m.source_image)                       # reset gives the source back bit for bit
-size = m.source_image.shape[0]
-assert m.image.dtype == np.uint8 and m.image.shape == (size, size, 3)
-assert m.render.shape == m.image.shape and m.landmarks.shape == (68, 2)
-assert len(m.controls) == 4 + 4 + 4 + 3 + 4
+script.reset()
+assert np.array_equal(script.image, script.source_image)   # reset gives the source back bit for bit
+size = script.source_image.shape[0]
+assert script.image.dtype == np.uint8 and script.image.shape == (size, size, 3)
+assert script.render.shape == script.image.shape and script.landmarks.shape == (68, 2)
+assert len(script.controls) == 4 + 4 + 4 + 3 + 4
+assert np.array_equal(m.image, m.source_image)      # the scripted model left the live editor's model alone
 for j, (_, change) in enumerate(steps[1:]):
     k = ATTRIBUTES.index(change[0])
     assert moved[j, k] == moved[j].max() or moved[j, k] > 0.3, (change, moved[j])   # the slider's own attribute
