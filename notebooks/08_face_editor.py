@@ -214,7 +214,6 @@ size = script.source_image.shape[0]
 assert script.image.dtype == np.uint8 and script.image.shape == (size, size, 3)
 assert script.render.shape == script.image.shape and script.landmarks.shape == (68, 2)
 assert len(script.controls) == 4 + 4 + 4 + 3 + 4
-assert np.array_equal(m.image, m.source_image)      # the scripted model left the live editor's model alone
 for j, (_, change) in enumerate(steps[1:]):
     k = ATTRIBUTES.index(change[0])
     assert moved[j, k] == moved[j].max() or moved[j, k] > 0.3, (change, moved[j])   # the slider's own attribute
