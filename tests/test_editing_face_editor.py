@@ -223,6 +223,39 @@ def test_synthesize_with_precomputed_noise_equals_the_seeds_and_step_is_one_link
     assert torch.equal(chained, editor.edit(s, {"shape": {"delta": d_shape[0]}, "light": {"delta": d_light[0]}}))
 
 
+def test_apply_is_the_chain_of_edit_for_given_deltas(nets, editor, sources):
+    G, T, _, F_shape, F_light = nets
+    s = sources
+    d_shape, d_light = torch.zeros(len(s), 80), torch.zeros(27)
+    d_shape[:, 2], d_light[5] = torch.tensor([0.4, -0.3, 0.9]), 0.15
+    with torch.no_grad():
+        by_hand = F_light(F_shape(s, d_shape), d_light.expand(len(s), -1))     # ATTRIBUTES order: shape, light
+        got = editor.apply(s, {"light": d_light, "shape": d_shape})             # the dict's order does not count
+    assert torch.equal(got, by_hand)
+    assert torch.equal(editor.edit(s, {"shape": {"delta": d_shape}, "light": {"delta": d_light}}), got)
+    with torch.no_grad():
+        assert torch.equal(editor.apply(s, {"light": d_light}), F_light(s, d_light.expand(len(s), -1)))
+    assert editor.apply(s, {}) is s                            # nothing to apply: the styles as given
+    for deltas, message in (({"pose": torch.zeros(3)}, r"no editing network for 'pose'; this editor has "
+                                                        r"\['shape', 'light'\]"),
+                            ({"shape": torch.zeros(2, 80)}, r"the delta of 'shape' must be a tensor \[3, 80\] or "
+                                                            r"\[80\], found \(2, 80\)"),
+                            ({"light": [0.0] * 27}, r"the delta of 'light' must be a tensor .* found list"),
+                            ([("shape", d_shape)], "deltas must be a dict")):
+        with pytest.raises(ValueError, match="FaceEditor.apply: " + message):
+            editor.apply(s, deltas)
+    with pytest.raises(ValueError, match=f"T takes styles of width {G.style_dim}, the generator's are "
+                                         f"{G.style_dim - 1}"):
+        FaceEditor(_Narrow(G), T, {})
+
+
+class _Narrow:
+    """A stand-in generator whose style width is one less than G's (only what the constructor reads)."""
+
+    def __init__(self, G):
+        self.style_dim = G.style_dim - 1
+
+
 # ----------------------------------------------------------------------------------------------- errors
 BAD_EDITS = [
     ({"pose": {"delta": {0: 0.1}}}, r"no editing network for 'pose'; this editor has \['shape', 'light'\]"),
@@ -289,8 +322,11 @@ def tmp_assets(tmp_path, monkeypatch):
 
 def test_load_needs_registered_editing_networks_and_returns_them(nets, tmp_assets, sources):
     G, T, channels = nets[:3]
-    with pytest.raises(ValueError, match="the assets have no mini/manipulator/<attribute>"):
+    with pytest.raises(ValueError, match="the assets have no mini/manipulator/<attribute>") as info:
         FaceEditor.load("mini")
+    for part in ("mini world only", "gen-pairs, train-t and train-f", "FaceEditor(G, T, manipulators)"):
+        assert part in str(info.value), part
+    assert "ship-f" not in str(info.value)                   # it writes mini/... only: no advice for other worlds
     F = perturbed(LatentManipulator("pose", channels, [1, 4, 6], activation="relu"), seed=5)
     F.save(tmp_assets / "mini" / "manipulator_pose.safetensors")
     assets.register("mini/manipulator/pose", "mini/manipulator_pose.safetensors", "editing.LatentManipulator",
@@ -309,6 +345,22 @@ def test_load_needs_registered_editing_networks_and_returns_them(nets, tmp_asset
     with torch.no_grad():
         assert torch.equal(out, F(sources, delta))
     assert torch.equal(editor.synthesize(out[:1], [3]), resynthesize(G, out[:1], [3]))
+    # another generator: used as given, and the world's is not loaded
+    loaded = []
+    real_load = assets.load
+    other_G = assets.load("mini/generator").eval()
+    try:
+        assets.load = lambda name, *a, **k: loaded.append(name) or real_load(name, *a, **k)
+        swapped = FaceEditor.load("mini", generator=other_G)
+    finally:
+        assets.load = real_load
+    assert swapped.G is other_G and loaded == ["mini/manipulator/pose", "mini/attribute_predictor"]
+    for bad, message in ((object(), r"generator must be a cddfm3d.stylegan2.Generator .*found object"),
+                         (T, r"generator must be a cddfm3d.stylegan2.Generator .*found AttributePredictor")):
+        with pytest.raises(ValueError, match=message):
+            FaceEditor.load("mini", generator=bad)
+    with pytest.raises(ValueError, match=r"the generator is on cpu, the networks are loaded on meta"):
+        FaceEditor.load("mini", device="meta", generator=other_G)
 
 
 # ----------------------------------------------------------------------------------------------- series, sweeps

@@ -8,9 +8,11 @@ with imageio.
 """
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -25,9 +27,9 @@ from cddfm3d.face3d.measures import attribute_distance
 from cddfm3d.images import from_uint8
 from cddfm3d.ui import Control, EditorModel
 from cddfm3d.ui.controls import light_params, light_target
-from cddfm3d.ui.model import _block_multiple
+from cddfm3d.ui.model import LATENCY_HISTORY, _block_multiple, check_scale
 from cddfm3d.world.domains import mini_model
-from cddfm3d.world.priors import POSE_DEG
+from cddfm3d.world.priors import POSE_DEG, prior_std
 
 STD = {"shape": 0.9, "expression": 0.8, "albedo": 0.7}     # the mini prior's ID/EXP/TEX_SCALE, written out
 START = {"shape": 0, "expression": 80, "albedo": 144, "pose": 224, "light": 227}
@@ -151,15 +153,31 @@ def test_light_controls_write_the_documented_gamma(m):
 
 
 # ---------------------------------------------------------------------------------------------- what moves
-# (attribute, index, step in the control's unit): the controls whose F^i the shipped world trains well enough
-# to read back (measured: albedo 1-3 and roll move too little to dominate in the recon's reading).
-MOVES = [("shape", 0, 2.0), ("shape", 1, 2.0), ("expression", 0, 2.0), ("expression", 1, 2.0), ("albedo", 0, 2.0),
-         ("pose", 0, 15.0), ("pose", 1, 26.0), ("light", 0, 0.2), ("light", 1, 50.0), ("light", 2, 40.0),
-         ("light", 3, 0.3)]
+# Every control, with its step in the control's unit. The shipped F^i of some controls move their coefficient too
+# little for the recon to read it as the dominant change (measured on seeds 1-3, one CPU thread, the shipped mini
+# assets of HEAD bb0fd53; "mine" / "other" = the mean attribute distance of the recon readings over the random-face
+# distance, "completion" = the read change / the requested change): those are xfail (not strict), so they still
+# run and show as XPASS when F^i improves. The T-side check below must pass for all of them.
+WEAK = {
+    ("shape", 3): "borderline: mine 0.314 (threshold 0.3) vs expression 0.199; completion 0.44/0.33/0.44",
+    ("expression", 2): "mine 0.265 < 0.3 (shape 0.107); completion 0.23/0.17/0.094 (< 0.1 on seed 3)",
+    ("expression", 3): "borderline: mine 0.307 (threshold 0.3) vs albedo 0.199; completion 0.22/0.40/0.26",
+    ("albedo", 1): "mine 0.179 < expression 0.260; completion 0.040/0.090/0.094 (< 0.1)",
+    ("albedo", 2): "mine 0.091 < expression 0.127; completion 0.062/0.19/0.21",
+    ("albedo", 3): "mine 0.055 < expression 0.109; completion 0.075/0.020/0.021",
+    ("pose", 2): "roll: mine 0.835 < expression 1.232 (the recon reads a roll as an expression change too); "
+                 "completion 0.47/0.58/0.36",
+}
+STEPS = {"shape": [2.0] * 4, "expression": [2.0] * 4, "albedo": [2.0] * 4, "pose": [15.0, 26.0, 20.0],
+         "light": [0.2, 50.0, 40.0, 0.3]}
+ALL_CONTROLS = [(a, k, step) for a, steps in STEPS.items() for k, step in enumerate(steps)]
+MOVES = [pytest.param(a, k, step, marks=pytest.mark.xfail(strict=False, reason=WEAK[(a, k)]))
+         if (a, k) in WEAK else (a, k, step) for a, k, step in ALL_CONTROLS]
+SEEDS = (1, 2, 3)
 
 
 def read_control(P: torch.Tensor, attribute: str, index: int) -> float:
-    """The control's value of recon-read coefficients P [1, 257], computed here from its definition."""
+    """The control's value of coefficients P [1, 257] (recon-read or T's), computed here from its definition."""
     if attribute == "pose":
         return math.degrees(float(P[0, 224 + index]))
     if attribute != "light":
@@ -175,28 +193,62 @@ def read_control(P: torch.Tensor, attribute: str, index: int) -> float:
     return float(d.norm() / directional_light(0.0, 0.0, 1.0, float(g[0]))[1:4].norm())
 
 
+def completion(before: torch.Tensor, after: torch.Tensor, attribute: str, index: int, requested: float) -> float:
+    """The read change of the control (after - before, azimuth wrapped to (-180, 180]) / the requested change."""
+    change = read_control(after, attribute, index) - read_control(before, attribute, index)
+    if (attribute, index) == ("light", 1):
+        change = (change + 180.0) % 360.0 - 180.0
+    return change / requested
+
+
+@pytest.fixture(scope="module")
+def effects(m, reader):
+    """effect(attribute, index, step) -> per seed: (source image, edited image, T(s), T(s_g), requested change),
+    computed once per control."""
+    cache = {}
+
+    def effect(attribute, index, step):
+        if (attribute, index) not in cache:
+            rows = []
+            for seed in SEEDS:
+                m.load_sample(seed)
+                c = m.control(attribute, index)
+                src = m.source_value(attribute, index)
+                target = c.clamp(src - step if src > (c.minimum + c.maximum) / 2 else src + step)
+                m.set(attribute, index, target)
+                with torch.no_grad():
+                    Ts, Te = m.editor.T(m.source_styles), m.editor.T(m.styles)
+                rows.append((m.source_image, m.image, Ts, Te, target - src))
+            cache[(attribute, index)] = rows
+        return cache[(attribute, index)]
+    return effect
+
+
+@pytest.mark.parametrize("attribute,index,step", ALL_CONTROLS)
+def test_each_control_moves_T_of_the_edited_styles_toward_its_target(effects, attribute, index, step):
+    """T-side (no recon): T(s_g) moves the control's coefficient in the requested direction, by more than 2 % of
+    the request, on every seed (measured: at least 0.055 of it, albedo 3; most 0.3-0.9)."""
+    got = [completion(Ts, Te, attribute, index, requested) for _, _, Ts, Te, requested in
+           effects(attribute, index, step)]
+    assert all(abs(requested) > 0 for *_, requested in effects(attribute, index, step))
+    assert min(got) > 0.02, got
+
+
 @pytest.mark.parametrize("attribute,index,step", MOVES)
-def test_each_control_moves_its_attribute_more_than_the_others(m, reader, random_distance, attribute, index, step):
+def test_each_control_moves_its_attribute_more_than_the_others(effects, reader, random_distance, attribute, index,
+                                                               step):
     read, fm = reader
-    moved, completion = [], []
-    for seed in (1, 2, 3):
-        m.load_sample(seed)
-        c = m.control(attribute, index)
-        src = m.source_value(attribute, index)
-        target = c.clamp(src - step if src > (c.minimum + c.maximum) / 2 else src + step)
-        m.set(attribute, index, target)
-        Ps, Pe = read(m.source_image), read(m.image)
+    moved, done = [], []
+    for source, edited, _, _, requested in effects(attribute, index, step):
+        Ps, Pe = read(source), read(edited)
         moved.append([float(attribute_distance(fm, Pe, Ps, a)) / random_distance[a] for a in ATTRIBUTES])
-        change = read_control(Pe, attribute, index) - read_control(Ps, attribute, index)
-        if (attribute, index) == ("light", 1):
-            change = (change + 180.0) % 360.0 - 180.0
-        completion.append(change / (target - src))
+        done.append(completion(Ps, Pe, attribute, index, requested))
     moved = np.mean(moved, 0)
     mine = moved[ATTRIBUTES.index(attribute)]
     others = {a: round(float(x), 3) for a, x in zip(ATTRIBUTES, moved, strict=True) if a != attribute}
     assert mine > max(others.values()), (mine, others)
     assert mine > 0.3, mine                                 # a visible change: 0.3 of the random-face distance
-    assert min(completion) > 0.1, completion                # read back in the requested direction, every seed
+    assert min(done) > 0.1, done                            # read back in the requested direction, every seed
 
 
 # ---------------------------------------------------------------------------------------------- exactness
@@ -412,7 +464,8 @@ def test_bad_values_are_refused_or_clamped_with_a_message(m, reference):
     with pytest.warns(UserWarning, match=r"Shape 2 \(shape 2\) = -7 is outside its range \[-3, 3\] std; using -3"):
         m.set("shape", 2, -7)
     assert m.coeffs[2] == np.float32(-3 * 0.9)
-    with pytest.raises(ValueError, match=r"styles must be floats \[1, \d+\] or \[\d+\], found torch.float32 \(2, "):
+    with pytest.raises(ValueError, match=r"styles must be floats \[1, \d+\] or \[\d+\] \(tensor, array or list\), "
+                                         r"found torch.float32 \(2, "):
         m.load_styles(torch.zeros(2, m.editor.G.style_dim))
     with pytest.raises(ValueError, match="styles have NaN or Inf"):
         m.load_styles(torch.full((m.editor.G.style_dim,), math.nan))
@@ -420,6 +473,201 @@ def test_bad_values_are_refused_or_clamped_with_a_message(m, reference):
         m.load_sample("3")
     with pytest.raises(ValueError, match="threads must be an int >= 1 or None, found 0"):
         EditorModel.from_assets("mini", threads=0)
+
+
+def test_bad_sources_are_refused_naming_what_was_expected_and_found(m):
+    m.load_sample(14)
+    D = m.editor.G.style_dim
+    expected = (rf"EditorModel.load_styles: styles must be floats \[1, {D}\] or \[{D}\] \(tensor, array or list\), "
+                r"found ")
+    for bad, found in (("abc", "str"), (None, "NoneType"), (b"x", "bytes"),
+                       ([[0.0], [1.0, 2.0]], "a list that is not a rectangular array of numbers"),
+                       (["a"] * D, rf"a list of <U1 \({D},\)"), ({"s": 1.0}, "a dict of object"),
+                       (torch.zeros(D, dtype=torch.int64), rf"torch.int64 \({D},\)"),
+                       (np.zeros((1, D), bool), rf"torch.bool \(1, {D}\)"),
+                       ([0.5] * (D - 1), rf"torch.float64 \({D - 1},\)")):
+        with pytest.raises(ValueError, match=expected + found):
+            m.load_styles(bad)
+    for bad, message in ((2 ** 70, r"seed must be in \[0, 2\*\*63 - 1\], found 1180591620717411303424"),
+                         (-1, r"seed must be in \[0, 2\*\*63 - 1\], found -1"), (1.5, "seed must be an int, found 1.5"),
+                         (True, "seed must be an int, found True")):
+        with pytest.raises(ValueError, match="EditorModel.load_sample: " + message):
+            m.load_sample(bad)
+        with pytest.raises(ValueError, match="EditorModel.load_styles: noise_" + message):
+            m.load_styles(m.source_styles, noise_seed=bad)
+    assert m.noise_seed == 14                                 # nothing refused changed the source
+    m.load_sample(np.int64(2 ** 63 - 1))                      # the ends of the range are seeds
+    assert m.noise_seed == 2 ** 63 - 1
+    m.load_styles([float(x) for x in m.source_styles[0]], noise_seed=0)   # a plain list of floats is fine
+
+
+def test_worlds_unknown_and_real_are_refused_with_what_is_missing(monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("nothing may be loaded for a refused world")
+
+    monkeypatch.setattr(FaceEditor, "load", no_load)
+    with pytest.raises(ValueError, match=r"unknown world 'bogus'; expected one of \['mini', 'real'\]"):
+        EditorModel.from_assets("bogus")
+    with pytest.raises(ValueError) as info:
+        EditorModel.from_assets("real")
+    text = str(info.value)
+    for part in ("real/attribute_predictor", "real/manipulator/<attribute>", "mini world only", "gen-pairs",
+                 "train-t", "train-f", "EditorModel(FaceEditor(G, T, manipulators)", "assets.load('real/bfm')"):
+        assert part in text, part
+    assert "ship-f" not in text                               # ship-f writes mini/... only
+
+
+def test_a_swapped_generator_is_checked_and_the_worlds_is_not_loaded(monkeypatch):
+    G = assets.load("mini/generator").eval()
+    with pytest.raises(ValueError, match=r"generator must be a cddfm3d.stylegan2.Generator .*found object"):
+        EditorModel.from_assets("mini", generator=object())
+    with pytest.raises(ValueError, match=r"generator must be a cddfm3d.stylegan2.Generator .*found FaceEditor"):
+        EditorModel.from_assets("mini", generator=FaceEditor.load("mini"))
+    loaded = []
+    real_load = assets.load
+    monkeypatch.setattr(assets, "load", lambda name, *a, **k: loaded.append(name) or real_load(name, *a, **k))
+    other = EditorModel.from_assets("mini", generator=G)
+    assert other.editor.G is G and "mini/generator" not in loaded and "mini/attribute_predictor" in loaded
+    assert sorted(n for n in loaded if "manipulator" in n) == sorted(f"mini/manipulator/{a}" for a in ATTRIBUTES)
+
+
+def test_the_worlds_pieces_are_constructor_arguments(reference):
+    """Units and morphable model given explicitly (what a real-world editor passes: T's labels' std and BFM)."""
+    std = prior_std() * torch.linspace(0.5, 2.0, 257, dtype=torch.float64)
+    fm = mini_model()
+    other_fm = copy.deepcopy(fm)
+    with torch.no_grad():
+        other_fm.mean_shape.add_(torch.tensor([0.05, -0.03, 0.0]).repeat(other_fm.mean_shape.numel() // 3)
+                                 .reshape(other_fm.mean_shape.shape))
+    e = EditorModel(reference, coeff_std=std, model=other_fm)
+    e.load_sample(4)
+    P = e.source_coeffs.astype(np.float64)
+    for a, k in (("shape", 1), ("expression", 2), ("albedo", 3)):
+        i = START[a] + k
+        assert e.source_value(a, k) == pytest.approx(P[i] / float(std[i]), rel=1e-12)
+        e.set(a, k, 1.5)
+        assert e.coeffs[i] == np.float32(1.5 * float(std[i]))
+    H = e.image.shape[0]
+    with torch.no_grad():
+        want = other_fm(torch.from_numpy(e.coeffs)[None], image_size=H).landmarks[0].numpy()
+        mini = fm(torch.from_numpy(e.coeffs)[None], image_size=H).landmarks[0].numpy()
+    assert np.allclose(e.landmarks, want, atol=1e-4) and not np.allclose(e.landmarks, mini, atol=0.1)
+    for kwargs, message in (({"coeff_std": torch.ones(256)}, r"coeff_std must be 257 positive finite numbers, found "
+                                                             r"shape \(256,\)"),
+                            ({"coeff_std": -torch.ones(257)}, r"found shape \(257,\), range \[-1, -1\]"),
+                            ({"coeff_std": "x"}, "coeff_std must be 257 positive finite numbers, found str"),
+                            ({"model": "bfm"}, r"model must be a cddfm3d.face3d.MorphableModel .*found str")):
+        with pytest.raises(ValueError, match=message):
+            EditorModel(reference, **kwargs)
+    with pytest.raises(ValueError, match="editor must be a cddfm3d.editing.FaceEditor, found str"):
+        EditorModel("mini")
+
+
+def test_clip_paths_are_checked_before_rendering_and_written_atomically(m, tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    m.load_sample(13)
+    m.set("pose", 1, -20.0)
+    rendered = []
+    real_frames = m.clip_frames
+    monkeypatch.setattr(m, "clip_frames", lambda n: rendered.append(n) or real_frames(n))
+    missing = tmp_path / "nope" / "sub" / "x.gif"
+    with pytest.raises(FileNotFoundError, match=f"cannot write '{missing}': the folder '{missing.parent}' does not"):
+        m.save_clip(missing)
+    (tmp_path / "d.gif").mkdir()
+    with pytest.raises(IsADirectoryError, match="d.gif': it is a folder"):
+        m.save_clip(tmp_path / "d.gif")
+    for bad in ("a", 2.0, True, 0, 17):
+        with pytest.raises(ValueError, match=r"EditorModel.save_clip: scale must be an int in \[1, 16\]"):
+            m.save_clip(tmp_path / "x.gif", scale=bad)
+    with pytest.raises(ValueError, match="EditorModel.clip_frames: frames must be an int >= 2, found 1"):
+        m.clip_frames(1)
+    assert rendered == [1]                                    # only the direct call: nothing else rendered
+    # a failing write leaves no partial file, and an older clip under that name stays as it was
+    path = m.save_clip(tmp_path / "ok.gif", frames=3)
+    before = path.read_bytes()
+
+    def broken(target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"GIF89a partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(iio, "imwrite", broken)
+    for name in ("ok.gif", "new.mp4"):
+        with pytest.raises(OSError, match="disk full"):
+            m.save_clip(tmp_path / name, frames=3)
+    assert path.read_bytes() == before and not (tmp_path / "new.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.gif", "ok.gif"]   # no temporary left behind
+
+
+def test_the_shared_scale_check():
+    assert check_scale(1) == 1 and check_scale(np.int64(16), "Editor") == 16 and type(check_scale(np.int64(3))) is int
+    for bad in (0, 17, 2.0, "4", True, np.bool_(True), None):
+        with pytest.raises(ValueError, match=r"^Editor: scale must be an int in \[1, 16\]"):
+            check_scale(bad, "Editor")
+
+
+def test_getters_return_copies_and_latencies_are_bounded(m):
+    m.load_sample(15)
+    s0, img0 = m.source_styles.clone(), m.source_image
+    m.set("shape", 0, 1.0)
+    m.styles.add_(1.0)                                        # a caller's in-place change ...
+    m.source_styles.mul_(0.0)
+    m.reset()
+    assert torch.equal(m.source_styles, s0) and torch.equal(m.styles, s0)   # ... changes nothing in the model
+    assert np.array_equal(m.image, img0)
+    lat = m.latencies_ms
+    lat.append(-1.0)
+    assert m.latencies_ms[-1] != -1.0
+    for _ in range(LATENCY_HISTORY + 5):
+        m.reset()                                             # nothing edited: cheap, still recorded
+    assert LATENCY_HISTORY == 1000 and len(m.latencies_ms) == LATENCY_HISTORY
+    assert m.last_latency_ms == m.latencies_ms[-1] >= 0
+
+
+def test_light_controls_read_back_a_raw_light_coefficient(m):
+    m.load_sample(6)
+    p_s = [m.source_value("light", k) for k in range(4)]
+    m.set("light", 1, p_s[1] + 20.0)
+    m.set_coefficient("light", 1, 0.3)                        # band-1 y of the red channel, raw SH units
+    gamma = m.coeffs[227:254]
+    assert gamma[1] == np.float32(0.3)
+    read = light_params(torch.from_numpy(gamma))              # the controls show the rendered light
+    assert [m.value("light", k) for k in range(4)] == list(read)
+    assert abs(read[2] - p_s[2]) > 5                          # band-1 y: the elevation moved (46 deg here)
+    # a light slider now moves the directional part of that gamma; its own value reads back as set
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # the current value is accepted even out of range
+        for k in range(4):
+            m.set("light", k, m.value("light", k))
+    assert np.array_equal(m.coeffs[227:254], gamma)
+    m.set("light", 3, 0.2)
+    base = torch.from_numpy(gamma).double()
+    p = (read[0], read[1], read[2], 0.2)
+    expected = base + directional_light(p[2], p[1], p[3], p[0]) - directional_light(read[2], read[1], read[3], read[0])
+    assert np.array_equal(m.coeffs[227:254], expected.float().numpy()) and m.value("light", 3) == 0.2
+    m.reset("light")
+    assert np.array_equal(m.coeffs[227:254], m.source_coeffs[227:254])
+    assert [m.value("light", k) for k in range(4)] == p_s
+    assert m.edits == {}
+
+
+def test_light_azimuth_covers_every_source_and_strength_zero_has_no_direction(m):
+    c = m.control("light", 1)
+    azimuths = []
+    for seed in range(16):
+        m.load_sample(seed)
+        azimuths.append(m.source_value("light", 1))
+        assert c.minimum <= azimuths[-1] <= c.maximum, (seed, azimuths[-1])
+    assert max(abs(a) for a in azimuths) > 90                 # such sources exist (seed 8: about -138 deg)
+    m.load_sample(3)
+    m.set("light", 3, 0.0)
+    flat = m.coeffs[227:254].copy()
+    m.set("light", 1, 120.0)
+    m.set("light", 2, -40.0)                                  # documented: no effect at strength 0
+    assert np.array_equal(m.coeffs[227:254], flat)
+    with pytest.warns(UserWarning, match=r"Light ambient \(light 0\) = 0.9 is outside its range \[-0.5, 0.5\]; using"):
+        m.set("light", 0, 0.9)                                # a unitless control: no stray space
 
 
 def test_importing_the_package_does_not_need_ipywidgets():

@@ -43,7 +43,8 @@ class FaceEditor:
         T: the attribute predictor, flat styles [B, D] -> [B, 257].
         manipulators: {attribute: :class:`~.manipulator.LatentManipulator`} (any subset of :data:`ATTRIBUTES`).
 
-    Raises ``ValueError`` when a manipulator belongs to another attribute or another style width than G's."""
+    Raises ``ValueError`` when a manipulator belongs to another attribute, or T or a manipulator to another style
+    width than G's."""
 
     def __init__(self, G, T, manipulators: Mapping[str, LatentManipulator]):
         for name, F in manipulators.items():
@@ -54,22 +55,38 @@ class FaceEditor:
             if getattr(F, "style_dim", G.style_dim) != G.style_dim:
                 raise ValueError(f"FaceEditor: F^{name} takes styles of width {F.style_dim}, the generator's are "
                                  f"{G.style_dim}")
+        if getattr(T, "style_dim", G.style_dim) != G.style_dim:
+            raise ValueError(f"FaceEditor: T takes styles of width {T.style_dim}, the generator's are {G.style_dim}")
         self.G, self.T, self.manipulators = G, T, dict(manipulators)
 
     @classmethod
-    def load(cls, world: str = "mini", device=None) -> FaceEditor:
-        """The shipped networks of ``world`` (``"mini"``): ``<world>/generator``, ``<world>/attribute_predictor`` and
-        every ``<world>/manipulator/<attribute>`` the manifest has. Raises the asset errors of
-        :func:`cddfm3d.assets.load` (missing or corrupt files) and ``ValueError`` for a world without any F^i."""
+    def load(cls, world: str = "mini", device=None, generator=None) -> FaceEditor:
+        """The shipped networks of ``world``: ``<world>/generator``, ``<world>/attribute_predictor`` and every
+        ``<world>/manipulator/<attribute>`` the manifest has. The package ships them for the mini world only
+        (``"mini"``); the networks of another world (e.g. T and the F^i of the real FFHQ generator, trained with
+        ``gen-pairs``, ``train-t`` and ``train-f`` on it) are not assets: build ``FaceEditor(G, T, manipulators)``
+        from them.
+
+        ``generator``: a :class:`cddfm3d.stylegan2.Generator` on ``device`` used instead of ``<world>/generator``
+        (which is then not loaded), e.g. one fine-tuned to another domain; T and the F^i stay the world's.
+
+        Raises the asset errors of :func:`cddfm3d.assets.load` (missing or corrupt files), ``ValueError`` for a
+        world without any F^i (naming what is missing and where it comes from), and ``ValueError`` for a
+        ``generator`` that is not a Generator or is on another device."""
         from .. import assets
 
+        if generator is not None:
+            _check_generator(generator, device)
         names = set(assets.available())
         found = {a: assets.load(f"{world}/manipulator/{a}", device) for a in ATTRIBUTES
                  if f"{world}/manipulator/{a}" in names}
         if not found:
-            raise ValueError(f"FaceEditor.load: the assets have no {world}/manipulator/<attribute> (train and ship "
-                             f"them with train-f and ship-f)")
-        G = assets.load(f"{world}/generator", device)
+            raise ValueError(
+                f"FaceEditor.load: the assets have no {world}/manipulator/<attribute> (the package ships T and the "
+                f"F^i of the mini world only, as mini/attribute_predictor and mini/manipulator/<attribute>; for "
+                f"another world, train T and the F^i on its generator with gen-pairs, train-t and train-f and build "
+                f"FaceEditor(G, T, manipulators) from the trained networks)")
+        G = assets.load(f"{world}/generator", device) if generator is None else generator
         T = assets.load(f"{world}/attribute_predictor", device)
         return cls(G.eval(), T.eval(), found)
 
@@ -141,19 +158,41 @@ class FaceEditor:
         Raises ``ValueError`` for an attribute without a network, a bad edit spec (unknown key, index out of range,
         non-finite value, wrong shape) or styles of the wrong shape."""
         s = self._check_styles(s)
-        return self._apply(s, self.deltas(s, edits))
+        return self.apply(s, self.deltas(s, edits))
 
-    def _apply(self, s: torch.Tensor, deltas: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Each F^i of ``deltas`` in :data:`ATTRIBUTES` order, each on its own layers (:meth:`step`)."""
+    def apply(self, s: torch.Tensor, deltas: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The chain of :meth:`edit` for given deltas: each F^i of ``deltas`` ({attribute: delta [B, k_i] or [k_i]
+        against the source's P_s, as :meth:`deltas` gives them}) applied to styles ``s`` [B, D] in
+        :data:`ATTRIBUTES` order, each on its own layers (:meth:`step`); an attribute not in ``deltas`` is not
+        passed through its F^i. Returns styles [B, D] in G's dtype (``s`` itself, checked, when ``deltas`` is
+        empty). Runs in the caller's grad mode.
+
+        Raises ``ValueError`` for styles of the wrong shape, an attribute without a network or a delta of another
+        shape."""
+        s = self._check_styles(s)
+        if not isinstance(deltas, Mapping):
+            raise ValueError(f"FaceEditor.apply: deltas must be a dict {{attribute: delta}}, found "
+                             f"{type(deltas).__name__}")
+        for name, d in deltas.items():
+            if name not in self.manipulators:
+                raise ValueError(f"FaceEditor.apply: no editing network for {name!r}; this editor has "
+                                 f"{self.attributes}")
+            k = attribute_width(name)
+            if not isinstance(d, torch.Tensor) or tuple(d.shape) not in ((k,), (len(s), k)):
+                found = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+                raise ValueError(f"FaceEditor.apply: the delta of {name!r} must be a tensor [{len(s)}, {k}] or "
+                                 f"[{k}], found {found}")
         for name in ATTRIBUTES:
             if name in deltas:
-                s = self.step(s, name, deltas[name])
+                d = deltas[name]
+                s = self.step(s, name, d.expand(len(s), -1) if d.ndim == 1 else d)
         return s
 
     def step(self, s: torch.Tensor, attribute: str, delta: torch.Tensor) -> torch.Tensor:
-        """One link of :meth:`edit`'s chain: ``F^attribute(s, delta)`` for styles [B, D] (already checked, on G's
-        device and dtype) and a delta [B, k_i] against the source's P_s. Callers that cache the chain (the UI's
-        :class:`cddfm3d.ui.EditorModel`) re-run only the links after a change and get what :meth:`edit` gives.
+        """One link of :meth:`apply`'s chain: ``F^attribute(s, delta)`` for styles [B, D] (already checked, on G's
+        device and dtype) and a delta [B, k_i] against the source's P_s, unchecked. Callers that cache the chain
+        (the UI's :class:`cddfm3d.ui.EditorModel`) re-run only the links after a change and get what :meth:`apply`
+        gives.
         Runs in the caller's grad mode (:meth:`edit` runs it under ``torch.no_grad``)."""
         return self.manipulators[attribute](s, delta)
 
@@ -199,7 +238,7 @@ class FaceEditor:
         P_s = self.predict(s)
         styles, images, targets = [], [], []
         for edits in edits_list:
-            s_g = self._apply(s, self.deltas(s, edits, P_s))
+            s_g = self.apply(s, self.deltas(s, edits, P_s))
             styles.append(s_g)
             images.append(self.synthesize(s_g, noise_seeds))
             targets.append(self.target_coeffs(s, edits, P_s))
@@ -238,6 +277,19 @@ class FaceEditor:
             found = (f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__)
             raise ValueError(f"FaceEditor: styles must be a float tensor [B, {D}] (G.flatten_styles), found {found}")
         return s.to(self.device, self.G.w_avg.dtype)      # float64 styles would fail in T and G's float32 layers
+
+
+def _check_generator(generator, device) -> None:
+    """ValueError unless ``generator`` is a :class:`cddfm3d.stylegan2.Generator` on ``device`` (default CPU)."""
+    from ..stylegan2 import Generator
+
+    if not isinstance(generator, Generator):
+        raise ValueError(f"FaceEditor.load: generator must be a cddfm3d.stylegan2.Generator (e.g. "
+                         f"cddfm3d.assets.load('mini/generator') fine-tuned), found {type(generator).__name__}")
+    want, have = torch.device(device or "cpu"), generator.w_avg.device
+    if have.type != want.type or (want.index is not None and have.index != want.index):
+        raise ValueError(f"FaceEditor.load: the generator is on {have}, the networks are loaded on {want}; move "
+                         f"it with generator.to({str(want)!r}) or pass device={str(have)!r}")
 
 
 def _assign(goal: torch.Tensor, value, name: str, key: str, replace: bool) -> torch.Tensor:

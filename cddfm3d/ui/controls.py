@@ -2,23 +2,31 @@
 
 Controls (:data:`CONTROLS`, in this order; ``attribute`` is one of :data:`cddfm3d.editing.ATTRIBUTES`):
 
-============ ===== ====================== ============== =================================================
-attribute    index label                  range          value
-============ ===== ====================== ============== =================================================
-shape        0..3  Shape 0..3             [-3, 3] std    identity PCA coefficient k / the prior's std
-expression   0..3  Expression 0..3        [-3, 3] std    expression PCA coefficient k / the prior's std
-albedo       0..3  Albedo 0..3            [-3, 3] std    texture PCA coefficient k / the prior's std
-pose         0..2  Pitch, Yaw, Roll       prior limit    rotation angle in degrees (Deep3D's Euler order)
+============ ===== ====================== ================ =================================================
+attribute    index label                  range            value
+============ ===== ====================== ================ =================================================
+shape        0..3  Shape 0..3             [-3, 3] std      identity PCA coefficient k / the prior's std
+expression   0..3  Expression 0..3        [-3, 3] std      expression PCA coefficient k / the prior's std
+albedo       0..3  Albedo 0..3            [-3, 3] std      texture PCA coefficient k / the prior's std
+pose         0..2  Pitch, Yaw, Roll       prior limit      rotation angle in degrees (Deep3D's Euler order)
                                           x 1.5
-light        0     Light ambient          [-0.5, 0.5]    DC offset added to Deep3D's ambient 0.8
-light        1     Light azimuth          [-90, 90] deg  0: from the camera, +: from the face's left
-light        2     Light elevation        [-60, 80] deg  +: from above
-light        3     Light strength         [0, 1]         band-1 irradiance relative to the DC irradiance
-============ ===== ====================== ============== =================================================
+light        0     Light ambient          [-0.5, 0.5]      DC offset added to Deep3D's ambient 0.8
+light        1     Light azimuth          [-180, 180] deg  0: from the camera, +: from the face's left
+light        2     Light elevation        [-60, 80] deg    +: from above
+light        3     Light strength         [0, 1]           band-1 irradiance relative to the DC irradiance
+============ ===== ====================== ================ =================================================
 
-The std is :func:`cddfm3d.world.priors.prior_std` (the mini world's prior, id 0.9, exp 0.8, tex 0.7); the pose
+The std is :func:`cddfm3d.world.priors.prior_std` (the mini world's prior, id 0.9, exp 0.8, tex 0.7; the model
+takes another, e.g. a real-world T's labels' std, as ``EditorModel(..., coeff_std=...)``); the pose
 ranges are :data:`cddfm3d.world.priors.POSE_DEG`'s truncation limits widened by :data:`POSE_WIDEN` (the generator
-was trained inside the limits; a little beyond still renders, far beyond does not).
+was trained inside the limits; a little beyond still renders, far beyond does not). The azimuth covers the whole
+circle (:func:`~cddfm3d.face3d.lighting.light_angles_deg` gives (-180, 180]), so a source's azimuth is never outside
+its slider; the elevation range holds the prior's lights (a source may still lie outside it, and outside the
+ambient and strength ranges: the model accepts a source's own value unclamped).
+
+**Strength 0 has no direction.** The azimuth and elevation set the direction of the band-1 (directional) part of
+the light and the strength its size: at strength 0 that part is zero, so the azimuth and elevation controls have no
+effect (the light is the ambient level alone), and a light without band-1 terms reads as azimuth 0, elevation 0.
 
 Light mapping (the four light controls are the parameters of
 :func:`cddfm3d.face3d.lighting.directional_light`): with ``g`` the gamma [3, 9] (colour-major) and ``m`` its mean
@@ -50,7 +58,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..editing import ATTRIBUTES
 from ..face3d.lighting import INIT_AMBIENT, directional_light, light_angles_deg
 from ..world.priors import POSE_DEG
 
@@ -58,8 +65,8 @@ N_PCA_CONTROLS = 4              # sliders for the first PCA coefficients of shap
 PCA_RANGE = (-3.0, 3.0)         # prior std units
 POSE_WIDEN = 1.5                # pose slider range = the prior's truncation limit x this
 POSE_NAMES = ("pitch", "yaw", "roll")
-LIGHT_NAMES = ("ambient", "azimuth", "elevation", "strength")
-LIGHT_RANGES = {"ambient": (-0.5, 0.5), "azimuth": (-90.0, 90.0), "elevation": (-60.0, 80.0),
+LIGHT_NAMES = ("ambient", "azimuth", "elevation", "strength")   # at strength 0, azimuth and elevation do nothing
+LIGHT_RANGES = {"ambient": (-0.5, 0.5), "azimuth": (-180.0, 180.0), "elevation": (-60.0, 80.0),
                 "strength": (0.0, 1.0)}
 LIGHT_STEPS = {"ambient": 0.01, "azimuth": 1.0, "elevation": 1.0, "strength": 0.01}
 LIGHT_UNITS = {"ambient": "", "azimuth": "deg", "elevation": "deg", "strength": ""}
@@ -99,13 +106,6 @@ def _controls() -> tuple[Control, ...]:
 
 
 CONTROLS: tuple[Control, ...] = _controls()
-
-
-def controls_of(attribute: str) -> tuple[Control, ...]:
-    """The controls of ``attribute`` in index order. Raises ``ValueError`` naming the attributes for another."""
-    if attribute not in ATTRIBUTES:
-        raise ValueError(f"unknown attribute {attribute!r}; expected one of {list(ATTRIBUTES)}")
-    return tuple(c for c in CONTROLS if c.attribute == attribute)
 
 
 def _unit_band1(ambient: float) -> float:
@@ -150,5 +150,5 @@ def light_target(source_gamma: torch.Tensor, source_params, params) -> torch.Ten
     return g + (light_gamma(params) - light_gamma(source_params))
 
 
-__all__ = ["CONTROLS", "Control", "controls_of", "light_gamma", "light_params", "light_target", "LIGHT_NAMES",
+__all__ = ["CONTROLS", "Control", "light_gamma", "light_params", "light_target", "LIGHT_NAMES",
            "POSE_NAMES", "N_PCA_CONTROLS"]

@@ -18,11 +18,21 @@ source value, gives the source styles and the source image exactly. The image is
 (:func:`cddfm3d.editing.pairs.noise_for` of the noise seed), so an edit changes only what F changes.
 
 **What is cached.** Per source: T(s), the noise maps, the source image and the source light's parameters. Per
-attribute (in ATTRIBUTES order): its delta and the styles after its link of the chain, so that a change of
-attribute j re-runs only the active F^i from j on (then G once). The 3DMM render and the landmarks of the current
-coefficients are computed when first asked for and kept until the coefficients change. Each ``set`` /
-``set_coefficient`` / ``reset`` records its latency (styles and image, ``time.perf_counter``) in
-:attr:`EditorModel.latencies_ms`.
+attribute (in ATTRIBUTES order): its delta (:meth:`FaceEditor.deltas` of its target) and the styles after its link
+of the chain (:meth:`FaceEditor.step`), so that a change of attribute j re-runs only the active F^i from j on (then
+G once). The 3DMM render and the landmarks of the current coefficients are computed when first asked for and kept
+until the coefficients change. Each ``set`` / ``set_coefficient`` / ``reset`` records its latency (styles and
+image, ``time.perf_counter``) in :attr:`EditorModel.latencies_ms` (the last :data:`LATENCY_HISTORY`).
+
+**Worlds.** :meth:`EditorModel.from_assets` builds the shipped mini world's editor. The package ships T and the F^i
+for the mini world only; for the real world (FFHQ StyleGAN2, BFM) train them with ``gen-pairs``, ``train-t`` and
+``train-f`` on the real generator and pass the world's pieces to the constructor::
+
+    T = AttributePredictor.load(...)              # train-t's attribute_predictor.safetensors
+    Fs = {a: LatentManipulator.load(...) for a in ATTRIBUTES}
+    m = EditorModel(FaceEditor(G, T, Fs), coeff_std=T.coeff_scale, model=cddfm3d.assets.load("real/bfm"))
+
+(``T.coeff_scale`` is the std of T's training labels when train-t ran with ``--world real``.)
 
 Thread safety: every public method and property holds one lock, so a view may update from a timer thread.
 """
@@ -32,6 +42,7 @@ import math
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,32 +53,55 @@ from ..editing import ATTRIBUTE_SLICES, ATTRIBUTES
 from ..editing.face_editor import FaceEditor
 from ..editing.pairs import noise_for
 from ..images import from_uint8, to_uint8
+from ..serialization import atomic_write
 from .controls import CONTROLS, Control, light_params, light_target
 
+WORLDS = ("mini", "real")        # the worlds of from_assets
 CLIP_SUFFIXES = (".gif", ".mp4")
 MP4_BLOCK = 16                   # H.264 encodes 16 x 16 macro blocks: MP4 frames are resized up to a multiple
+MAX_SCALE = 16                   # the largest panel / clip upscaling (a 64 px tile becomes 1024 px)
+LATENCY_HISTORY = 1000           # latencies_ms keeps the last this many
+SEED_RANGE = (0, 2 ** 63 - 1)    # seeds torch.Generator.manual_seed takes without wrapping
 
 
 class EditorModel:
     """The editor's state and its one way to change it (module docstring).
 
+    The world's pieces are arguments, the mini world's by default (module docstring, "Worlds"):
+
     Args:
         editor: a :class:`~cddfm3d.editing.face_editor.FaceEditor` (G, T and the F^i).
-        coeff_std: the prior's standard deviation of each of the 257 coefficients, the unit of the shape,
-            expression and albedo sliders (default :func:`cddfm3d.world.priors.prior_std`, the mini world's).
-        model: the morphable model the coefficients belong to, for :attr:`render` and :attr:`landmarks` (default:
-            the mini world's :func:`cddfm3d.world.domains.mini_model` on the editor's device, made when first
-            needed).
+        coeff_std: the standard deviation of each of the 257 coefficients (Deep3D's layout, their units), the
+            unit of the shape, expression and albedo sliders (a slider value v sets the coefficient to
+            ``v * coeff_std``). Default :func:`cddfm3d.world.priors.prior_std`, the mini world's prior; for a
+            real-world T trained by ``train-t --world real``: ``T.coeff_scale``, its labels' std.
+        model: the :class:`~cddfm3d.face3d.morphable.MorphableModel` the coefficients belong to, for
+            :attr:`render` and :attr:`landmarks`. Default: the mini world's
+            :func:`cddfm3d.world.domains.mini_model` on the editor's device, made when first needed; for the real
+            world ``cddfm3d.assets.load("real/bfm", device)``.
 
-    Raises ``ValueError`` for a ``coeff_std`` that is not 257 positive finite numbers."""
+    Raises ``ValueError`` for an ``editor`` that is not a FaceEditor, a ``coeff_std`` that is not 257 positive
+    finite numbers or a ``model`` that is not a MorphableModel."""
 
     def __init__(self, editor: FaceEditor, coeff_std: torch.Tensor | None = None, model=None):
+        from ..face3d.morphable import MorphableModel
         from ..world.priors import prior_std
 
-        std = prior_std() if coeff_std is None else torch.as_tensor(coeff_std, dtype=torch.float64).cpu()
+        if not isinstance(editor, FaceEditor):
+            raise ValueError(f"EditorModel: editor must be a cddfm3d.editing.FaceEditor, found "
+                             f"{type(editor).__name__}")
+        try:
+            std = prior_std() if coeff_std is None else torch.as_tensor(coeff_std).detach().to("cpu", torch.float64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"EditorModel: coeff_std must be 257 positive finite numbers, found "
+                             f"{type(coeff_std).__name__} ({e})") from None
         if std.shape != (257,) or not bool(torch.isfinite(std).all()) or not bool((std > 0).all()):
             raise ValueError(f"EditorModel: coeff_std must be 257 positive finite numbers, found shape "
-                             f"{tuple(std.shape)}")
+                             f"{tuple(std.shape)}" + (f", range [{float(std.min()):g}, {float(std.max()):g}]"
+                                                      if std.numel() else ""))
+        if model is not None and not isinstance(model, MorphableModel):
+            raise ValueError(f"EditorModel: model must be a cddfm3d.face3d.MorphableModel (e.g. "
+                             f"cddfm3d.assets.load('real/bfm')), found {type(model).__name__}")
         self.editor = editor
         self._std = std.tolist()
         self._model = model
@@ -75,67 +109,92 @@ class EditorModel:
         self._controls = [c for c in CONTROLS if c.attribute in self._order]
         self._lock = threading.RLock()
         self._src: _Source | None = None
-        self.latencies_ms: list[float] = []
+        self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
     def from_assets(cls, world: str = "mini", device=None, threads: int | None = 1, generator=None
                     ) -> EditorModel:
-        """The editor of the shipped networks of ``world`` (:meth:`FaceEditor.load`).
+        """The editor of the shipped networks of ``world`` (:meth:`FaceEditor.load`) with the world's slider units
+        and morphable model.
 
         Args:
-            world: ``"mini"`` (the shipped mini world) or another world whose assets are configured.
+            world: ``"mini"``, the shipped mini world (units: the prior's std; render and landmarks: MiniFace).
+                ``"real"`` is refused with what is missing: the package ships T and the F^i of the mini world
+                only (module docstring, "Worlds", for building a real-world editor from networks you trained).
             device: where the networks run (default CPU).
             threads: ``torch.set_num_threads(threads)`` when not ``None`` (process-wide). One thread is the
                 interactive default: at batch 1 the layers are too small to gain from intra-op parallelism, and
                 a pool of 2 threads on a 2-core laptop waits for its slowest thread, so when the other core is
                 busy (the browser, the kernel's I/O) every layer stalls and the latency jumps; one thread is
                 as fast when both cores are free and stays steady when one is not.
-            generator: a generator to use instead of the world's (e.g. one fine-tuned to another domain: T and
-                the F^i stay the world's); same style width, on ``device``.
+            generator: a :class:`cddfm3d.stylegan2.Generator` on ``device`` to use instead of the world's (e.g.
+                one fine-tuned to another domain: T and the F^i stay the world's; the world's generator is then
+                not loaded); same style width.
 
-        Raises the asset errors of :func:`cddfm3d.assets.load`, and ``ValueError`` for a bad ``threads`` or a
-        generator of another style width or device."""
+        Raises ``ValueError`` for a world other than ``"mini"`` / ``"real"`` (listing them), for ``"real"``
+        (naming the missing assets), a bad ``threads``, or a generator that is not a Generator, is on another
+        device or has another style width; and the asset errors of :func:`cddfm3d.assets.load`."""
+        from ..world.priors import prior_std
+
+        if world not in WORLDS:
+            raise ValueError(f"EditorModel.from_assets: unknown world {world!r}; expected one of {list(WORLDS)}")
+        if world == "real":
+            from ..assets import REAL_ASSETS
+
+            raise ValueError(
+                f"EditorModel.from_assets: the real world has no shipped editing networks: it needs "
+                f"real/attribute_predictor (T) and real/manipulator/<attribute> (an F^i for each of "
+                f"{', '.join(ATTRIBUTES)}), and the package ships these for the mini world only (the real world's "
+                f"user-supplied assets are {', '.join(sorted(REAL_ASSETS))}). Train them on the real generator "
+                f"with gen-pairs, train-t --world real and train-f, then build the editor from the trained "
+                f"networks: EditorModel(FaceEditor(G, T, manipulators), coeff_std=T.coeff_scale, "
+                f"model=cddfm3d.assets.load('real/bfm'))")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"EditorModel.from_assets: threads must be an int >= 1 or None, found {threads!r}")
+        editor = FaceEditor.load(world, device, generator=generator)
         if threads is not None:
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise ValueError(f"EditorModel.from_assets: threads must be an int >= 1 or None, found {threads!r}")
             torch.set_num_threads(threads)
-        editor = FaceEditor.load(world, device)
-        if generator is not None:
-            dev = getattr(getattr(generator, "w_avg", None), "device", None)
-            if dev != editor.device:
-                raise ValueError(f"EditorModel.from_assets: the generator is on {dev}, the editor's networks on "
-                                 f"{editor.device}")
-            editor = FaceEditor(generator.eval(), editor.T, editor.manipulators)
-        return cls(editor)
+        return cls(editor, coeff_std=prior_std(), model=None)     # the mini world's units and MiniFace
 
     # ------------------------------------------------------------------------------------------ sources
     def load_sample(self, seed: int) -> None:
         """Make the generated face of ``seed`` the source: styles :meth:`FaceEditor.styles_from_seed` (seed), noise
         seed ``seed``. Every control goes back to the new source's values. Raises ``ValueError`` for a seed that
-        is not an int."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"EditorModel.load_sample: seed must be an int, found {seed!r}")
+        is not an int in [0, 2**63 - 1]."""
+        seed = _seed(seed, "EditorModel.load_sample: seed")
         with self._lock:
-            self._load(self.editor.styles_from_seed(int(seed)), int(seed))
+            self._load(self.editor.styles_from_seed(seed), seed)
 
     def load_styles(self, s, noise_seed: int = 0) -> None:
-        """Make stored styles the source: ``s`` [1, D] or [D] (tensor or array, finite floats; D =
-        ``G.style_dim``), decoded with the noise of ``noise_seed`` (int). Raises ``ValueError`` for another
-        shape, non-finite values or a bad seed."""
+        """Make stored styles the source: ``s`` [1, D] or [D] floats (tensor, array or list; D = ``G.style_dim``),
+        decoded with the noise of ``noise_seed`` (int in [0, 2**63 - 1]). Raises ``ValueError`` naming what was
+        found for anything else (another shape, a ragged list, non-numbers, integers), non-finite values or a
+        bad seed."""
         D = self.editor.G.style_dim
-        given = s if isinstance(s, torch.Tensor) else torch.as_tensor(np.asarray(s))
+        expected = f"EditorModel.load_styles: styles must be floats [1, {D}] or [{D}] (tensor, array or list)"
+        if isinstance(s, torch.Tensor):
+            given = s
+        else:
+            if s is None or isinstance(s, (str, bytes)):
+                raise ValueError(f"{expected}, found {type(s).__name__}")
+            try:
+                a = np.asarray(s)
+                given = torch.as_tensor(a) if a.dtype.kind in "biuf" else None
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{expected}, found a {type(s).__name__} that is not a rectangular array of "
+                                 f"numbers ({e})") from None
+            if given is None:
+                raise ValueError(f"{expected}, found a {type(s).__name__} of {a.dtype} {a.shape}")
         t = given[None] if given.ndim == 1 else given
         if t.shape != (1, D) or not t.is_floating_point():
-            raise ValueError(f"EditorModel.load_styles: styles must be floats [1, {D}] or [{D}], found {given.dtype} "
-                             f"{tuple(given.shape)}")
+            raise ValueError(f"{expected}, found {given.dtype} {tuple(given.shape)}")
         if not bool(torch.isfinite(t).all()):
             raise ValueError("EditorModel.load_styles: styles have NaN or Inf")
-        if isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer)):
-            raise ValueError(f"EditorModel.load_styles: noise_seed must be an int, found {noise_seed!r}")
+        noise_seed = _seed(noise_seed, "EditorModel.load_styles: noise_seed")
         G = self.editor.G
         with self._lock:
-            self._load(t.detach().to(G.w_avg.device, G.w_avg.dtype).clone(), int(noise_seed))
+            self._load(t.detach().to(G.w_avg.device, G.w_avg.dtype).clone(), noise_seed)
 
     @torch.no_grad()
     def _load(self, s: torch.Tensor, noise_seed: int) -> None:
@@ -151,13 +210,23 @@ class EditorModel:
         src = self._src
         self._values: dict[tuple[str, int], float] = {}          # slider values as set (non-light)
         self._raw: dict[str, dict[int, float]] = {a: {} for a in self._order}   # coefficient targets, 3DMM units
-        self._light = src.light
+        self._reset_light()
         self._goals = {a: src.P[:, ATTRIBUTE_SLICES[a]].clone() for a in self._order}
         self._deltas: dict[str, torch.Tensor | None] = {a: None for a in self._order}
         self._chain = [src.styles for _ in self._order]        # styles after each attribute's link
         self._styles = src.styles
         self._image = src.image
         self._rows = None
+
+    def _reset_light(self) -> None:
+        """The light back to the source's: base gamma (float64 [27]) = the source's, its parameters = the
+        controls' values. The light's target is ``light_target(base, base parameters, controls)`` (:meth:`_goal`);
+        a raw light coefficient (:meth:`set_coefficient`) becomes part of a new base whose parameters, read back
+        with :func:`light_params`, are the controls' new values."""
+        src = self._src
+        if "light" in self._order:
+            self._light_base = src.P[0, ATTRIBUTE_SLICES["light"]].detach().to("cpu", torch.float64).clone()
+        self._light_base_params = self._light = src.light
 
     def _need(self) -> _Source:
         if self._src is None:
@@ -203,8 +272,10 @@ class EditorModel:
             return self._to_units(attribute, c.index, float(src.P[0, ATTRIBUTE_SLICES[attribute].start + c.index]))
 
     def value(self, attribute: str, index: int) -> float:
-        """The current value of control ``(attribute, index)`` (the source's after a load or reset). Raises like
-        :meth:`source_value`."""
+        """The current value of control ``(attribute, index)`` in its unit (the source's after a load or reset):
+        the value set last, or, after :meth:`set_coefficient` changed its coefficient, the value read back from the
+        current target (for the light: the four parameters of the current target gamma, :func:`light_params`).
+        Raises like :meth:`source_value`."""
         with self._lock:
             c = self.control(attribute, index)
             self._need()
@@ -226,12 +297,13 @@ class EditorModel:
 
     def set(self, attribute: str, index: int, value: float) -> float:
         """Move control ``(attribute, index)`` to ``value`` (its unit: :mod:`cddfm3d.ui.controls`) and recompute
-        the edit. Shape, expression, albedo: PCA coefficient ``index`` becomes ``value * prior std``; pose: angle
+        the edit. Shape, expression, albedo: PCA coefficient ``index`` becomes ``value * coeff_std``; pose: angle
         ``index`` (pitch, yaw, roll) becomes ``value`` degrees; light: the light parameter ``index`` (ambient,
         azimuth, elevation, strength) becomes ``value`` and the target gamma follows
-        (:func:`~cddfm3d.ui.controls.light_target`). The source's own value is always accepted (and gives the
-        source exactly); another value outside the control's range is clamped to it with a ``warnings.warn``
-        naming the control, the value and the range.
+        (:func:`~cddfm3d.ui.controls.light_target` of the base gamma, see :meth:`set_coefficient`). The source's
+        own value and the current value (:meth:`value`) are always accepted (the source's gives the source
+        exactly); another value outside the control's range is clamped to it with a ``warnings.warn`` naming the
+        control, the value and the range.
 
         Returns the value used. Raises ``ValueError`` for an unknown attribute or index (listing the allowed ones)
         or a value that is not a finite number; ``RuntimeError`` before a source is loaded."""
@@ -241,10 +313,11 @@ class EditorModel:
             v = _finite(value, f"EditorModel.set: {c.label} ({attribute} {c.index})")
             self._need()
             source = self.source_value(attribute, c.index)
-            if v != source and c.clamp(v) != v:
+            if c.clamp(v) != v and v not in (source, self.value(attribute, c.index)):
                 used = c.clamp(v)
+                unit = f" {c.unit}" if c.unit else ""
                 warnings.warn(f"EditorModel.set: {c.label} ({attribute} {c.index}) = {v:g} is outside its range "
-                              f"[{c.minimum:g}, {c.maximum:g}] {c.unit}; using {used:g}", stacklevel=2)
+                              f"[{c.minimum:g}, {c.maximum:g}]{unit}; using {used:g}", stacklevel=2)
                 v = used
             if attribute == "light":
                 light = list(self._light)
@@ -262,7 +335,11 @@ class EditorModel:
     def set_coefficient(self, attribute: str, k: int, value: float) -> float:
         """"Advanced": set any coefficient ``k`` (0 .. k_i - 1) of ``attribute``'s slice of the 257 to ``value`` in
         raw 3DMM units (shape, expression, albedo: basis units; pose: radians; light: SH coefficient), not clamped.
-        For the light it overrides that SH coefficient of the four light controls' gamma. Returns the value.
+        A control of that coefficient then reads it back (:meth:`value`). For the light, the current target gamma
+        with coefficient ``k`` replaced becomes the base of the light controls, and the four controls' values are
+        re-derived from it (:func:`~cddfm3d.ui.controls.light_params`): the sliders show the light that is
+        rendered, and moving one of them changes the directional part of that gamma (:func:`light_target`); the
+        light's reset goes back to the source gamma. Returns the value.
         Raises ``ValueError`` for an unknown attribute, an index out of range or a non-finite value;
         ``RuntimeError`` before a source is loaded."""
         with self._lock:
@@ -277,7 +354,12 @@ class EditorModel:
             src = self._need()
             k = int(k)
             self._values.pop((attribute, k), None)
-            if torch.tensor(v, dtype=src.P.dtype) == src.P[0, sl.start + k] and attribute != "light":
+            if attribute == "light":
+                base = self._goal("light")[0].detach().to("cpu", torch.float64)
+                base[k] = float(torch.tensor(v, dtype=src.P.dtype))       # as the target stores it
+                self._light_base = base
+                self._light_base_params = self._light = light_params(base)
+            elif torch.tensor(v, dtype=src.P.dtype) == src.P[0, sl.start + k]:
                 self._raw[attribute].pop(k, None)
             else:
                 self._raw[attribute][k] = v
@@ -292,7 +374,7 @@ class EditorModel:
             t0 = time.perf_counter()
             if attribute is not None:
                 self._check_attribute(attribute, "reset")
-            src = self._need()
+            self._need()
             if attribute is None:
                 self._clear_all()
                 self._record(t0)
@@ -301,18 +383,17 @@ class EditorModel:
                 del self._values[key]
             self._raw[attribute] = {}
             if attribute == "light":
-                self._light = src.light
+                self._reset_light()
             self._update([attribute], t0)
 
     # ------------------------------------------------------------------------------------------ recompute
     def _goal(self, attribute: str) -> torch.Tensor:
-        """P_t of ``attribute`` [1, k_i] (P's dtype): the source's, the light controls' gamma, the raw targets."""
+        """P_t of ``attribute`` [1, k_i] (P's dtype): the source's with the raw targets, or for the light the
+        controls' gamma on the base (exactly the base when the controls are on the base's parameters)."""
         src = self._src
-        sl = ATTRIBUTE_SLICES[attribute]
-        if attribute == "light" and self._light != src.light:
-            goal = light_target(src.P[0, sl], src.light, self._light).to(src.P)[None]
-        else:
-            goal = src.P[:, sl].clone()
+        if attribute == "light":
+            return light_target(self._light_base, self._light_base_params, self._light).to(src.P)[None]
+        goal = src.P[:, ATTRIBUTE_SLICES[attribute]].clone()
         for k, v in self._raw[attribute].items():
             goal[0, k] = v
         return goal
@@ -320,14 +401,14 @@ class EditorModel:
     @torch.no_grad()
     def _update(self, changed: Sequence[str], t0: float) -> None:
         src = self._src
+        goals = {a: self._goal(a) for a in changed}
+        deltas = self.editor.deltas(src.styles, {a: {"target": g} for a, g in goals.items()}, P_s=src.P)
         first = None
         for a in changed:
-            goal = self._goal(a)
-            if not torch.equal(goal, self._goals[a]):
-                self._goals[a] = goal
+            if not torch.equal(goals[a], self._goals[a]):
+                self._goals[a] = goals[a]
                 self._rows = None
-            delta = goal - src.P[:, ATTRIBUTE_SLICES[a]]       # what FaceEditor.edit computes for a target
-            delta = delta if bool((delta != 0).any()) else None
+            delta = deltas[a] if bool((deltas[a] != 0).any()) else None     # exactly 0: not through F^i
             old = self._deltas[a]
             if (old is None) != (delta is None) or (delta is not None and not torch.equal(old, delta)):
                 self._deltas[a] = delta
@@ -345,13 +426,21 @@ class EditorModel:
         self._record(t0)
 
     def _record(self, t0: float) -> None:
-        self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        self._latencies.append((time.perf_counter() - t0) * 1e3)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """Milliseconds of the last :data:`LATENCY_HISTORY` (1000) set / set_coefficient / reset calls, oldest
+        first (a new list; older ones are dropped, so a long session does not grow it)."""
+        with self._lock:
+            return list(self._latencies)
 
     @property
     def last_latency_ms(self) -> float:
         """Milliseconds of the last set / set_coefficient / reset (validation, styles and image; the render and
         landmarks are lazy and not included); NaN before the first."""
-        return self.latencies_ms[-1] if self.latencies_ms else float("nan")
+        with self._lock:
+            return self._latencies[-1] if self._latencies else float("nan")
 
     # ------------------------------------------------------------------------------------------ outputs
     @property
@@ -364,17 +453,17 @@ class EditorModel:
 
     @property
     def styles(self) -> torch.Tensor:
-        """The edited styles [1, D] (G's dtype and device; the source styles object itself when nothing is
-        edited)."""
+        """The edited styles [1, D] (G's dtype and device; equal to the source styles when nothing is edited). A
+        copy: changing it does not change the model."""
         with self._lock:
             self._need()
-            return self._styles
+            return self._styles.clone()
 
     @property
     def source_styles(self) -> torch.Tensor:
-        """The source styles [1, D]."""
+        """The source styles [1, D] (G's dtype and device). A copy: changing it does not change the model."""
         with self._lock:
-            return self._need().styles
+            return self._need().styles.clone()
 
     @property
     def noise_seed(self) -> int:
@@ -451,11 +540,9 @@ class EditorModel:
         """What the view shows, uint8 [H * scale, n * W * scale, 3]: source | edit | render side by side (n = 1
         to 3 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn as 3 x 3 green
         dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing else
-        changes). Raises ``ValueError`` for a scale that is not an int in [1, 16], ``RuntimeError`` before a
-        source is loaded."""
-        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 16:
-            raise ValueError(f"EditorModel.panel: scale must be an int in [1, 16], found {scale!r}")
-        scale = int(scale)
+        changes). Raises ``ValueError`` for a scale that is not an int in [1, 16] (:func:`check_scale`),
+        ``RuntimeError`` before a source is loaded."""
+        scale = check_scale(scale, "EditorModel.panel")
         with self._lock:
             src = self._need()
             tiles = []
@@ -476,19 +563,17 @@ class EditorModel:
     @torch.no_grad()
     def clip_frames(self, frames: int = 24) -> np.ndarray:
         """The frames of the path from the source to the current edit, uint8 [frames, H, W, 3]: frame j scales
-        every active attribute's delta by t = j / (frames - 1) (same chain, same noise), so frame 0 is the source
-        image and the last frame the current image, exactly. Raises ``ValueError`` for ``frames`` < 2."""
-        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 2:
-            raise ValueError(f"EditorModel.save_clip: frames must be an int >= 2, found {frames!r}")
+        every active attribute's delta by t = j / (frames - 1) (:meth:`FaceEditor.apply`, same noise), so frame 0
+        is the source image and the last frame the current image, exactly. Raises ``ValueError`` for ``frames``
+        that is not an int >= 2, ``RuntimeError`` before a source is loaded."""
+        frames = _check_frames(frames, "EditorModel.clip_frames")
         with self._lock:
             src = self._need()
+            active = {a: d for a, d in self._deltas.items() if d is not None}
             out = [src.image]
             for j in range(1, frames - 1):
                 t = j / (frames - 1)
-                s = src.styles
-                for a in self._order:
-                    if self._deltas[a] is not None:
-                        s = self.editor.step(s, a, self._deltas[a] * t)
+                s = self.editor.apply(src.styles, {a: d * t for a, d in active.items()})
                 out.append(self.editor.synthesize(s, noise=src.noise))
             out.append(self._image)
             return np.stack([_hwc(x) for x in out])
@@ -499,28 +584,60 @@ class EditorModel:
         further resized (nearest) up to a multiple of 16 pixels (H.264's macro blocks) when they are not one, so
         imageio does not resize them itself. A GIF stores at most 256 colours per frame and Pillow merges
         consecutive identical frames (their durations add up), so an edit that leaves frames unchanged plays as
-        long but holds fewer frames. Returns the path.
+        long but holds fewer frames. The file is written to a temporary sibling and renamed onto ``path``
+        (:func:`cddfm3d.serialization.atomic_write`): a failed write leaves no partial file. Returns the path.
 
-        Raises ``ValueError`` for another suffix, ``frames`` < 2, an ``fps`` that is not a positive finite number
-        or a bad ``scale``; ``RuntimeError`` before a source is loaded; the OS's error for an unwritable path."""
+        Raises, before any frame is rendered: ``ValueError`` for another suffix, ``frames`` that is not an int
+        >= 2, an ``fps`` that is not a positive finite number or a bad ``scale`` (:func:`check_scale`);
+        ``FileNotFoundError`` when the folder does not exist, ``IsADirectoryError`` when ``path`` is a folder
+        (both naming the path); ``RuntimeError`` before a source is loaded. Then the OS's or the encoder's error
+        for a write that fails."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in CLIP_SUFFIXES:
             raise ValueError(f"EditorModel.save_clip: {path.name!r} must end in one of {list(CLIP_SUFFIXES)}")
+        frames = _check_frames(frames, "EditorModel.save_clip")
         fps = _finite(fps, "EditorModel.save_clip: fps")
         if fps <= 0:
             raise ValueError(f"EditorModel.save_clip: fps must be > 0, found {fps:g}")
-        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 16:
-            raise ValueError(f"EditorModel.save_clip: scale must be an int in [1, 16], found {scale!r}")
+        scale = check_scale(scale, "EditorModel.save_clip")
+        folder = path.parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"EditorModel.save_clip: cannot write {str(path)!r}: the folder "
+                                    f"{str(folder)!r} does not exist")
+        if path.is_dir():
+            raise IsADirectoryError(f"EditorModel.save_clip: cannot write {str(path)!r}: it is a folder")
+        with self._lock:
+            self._need()
         import imageio.v3 as iio
 
-        clip = np.stack([_upscale(f, int(scale)) for f in self.clip_frames(frames)])
+        clip = np.stack([_upscale(f, scale) for f in self.clip_frames(frames)])
         if suffix == ".gif":
-            iio.imwrite(path, clip, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
+            def write(tmp: Path) -> None:
+                iio.imwrite(tmp, clip, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
         else:
-            iio.imwrite(path, _block_multiple(clip, MP4_BLOCK), extension=".mp4", plugin="FFMPEG", fps=fps,
-                        codec="libx264", macro_block_size=MP4_BLOCK)
-        return path
+            def write(tmp: Path) -> None:
+                iio.imwrite(tmp, _block_multiple(clip, MP4_BLOCK), extension=".mp4", plugin="FFMPEG", fps=fps,
+                            codec="libx264", macro_block_size=MP4_BLOCK,
+                            output_params=["-f", "mp4"])      # the temporary name does not end in .mp4
+        return atomic_write(path, write)
+
+
+def check_scale(scale, who: str = "scale") -> int:
+    """``scale`` (the nearest-neighbour upscaling of the panel and of clip frames) as an int in [1,
+    :data:`MAX_SCALE`] (16: a 64 px tile becomes at most 1024 px). The one check shared by
+    :meth:`EditorModel.panel`, :meth:`EditorModel.save_clip` and the view. Raises ``ValueError`` naming ``who``
+    for anything else (bools, floats, strings, out of range)."""
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"{who}: scale must be an int in [1, {MAX_SCALE}], found {scale!r}")
+    return int(scale)
+
+
+def _check_frames(frames, who: str) -> int:
+    """``frames`` as an int >= 2; ``ValueError`` naming ``who`` otherwise."""
+    if isinstance(frames, (bool, np.bool_)) or not isinstance(frames, (int, np.integer)) or frames < 2:
+        raise ValueError(f"{who}: frames must be an int >= 2, found {frames!r}")
+    return int(frames)
 
 
 class _Source:
@@ -534,10 +651,20 @@ class _Source:
                                                                                    image, light)
 
 
+def _seed(value, what: str) -> int:
+    """``value`` as an int in :data:`SEED_RANGE`; ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an int, found {value!r}")
+    if not SEED_RANGE[0] <= int(value) <= SEED_RANGE[1]:
+        raise ValueError(f"{what} must be in [0, 2**63 - 1], found {int(value)}")
+    return int(value)
+
+
 def _finite(value, what: str) -> float:
     """``value`` as a float; ``ValueError`` naming ``what`` for a non-number, NaN or inf."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        if not (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0):
+        if not (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0 and value.dtype not in
+                (np.bool_, torch.bool)):
             raise ValueError(f"{what} must be a finite number, found {value!r}")
     v = float(value)
     if not math.isfinite(v):
@@ -567,4 +694,4 @@ def _block_multiple(clip: np.ndarray, block: int) -> np.ndarray:
     return clip[:, rows][:, :, cols]
 
 
-__all__ = ["EditorModel"]
+__all__ = ["EditorModel", "LATENCY_HISTORY", "MAX_SCALE", "WORLDS", "check_scale"]
