@@ -82,6 +82,21 @@ def test_editor_runs_voila_on_the_checkout_notebook(checkout, fake_popen, capsys
     (call,) = fake_popen
     assert call["cmd"] == app.voila_command(checkout, 9125, open_browser=False)
     assert Path(call["cwd"]) == checkout.parent
+    # the kernel runs in notebooks/, but clips go to the folder the command was run in, and the output says where
+    assert call["env"][app.CLIP_DIR_ENV] == str(Path.cwd().resolve()) and f"clips are saved in {Path.cwd()}" in out
+
+
+def test_clip_folder(checkout, fake_popen, tmp_path, monkeypatch):
+    from cddfm3d.ui import view
+
+    app.serve(port=9126, open_browser=False, clip_dir=tmp_path)
+    env = fake_popen[0]["env"]
+    assert env[app.CLIP_DIR_ENV] == str(tmp_path.resolve())
+    monkeypatch.setenv(app.CLIP_DIR_ENV, env[app.CLIP_DIR_ENV])      # what the kernel's editor then defaults to
+    assert view.default_clip_path() == tmp_path.resolve() / "edit.gif"
+    with pytest.raises(NotADirectoryError, match=f"clip folder {tmp_path / 'nope'} is not a folder"):
+        app.serve(port=9126, open_browser=False, clip_dir=tmp_path / "nope")
+    assert len(fake_popen) == 1                                        # nothing started for the bad folder
 
 
 def test_missing_notebook_is_a_clear_error(tmp_path, monkeypatch, fake_popen, capsys):

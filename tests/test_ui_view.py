@@ -5,8 +5,10 @@ at once (no loop)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from cddfm3d.editing import ATTRIBUTE_SLICES
 from cddfm3d.ui import Editor, EditorModel
+from cddfm3d.ui import app, view
 from cddfm3d.ui.view import png_bytes
 
 SEED = 2
@@ -125,7 +128,9 @@ def test_toggles_change_the_panel(editor, model):
     plain = shown(editor)
     editor.show_landmarks.value = True
     dots = shown(editor)
-    assert np.array_equal(dots, expected(editor)) and editor.show_landmarks.description == "Hide landmarks"
+    assert np.array_equal(dots, expected(editor)) and editor.show_landmarks.description == "Hide target landmarks"
+    tip = editor.show_landmarks.tooltip
+    assert "target 3DMM coefficients" in tip and "not detected on the edited face" in tip
     tile = model.image.shape[1] * editor.scale
     changed = np.any(dots != plain, axis=(0, 2))
     assert changed[tile:2 * tile].any() and not changed[:tile].any() and not changed[2 * tile:].any()
@@ -177,19 +182,65 @@ def test_load_sample_moves_image_and_sliders(editor, model):
     assert moved >= len(editor.boxes) // 2
 
 
-def test_save_clip_and_its_errors(editor, model, tmp_path):
+def downloaded(editor) -> tuple[str, bytes]:
+    """The file name and bytes the page's download link hands over (parsed from its HTML)."""
+    text = editor.clip_download.value
+    name = text.split('download="', 1)[1].split('"', 1)[0]
+    mime, data = text.split('href="data:', 1)[1].split('"', 1)[0].split(";base64,")
+    return name, mime, base64.b64decode(data)
+
+
+def test_save_clip_shows_the_written_file_with_a_download_link(editor, model, tmp_path):
     import imageio.v3 as iio
 
+    assert editor.clip_image.layout.display == "none" and editor.clip_download.value == ""   # nothing saved yet
     editor.sliders[("pose", 1)].value = away(model, ("pose", 1), 20.0)
     editor.clip_path.value, editor.clip_frames.value = str(tmp_path / "c.gif"), 6
     editor.clip_button.click()
-    assert editor.message_text == f"wrote {tmp_path / 'c.gif'}"
+    data = (tmp_path / "c.gif").read_bytes()
+    assert editor.message_text == f"wrote {(tmp_path / 'c.gif').resolve()} ({len(data) / 1024:.0f} kB)"
     frames = iio.imread(tmp_path / "c.gif", index=None)
     assert 2 <= len(frames) <= 6 and frames.shape[1:3] == model.image.shape[:2]
-    editor.clip_path.value = str(tmp_path / "c.txt")
+    assert editor.clip_image.format == "gif" and editor.clip_image.value == data      # the page shows that file
+    assert editor.clip_image.layout.display is None and editor.clip_video.layout.display == "none"
+    assert downloaded(editor) == ("c.gif", "image/gif", data)
+    # an MP4 goes to the video widget, and the GIF is taken off the page
+    editor.clip_path.value = str(tmp_path / "c.mp4")
+    editor.clip_button.click()
+    data = (tmp_path / "c.mp4").read_bytes()
+    assert editor.message_text.startswith(f"wrote {(tmp_path / 'c.mp4').resolve()} (")
+    assert editor.clip_video.format == "mp4" and editor.clip_video.value == data
+    assert editor.clip_video.layout.display is None
+    assert editor.clip_image.layout.display == "none" and editor.clip_image.value == b""
+    assert downloaded(editor) == ("c.mp4", "video/mp4", data)
+
+
+def test_save_clip_errors_and_the_size_limit(editor, model, tmp_path, monkeypatch):
+    editor.clip_path.value, editor.clip_frames.value = str(tmp_path / "c.txt"), 4
     editor.clip_button.click()
     assert editor.message_text.startswith("ValueError: ") and "c.txt" in editor.message_text
-    assert not (tmp_path / "c.txt").exists()
+    assert not (tmp_path / "c.txt").exists() and editor.clip_download.value == ""
+    monkeypatch.setattr(view, "MAX_CLIP_SHOW_BYTES", 100)
+    editor.clip_path.value = str(tmp_path / "big.gif")
+    editor.clip_button.click()
+    size = (tmp_path / "big.gif").stat().st_size
+    assert size > 100
+    assert editor.message_text.startswith(f"wrote {(tmp_path / 'big.gif').resolve()} (")
+    assert "not shown or offered for download" in editor.message_text
+    assert "open it from that path" in editor.message_text
+    assert editor.clip_download.value == "" and editor.clip_image.value == b""
+    assert editor.clip_image.layout.display == "none"
+
+
+def test_clip_path_defaults_to_a_full_path(model, tmp_path, monkeypatch):
+    monkeypatch.delenv(app.CLIP_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    model.load_sample(SEED)
+    assert Editor(model).clip_path.value == str(tmp_path.resolve() / "edit.gif")
+    assert Editor(model, clip_path="sub/x.MP4").clip_path.value == str(tmp_path.resolve() / "sub" / "x.MP4")
+    folder = tmp_path / "clips"
+    monkeypatch.setenv(app.CLIP_DIR_ENV, str(folder))   # what `python -m cddfm3d editor` passes to the kernel
+    assert Editor(model).clip_path.value == str(folder.resolve() / "edit.gif") == str(view.default_clip_path())
 
 
 def test_no_loop_updates_at_once(editor, model):
@@ -234,11 +285,32 @@ def test_loop_throttles_a_drag_with_a_trailing_update(model):
     asyncio.run(drag())
 
 
-def test_bad_arguments(model):
-    with pytest.raises(ValueError, match="scale must be an integer >= 1, found 0"):
-        Editor(model, scale=0)
-    with pytest.raises(ValueError, match="interval_ms must be > 0"):
-        Editor(model, interval_ms=0)
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"scale": 0}, ValueError, r"Editor: scale must be an int in \[1, 16\], found 0"),
+    ({"scale": 17}, ValueError, r"scale must be an int in \[1, 16\], found 17"),   # the panel's own limit
+    ({"scale": "a"}, ValueError, r"Editor: scale must be an int in \[1, 16\], found 'a'"),
+    ({"scale": 2.0}, ValueError, r"Editor: scale must be an int .* found 2.0"),
+    ({"scale": True}, ValueError, r"Editor: scale must be an int .* found True"),
+    ({"interval_ms": 0}, ValueError, r"Editor: interval_ms must be a finite number of milliseconds > 0, found 0"),
+    ({"interval_ms": float("nan")}, ValueError, r"interval_ms must be a finite number .* found nan"),
+    ({"interval_ms": "5"}, TypeError, r"Editor: interval_ms must be a number of milliseconds > 0, found str '5'"),
+    ({"seed": -1}, ValueError, r"Editor: seed must be an int in \[0, 2147483647\] or None, found -1"),
+    ({"seed": 2 ** 31}, ValueError, r"seed must be an int in \[0, 2147483647\] or None, found 2147483648"),
+    ({"seed": 1.5}, TypeError, r"Editor: seed must be an int .* found float 1.5"),
+    ({"clip_path": "x.txt"}, ValueError, r"Editor: clip_path must end in one of \['.gif', '.mp4'\], found 'x.txt'"),
+    ({"clip_path": 3}, TypeError, r"Editor: clip_path must be a str or path .* found int 3"),
+])
+def test_bad_arguments(model, kwargs, error, message):
+    model.load_sample(SEED)
+    with pytest.raises(error, match=message):
+        Editor(model, **kwargs)
+
+
+def test_good_arguments_of_other_int_types(model):
+    model.load_sample(SEED)
+    e = Editor(model, scale=np.int64(2), interval_ms=np.float32(25), seed=np.int32(7), clip_path=Path("a.gif"))
+    assert (e.scale, e.interval_s, e.seed.value) == (2, 0.025, 7) and type(e.scale) is int
+    assert shown(e).shape[0] == model.image.shape[0] * 2
 
 
 def test_the_browsers_snap_of_a_slider_is_not_an_edit(editor, model):
@@ -259,3 +331,106 @@ def test_the_browsers_snap_of_a_slider_is_not_an_edit(editor, model):
     assert model.value(*key) == grid and editor.updates == n0 + 2
     editor.reset_all.click()                            # reset: the slider is drawn at the source value again
     assert model.value(*key) == source and editor.image.value == image
+
+
+def test_the_box_moves_the_slider_and_a_later_drag_is_an_edit(editor, model):
+    """Typing in the number box moves the slider to the value the model used; the browser's echo of that slider
+    (the nearest grid point) is no edit, a real move afterwards is."""
+    key = ("shape", 0)
+    s, box = editor.sliders[key], editor.boxes[key]
+    typed = 1.23
+    assert abs(typed - (s.min + round((typed - s.min) / s.step) * s.step)) > 1e-6    # off the slider's grid
+    box.value = typed
+    assert model.value(*key) == typed and s.value == typed and box.value == typed
+    assert np.array_equal(shown(editor), expected(editor)) and editor.message_text == ""
+    n0, image = editor.updates, editor.image.value
+    s.value = s.min + round((typed - s.min) / s.step) * s.step     # the browser draws it on the grid: its echo
+    assert model.value(*key) == typed and box.value == typed and editor.updates == n0 and editor.image.value == image
+    s.value = 1.5                                                  # the user drags it
+    assert model.value(*key) == 1.5 and box.value == 1.5 and editor.updates == n0 + 1
+    s.value = 1.25                                                 # and back to the grid point next to 1.23
+    assert model.value(*key) == 1.25 and box.value == 1.25 and editor.updates == n0 + 2
+    assert np.array_equal(shown(editor), expected(editor))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_refused_box_value_puts_both_back_on_the_model(editor, model, bad):
+    key = ("expression", 1)
+    editor.boxes[key].value = 0.75
+    image = editor.image.value
+    editor.boxes[key].value = bad
+    assert model.value(*key) == 0.75
+    assert editor.boxes[key].value == 0.75 and editor.sliders[key].value == 0.75
+    with pytest.raises(ValueError) as refused:                     # the model's own message for the same value
+        model.set(*key, bad)
+    assert editor.message_text == f"ValueError: {refused.value}" and "b00020" in editor.message.value
+    assert editor.image.value == image                             # same edit, same pixels
+    editor.boxes[key].value = -0.5                                 # the next good value is an edit as usual
+    assert model.value(*key) == -0.5 == editor.sliders[key].value and editor.message_text == ""
+
+
+def test_a_non_number_never_reaches_the_model(editor, model):
+    """The box's trait refuses text (what a front end would send for a non-number): nothing changes."""
+    from traitlets import TraitError
+
+    key = ("albedo", 0)
+    before, image = model.value(*key), editor.image.value
+    with pytest.raises(TraitError):
+        editor.boxes[key].set_state({"value": "abc"})
+    assert model.value(*key) == before == editor.boxes[key].value and editor.image.value == image
+
+
+def test_refresh_shows_changes_made_by_code(editor, model):
+    """Code changes the model behind the widget; refresh() makes every slider, box, the seed and the image match,
+    without an edit of its own."""
+    edits = {("expression", 0): 1.5, ("pose", 1): -20.0, ("light", 0): 0.3, ("shape", 3): -2.0}
+    for key, v in edits.items():
+        model.set(*key, v)
+    assert editor.sliders[("pose", 1)].value != -20.0                 # stale until refreshed
+    stale = editor.image.value
+    n0, m0 = editor.updates, len(model.latencies_ms)
+    editor.refresh()
+    assert editor.updates == n0 + 1 and len(model.latencies_ms) == m0   # one image, no edit
+    for key in editor.sliders:
+        c = model.control(*key)
+        assert editor.boxes[key].value == model.value(*key)
+        assert editor.sliders[key].value == pytest.approx(min(max(model.value(*key), c.minimum), c.maximum))
+    for key, v in edits.items():
+        assert model.value(*key) == pytest.approx(v) and editor.boxes[key].value == pytest.approx(v)
+    assert editor.image.value != stale and np.array_equal(shown(editor), expected(editor))
+    assert f"{model.last_latency_ms:.1f} ms" in editor.latency.value
+    model.load_sample(SEED + 3)                                       # a new face from code: the seed box follows
+    editor.refresh()
+    assert editor.seed.value == SEED + 3 and np.array_equal(shown(editor), expected(editor))
+    assert all(editor.boxes[k].value == model.source_value(*k) for k in editor.boxes)
+
+
+def test_refresh_drops_a_pending_slider_value(model):
+    model.load_sample(SEED)
+    interval_ms = 50.0
+
+    async def run():
+        editor = Editor(model, interval_ms=interval_ms)
+        editor.sliders[KEY].value = 0.5                    # at once
+        editor.boxes[KEY].value = 1.0                      # waits for the timer ...
+        assert model.value(*KEY) == 0.5 and editor.sliders[KEY].value == 0.5
+        model.set(*KEY, -1.0)                              # ... while code sets another value
+        editor.refresh()
+        await asyncio.sleep(interval_ms / 1000 * 3)
+        assert model.value(*KEY) == -1.0 == editor.sliders[KEY].value == editor.boxes[KEY].value
+        editor.boxes[KEY].value = 2.0                      # a box value applied by the trailing timer moves the slider
+        editor.boxes[KEY].value = 2.5
+        await asyncio.sleep(interval_ms / 1000 * 3)
+        assert model.value(*KEY) == 2.5 == editor.sliders[KEY].value == editor.boxes[KEY].value
+        assert np.array_equal(shown(editor), expected(editor))
+
+    asyncio.run(run())
+
+
+def test_refresh_raises_the_models_error(model):
+    model.load_sample(SEED)
+    editor = Editor(model)
+    editor.model = EditorModel(model.editor)              # the same editor, no face loaded
+    with pytest.raises(RuntimeError):
+        editor.refresh()
+    assert editor.message_text.startswith("RuntimeError: ")

@@ -3,6 +3,10 @@ cells hidden (Voilà's default ``strip_sources``), for people who only want to e
 
     python -m cddfm3d editor [--port N] [--no-browser]
 
+Voilà runs the notebook in its own folder, so :func:`serve` points the editor's default clip path at the folder the
+command was run in (the environment variable ``CDDFM3D_EDITOR_CLIP_DIR``, see
+:func:`cddfm3d.ui.view.default_clip_path`); the page also shows a saved clip with a download link.
+
 The notebook is read from the source checkout (the repository root is the parent of the ``cddfm3d`` package
 folder). A wheel install carries no ``notebooks/`` folder; there :func:`find_notebook` raises
 ``FileNotFoundError`` naming the path it looked at.
@@ -15,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["NOTEBOOK", "DEFAULT_PORT", "source_root", "find_notebook", "pick_port", "voila_command", "editor_url",
-           "serve"]
+__all__ = ["NOTEBOOK", "DEFAULT_PORT", "CLIP_DIR_ENV", "source_root", "find_notebook", "pick_port", "voila_command",
+           "editor_url", "serve"]
 
 NOTEBOOK = Path("notebooks") / "08_face_editor.ipynb"
 DEFAULT_PORT = 8866                       # Voilà's own default
@@ -79,16 +83,27 @@ def editor_url(port: int) -> str:
     return f"http://{HOST}:{int(port)}/"
 
 
-def serve(port: int | None = None, open_browser: bool = True, notebook: Path | str | None = None) -> int:
-    """Serve the editor notebook until interrupted (Ctrl-C); prints the URL first. Returns Voilà's exit status
-    (0 after Ctrl-C). Raises ``FileNotFoundError`` (see :func:`find_notebook`) before starting anything."""
+CLIP_DIR_ENV = "CDDFM3D_EDITOR_CLIP_DIR"  # the folder of the editor's default clip (cddfm3d.ui.view.default_clip_path)
+
+
+def serve(port: int | None = None, open_browser: bool = True, notebook: Path | str | None = None,
+          clip_dir: Path | str | None = None) -> int:
+    """Serve the editor notebook until interrupted (Ctrl-C); prints the URL and the clip folder first. Returns
+    Voilà's exit status (0 after Ctrl-C). ``clip_dir``: the folder of the editor's default clip path (default: the
+    current working directory), passed to the kernel as ``$CDDFM3D_EDITOR_CLIP_DIR``. Raises ``FileNotFoundError``
+    (see :func:`find_notebook`) or ``NotADirectoryError`` for a ``clip_dir`` that is not a folder, before starting
+    anything."""
     path = find_notebook() if notebook is None else Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"the editor notebook is not at {path}")
+    clip_dir = Path(os.getcwd() if clip_dir is None else clip_dir).expanduser().resolve()
+    if not clip_dir.is_dir():
+        raise NotADirectoryError(f"the editor's clip folder {clip_dir} is not a folder")
     port = pick_port(port)
     cmd = voila_command(path, port, open_browser=open_browser)
-    print(f"cddfm3d editor: serving {path} at {editor_url(port)} (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(cmd, cwd=path.parent, env=dict(os.environ))
+    print(f"cddfm3d editor: serving {path} at {editor_url(port)} (Ctrl-C stops it); clips are saved in {clip_dir}",
+          flush=True)
+    proc = subprocess.Popen(cmd, cwd=path.parent, env={**os.environ, CLIP_DIR_ENV: str(clip_dir)})
     try:
         return proc.wait()
     except KeyboardInterrupt:

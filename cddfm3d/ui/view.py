@@ -10,32 +10,67 @@
 Layout (top to bottom): the image (source | edit | 3DMM render, a PNG in an ``ipywidgets.Image``), the latency
 readout and message line, the seed box with "Load sample", the toggles, one tab per attribute with a slider and a
 number box per control and a reset button, "Reset all", the "advanced" row (any coefficient of an attribute, raw
-3DMM units) and the clip row (path, frames, "Save clip").
+3DMM units), the clip row (path, frames, "Save clip") and, once a clip is saved, the clip itself (a GIF in an
+``ipywidgets.Image``, an MP4 in an ``ipywidgets.Video``) with a download link (the file's bytes as a ``data:`` URL).
 
-Every change goes through the model; the view keeps no state of its own besides the display options. Slider
-events are throttled: while a slider is dragged the image is recomputed at most once per ``interval_ms`` (the
-first event at once, later ones coalesced), and a trailing update always applies the last value. The timer is the
-running asyncio loop's ``call_later`` (the kernel's loop inside Jupyter and Voilà); without a running loop (plain
-Python, tests) every event updates at once. Warnings of the model (a clamped value) and errors of any action are
+Every change goes through the model, and the sliders and number boxes always show the value the model used: a
+clamped value shows the clamped number in both, and a refused one (NaN, inf) puts both back on the model's current
+value with the error on the message line. When code changes the model behind the widget (``m.set``, ``m.reset``,
+``m.load_sample``), :meth:`Editor.refresh` re-reads it.
+
+The view keeps no state of its own besides the display options. Slider and number box events are throttled: while
+a slider is dragged the image is recomputed at most once per ``interval_ms`` (the first event at once, later ones
+coalesced), and a trailing update always applies the last value. The timer is the running asyncio loop's
+``call_later`` (the kernel's loop inside Jupyter and Voilà); without a running loop (plain Python, tests) every event
+updates at once. Warnings of the model (a clamped value) and errors of any action are
 shown on the message line, never as tracebacks.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import io
+import numbers
+import os
 import time
 import warnings
+from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
 from PIL import Image as PILImage
 
-__all__ = ["Editor", "png_bytes"]
+from .app import CLIP_DIR_ENV    # the folder of the default clip path (``python -m cddfm3d editor`` sets it)
+from .model import CLIP_SUFFIXES, check_scale
+
+__all__ = ["Editor", "png_bytes", "default_clip_path", "download_link", "CLIP_DIR_ENV"]
 
 INTERVAL_MS = 40.0          # throttle of slider events: at most one image per 40 ms while dragging (25 per second)
 MAX_SEED = 2 ** 31 - 1
 MAX_CLIP_FRAMES = 600
+MAX_CLIP_SHOW_BYTES = 20 * 2 ** 20   # a saved clip larger than this is neither shown nor offered for download in
+                                     # the page (it would travel through the kernel's websocket twice, base64-coded)
+CLIP_MIME = {".gif": "image/gif", ".mp4": "video/mp4"}
+LANDMARKS_LABEL = {False: "Show target landmarks", True: "Hide target landmarks"}
+LANDMARKS_TIP = ("The 68 landmarks of the target 3DMM coefficients (where the sliders ask the face to go), drawn on "
+                 "the edit; they are not detected on the edited face, which the edit moves only part of the way.")
+
+
+def default_clip_path() -> Path:
+    """``<folder>/edit.gif``, absolute: folder = ``$CDDFM3D_EDITOR_CLIP_DIR`` when set and non-empty, else the current
+    working directory."""
+    folder = os.environ.get(CLIP_DIR_ENV) or os.getcwd()
+    return Path(folder).expanduser().resolve() / "edit.gif"
+
+
+def download_link(data: bytes, name: str, mime: str) -> str:
+    """An HTML anchor that downloads ``data`` as ``name``: ``<a download=name href="data:<mime>;base64,...">``,
+    labelled with the name and size in kB. No size limit here (see :data:`MAX_CLIP_SHOW_BYTES`)."""
+    href = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    label = f"Download {name} ({len(data) / 1024:.0f} kB)"
+    return (f'<a download="{html.escape(name, quote=True)}" href="{href}" target="_blank" '
+            f'class="cddfm3d-download">{html.escape(label)}</a>')
 
 
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
@@ -63,30 +98,37 @@ class Editor:
         model: an :class:`~cddfm3d.ui.model.EditorModel` with a face loaded (``load_sample`` / ``load_styles``).
         scale: nearest-neighbour upscaling of the displayed panel (``model.panel(scale=...)``), >= 1.
         interval_ms: the slider throttle, > 0 (module docstring).
-        seed: the initial value of the seed box (default: the model's ``noise_seed``, the seed of a face loaded
-            by ``load_sample``; 0 when it has none).
-        clip_path: the initial value of the clip path box (``.gif`` or ``.mp4``).
+        seed: the initial value of the seed box, an int in [0, 2**31 - 1] (default: the model's ``noise_seed``,
+            the seed of a face loaded by ``load_sample``; 0 when it has none).
+        clip_path: the initial value of the clip path box, a ``str`` or path ending in ``.gif`` or ``.mp4``
+            (default: :func:`default_clip_path`); shown and reported as a full path.
 
     Test hooks: ``sliders[(attribute, index)]`` (``FloatSlider``), ``boxes[(attribute, index)]`` (``FloatText``,
     the same value typed; out-of-range values are clamped by the model with a message), ``image``
-    (``ipywidgets.Image``, PNG), ``reset_buttons[attribute]`` and ``reset_all``, ``show_landmarks`` and
-    ``show_render`` (``ToggleButton``), ``advanced_attribute`` / ``advanced_index`` / ``advanced_value`` /
-    ``advanced_apply``, ``seed`` / ``load_button``, ``clip_path`` / ``clip_frames`` / ``clip_button``, ``latency``
-    and ``message`` (``HTML``); ``message_text`` is the message line as plain text and ``updates`` counts image
-    refreshes.
+    (``ipywidgets.Image``, PNG), ``reset_buttons[attribute]`` and ``reset_all``, ``show_landmarks`` (the 68
+    landmarks of the *target* 3DMM coefficients ``model.coeffs``, i.e. where the edit aims; they are not detected on
+    the edited face, which F^i moves only part of the way) and ``show_render`` (``ToggleButton``),
+    ``advanced_attribute`` / ``advanced_index`` / ``advanced_value`` / ``advanced_apply``, ``seed`` /
+    ``load_button``, ``clip_path`` / ``clip_frames`` / ``clip_button``, the saved clip's ``clip_image`` (GIF) or
+    ``clip_video`` (MP4) and ``clip_download`` (``HTML`` link), ``latency`` and ``message`` (``HTML``);
+    ``message_text`` is the message line as plain text and ``updates`` counts image refreshes.
 
-    Raises ``ValueError`` for ``scale < 1`` or ``interval_ms <= 0``.
+    Raises ``ValueError`` for a ``scale`` that is not an int in [1, 16] (the model's
+    :func:`~cddfm3d.ui.model.check_scale`, shared with ``panel`` and ``save_clip``); ``TypeError`` for an argument of
+    the wrong type (``interval_ms`` not a real number, ``seed`` not an int, ``clip_path`` not a str or path) and
+    ``ValueError`` for a value out of range (``interval_ms`` not finite and > 0, ``seed`` outside [0, 2**31 - 1],
+    ``clip_path`` with another suffix); each message names the argument, what it expects and what it found.
     """
 
     def __init__(self, model, scale: int = 4, interval_ms: float = INTERVAL_MS, seed: int | None = None,
-                 clip_path: str = "edit.gif"):
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"Editor: scale must be an integer >= 1, found {scale!r}")
-        if not interval_ms > 0:
-            raise ValueError(f"Editor: interval_ms must be > 0, found {interval_ms!r}")
+                 clip_path: str | os.PathLike | None = None):
+        scale = check_scale(scale, "Editor")
+        interval_ms = _check_interval(interval_ms)
+        seed = None if seed is None else _check_seed(seed)
+        clip_path = default_clip_path() if clip_path is None else _check_clip_path(clip_path)
         self.model = model
-        self.scale = int(scale)
-        self.interval_s = float(interval_ms) / 1000.0
+        self.scale = scale
+        self.interval_s = interval_ms / 1000.0
         self.updates = 0
         self.message_text = ""
         self._syncing = False            # True while widget values are set from the model: no edits then
@@ -104,12 +146,13 @@ class Editor:
         if seed is None:
             seed = getattr(model, "noise_seed", 0)
             seed = seed if isinstance(seed, int) and 0 <= seed <= MAX_SEED else 0
-        self.seed = W.BoundedIntText(value=int(seed), min=0, max=MAX_SEED, description="Seed",
+        self.seed = W.BoundedIntText(value=seed, min=0, max=MAX_SEED, description="Seed",
                                      layout=W.Layout(width="180px"))
         self.load_button = W.Button(description="Load sample", icon="refresh")
         self.load_button.on_click(lambda _: self._guarded(self._load_sample))
 
-        self.show_landmarks = W.ToggleButton(value=False, description="Show landmarks", icon="dot-circle-o")
+        self.show_landmarks = W.ToggleButton(value=False, description=LANDMARKS_LABEL[False], icon="dot-circle-o",
+                                             tooltip=LANDMARKS_TIP, layout=W.Layout(width="190px"))
         self.show_render = W.ToggleButton(value=True, description="Hide 3DMM render", icon="cube")
         for toggle in (self.show_landmarks, self.show_render):
             toggle.observe(lambda _: self._guarded(self._on_toggle), names="value")
@@ -152,11 +195,18 @@ class Editor:
         self.advanced_apply = W.Button(description="Set coefficient")
         self.advanced_apply.on_click(lambda _: self._guarded(self._set_coefficient))
 
-        self.clip_path = W.Text(value=str(clip_path), description="Clip", layout=W.Layout(width="300px"))
+        self.clip_path = W.Text(value=str(clip_path), description="Clip", layout=W.Layout(width="420px"))
         self.clip_frames = W.BoundedIntText(value=24, min=2, max=MAX_CLIP_FRAMES, description="frames",
                                             style={"description_width": "50px"}, layout=W.Layout(width="140px"))
         self.clip_button = W.Button(description="Save clip", icon="film")
         self.clip_button.on_click(lambda _: self._guarded(self._save_clip))
+        self.clip_image = W.Image(format="gif", layout=W.Layout(display="none", max_width="100%"))
+        self.clip_video = W.Video(format="mp4", autoplay=True, loop=True, controls=True,
+                                  layout=W.Layout(display="none", max_width="100%"))
+        self.clip_download = W.HTML()
+        for w, name in ((self.clip_image, "clip-image"), (self.clip_video, "clip-video"),
+                        (self.clip_download, "clip-download")):
+            w.add_class(f"cddfm3d-{name}")
 
         self.widget = W.VBox([
             self.image,
@@ -166,6 +216,7 @@ class Editor:
             self.reset_all,
             W.HBox([self.advanced_attribute, self.advanced_index, self.advanced_value, self.advanced_apply]),
             W.HBox([self.clip_path, self.clip_frames, self.clip_button]),
+            W.VBox([self.clip_image, self.clip_video, self.clip_download]),
         ])
         self.widget.add_class("cddfm3d-editor")
         self._guarded(self._refresh)
@@ -204,15 +255,9 @@ class Editor:
 
     def _sync_from_model(self, attribute: str | None = None) -> None:
         """Set the sliders and boxes of ``attribute`` (all when None) to the model's values without edits."""
-        self._syncing = True
-        try:
-            for key, slider in self.sliders.items():
-                if attribute is None or key[0] == attribute:
-                    value = float(self.model.value(*key))
-                    slider.value = value
-                    self.boxes[key].value = value
-        finally:
-            self._syncing = False
+        for key in self.sliders:
+            if attribute is None or key[0] == attribute:
+                self._show_value(key, float(self.model.value(*key)))
 
     def _refresh(self) -> None:
         """Encode the model's panel into the image and update the latency readout."""
@@ -244,16 +289,17 @@ class Editor:
         value is where the slider is already drawn."""
         s = self.sliders[key]
         current = self._pending.get(key)          # a value waiting for the throttle's timer is the current one
-        current = float(self.model.value(*key)) if current is None else current
+        if not (isinstance(current, float) and np.isfinite(current)):    # none, or one the model will refuse
+            current = float(self.model.value(*key))
         grid = min(max(s.min + round((current - s.min) / s.step) * s.step, s.min), s.max)
         return value != current and abs(value - grid) <= 1e-6 * s.step
 
-    def _on_box(self, key: tuple[str, int], value: float) -> None:
+    def _on_box(self, key: tuple[str, int], value) -> None:
         if self._syncing:
             return
-        self._request(key, float(value))
+        self._request(key, value)    # the slider follows once the model has it (``_apply``): the value it used
 
-    def _request(self, key: tuple[str, int], value: float) -> None:
+    def _request(self, key: tuple[str, int], value) -> None:
         """Queue a value; apply it now (no loop, or the throttle interval has passed) or at the trailing timer."""
         self._pending[key] = value
         loop = _running_loop()
@@ -280,24 +326,60 @@ class Editor:
         if loop is not None:
             self._last_flush = loop.time()
 
-    def _apply(self, pending: dict[tuple[str, int], float]) -> None:
+    def _apply(self, pending: dict) -> None:
+        """Set each pending value on the model and show the value it used (the same, or clamped) in the slider and
+        the box; a value the model refuses puts both back on its current value. Then one image. Raises the first
+        refusal (after the image), for the message line."""
+        errors = []
         for key, value in pending.items():
-            used = float(self.model.set(key[0], key[1], value))
-            if not np.isclose(used, value, rtol=1e-6, atol=1e-9):   # clamped: show the value the model used
-                self._syncing = True
-                try:
-                    self.sliders[key].value = used
-                    self.boxes[key].value = used
-                finally:
-                    self._syncing = False
+            try:
+                used = float(self.model.set(key[0], key[1], value))
+            except (TypeError, ValueError) as e:
+                errors.append(e)
+                used = float(self.model.value(*key))
+            self._show_value(key, used)
         self._refresh()
+        if errors:
+            raise errors[0]
+
+    def _show_value(self, key: tuple[str, int], value: float) -> None:
+        """Put ``value`` in the slider and the box of ``key`` without an edit."""
+        self._syncing = True
+        try:
+            self.sliders[key].value = value
+            self.boxes[key].value = value
+        finally:
+            self._syncing = False
 
     def flush(self) -> None:
         """Apply a pending throttled slider value now (cancels the trailing timer)."""
+        self._cancel_timer()
+        self._flush(_running_loop())
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._flush(_running_loop())
+
+    def refresh(self) -> None:
+        """Show the model as it is now, after code changed it behind the widget (``m.set``, ``m.reset``,
+        ``m.load_sample``, ...): every slider and number box, the seed box (the model's ``noise_seed`` when it has
+        a valid one), the image and the latency readout. Makes no edit: a slider value still waiting for the
+        throttle's timer is dropped (the model is the truth), and the widget updates trigger nothing. Errors of the
+        model (e.g. ``RuntimeError`` when no face is loaded) are raised to the caller and shown on the message
+        line."""
+        self._cancel_timer()
+        self._pending.clear()
+        try:
+            self._sync_from_model()
+            seed = getattr(self.model, "noise_seed", None)
+            if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED:
+                self.seed.value = int(seed)
+            self._refresh()
+        except Exception as e:
+            self._say(f"{type(e).__name__}: {e}", "error")
+            raise
+        self._say("")
 
     # ------------------------------------------------------------------------------------------------ buttons
     def _reset(self, attribute: str | None) -> str:
@@ -316,7 +398,7 @@ class Editor:
         return f"loaded sample {seed}"
 
     def _on_toggle(self) -> None:
-        self.show_landmarks.description = "Hide landmarks" if self.show_landmarks.value else "Show landmarks"
+        self.show_landmarks.description = LANDMARKS_LABEL[bool(self.show_landmarks.value)]
         self.show_render.description = "Hide 3DMM render" if self.show_render.value else "Show 3DMM render"
         self._refresh()
 
@@ -329,6 +411,53 @@ class Editor:
         return f"{attribute} coefficient {k} set to {value:g}"
 
     def _save_clip(self) -> str:
+        """Write the clip, then show it in the page with a download link (both left out, with the reason, when the
+        file is over :data:`MAX_CLIP_SHOW_BYTES`). Returns the message: the full path and size."""
         self.flush()
-        path = self.model.save_clip(self.clip_path.value, frames=int(self.clip_frames.value))
-        return f"wrote {path}"
+        path = Path(self.model.save_clip(self.clip_path.value, frames=int(self.clip_frames.value))).resolve()
+        data = path.read_bytes()
+        size = f"{len(data) / 1024:.0f} kB"
+        self.clip_image.layout.display = self.clip_video.layout.display = "none"
+        self.clip_image.value = self.clip_video.value = b""
+        if len(data) > MAX_CLIP_SHOW_BYTES:
+            self.clip_download.value = ""
+            return (f"wrote {path} ({size}); over the page's {MAX_CLIP_SHOW_BYTES // 2 ** 20} MB limit, so it is not "
+                    f"shown or offered for download here: open it from that path")
+        suffix = path.suffix.lower()
+        view = self.clip_image if suffix == ".gif" else self.clip_video
+        view.value = data
+        view.layout.display = None
+        self.clip_download.value = download_link(data, path.name, CLIP_MIME[suffix])
+        return f"wrote {path} ({size})"
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _check_interval(interval_ms) -> float:
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, numbers.Real):
+        raise TypeError(f"Editor: interval_ms must be a number of milliseconds > 0, found {_type_name(interval_ms)} "
+                        f"{interval_ms!r}")
+    value = float(interval_ms)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"Editor: interval_ms must be a finite number of milliseconds > 0, found {interval_ms!r}")
+    return value
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"Editor: seed must be an int in [0, {MAX_SEED}] or None, found {_type_name(seed)} {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"Editor: seed must be an int in [0, {MAX_SEED}] or None, found {seed!r}")
+    return int(seed)
+
+
+def _check_clip_path(clip_path) -> Path:
+    if not isinstance(clip_path, (str, os.PathLike)):
+        raise TypeError(f"Editor: clip_path must be a str or path ending in one of {list(CLIP_SUFFIXES)}, found "
+                        f"{_type_name(clip_path)} {clip_path!r}")
+    path = Path(clip_path).expanduser()
+    if path.suffix.lower() not in CLIP_SUFFIXES:
+        raise ValueError(f"Editor: clip_path must end in one of {list(CLIP_SUFFIXES)}, found {str(clip_path)!r}")
+    return path.resolve()
