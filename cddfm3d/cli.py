@@ -366,6 +366,18 @@ def _select_layers(args) -> int:
         responses["rig"] = rig_response(T, pool, names, [m.channels for m in G.style_layers],
                                         config=RigConfig(steps=args.rig_steps, seed=args.seed), n=args.n,
                                         seed=args.seed, progress=True)
+    if args.method == "paper":
+        from .stylespace import paper_layer_sets
+
+        sets, dropped = paper_layer_sets(names)
+        empty = [a for a, v in sets.items() if not v]
+        if empty:
+            raise ValueError(f"select-layers --method paper: the paper's sets of {empty} have no layer in "
+                             f"{gen_path} (all of {[dropped[a] for a in empty]} are above its resolution)")
+        out = save_layer_sets(args.out, sets, names, {**meta, "rule": "paper", "paper_dropped": dropped})
+        print("paper (mapped by name): " + "; ".join(f"{a} {v}" for a, v in sets.items()))
+        print(f"wrote {out}")
+        return 0
     candidates = [m.index for m in G.style_layers if not m.is_torgb] if args.exclude_torgb else None
     sets, report = layer_set_report(responses, names, primary="recon" if "recon" in responses else "rig",
                                     share=args.share, candidates=candidates)
@@ -752,10 +764,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     sl = sub.add_parser("select-layers", help="measure how each style layer moves each 3DMM attribute and write "
                         "the reduced StyleSpace (layer set) of every attribute (JSON)")
     sl.add_argument("--out", required=True, help="layer-set file to write (.json)")
-    sl.add_argument("--method", default="recon", choices=["recon", "rig", "both"], help="recon: perturb each "
-                    "layer, read the attributes with the reconstruction network on the generated images; rig: the "
-                    "paper's procedure (a mapping over the full S trained through T); both: measure both, the sets "
-                    "come from recon (default: recon)")
+    sl.add_argument("--method", default="recon", choices=["recon", "rig", "both", "paper"], help="recon: perturb "
+                    "each layer, read the attributes with the reconstruction network on the generated images; rig: "
+                    "the paper's procedure (a mapping over the full S trained through T); both: measure both, the "
+                    "sets come from recon; paper: no measurement, the paper's FFHQ-1024 sets mapped to this "
+                    "generator's layers by name (the layer-set ablation) (default: recon)")
     sl.add_argument("--n", type=_int_at_least(2), default=64, help="faces per layer (recon) and evaluation pairs "
                     "(rig) (default: 64)")
     sl.add_argument("--seed", type=SEED, default=0, help="seed of faces, noise and perturbations (default: 0)")

@@ -472,6 +472,30 @@ def test_select_layers_command(tmp_path, capsys):
     assert "expected a number in (0, 1]" in capsys.readouterr().err
 
 
+def test_select_layers_command_paper(tmp_path, capsys):
+    """--method paper measures nothing: on the shipped 64 px generator each set holds exactly the layers whose names
+    the paper's FFHQ-1024 set names; a 16 px generator, where every albedo layer of the paper is above its resolution,
+    is refused naming the attribute."""
+    from cddfm3d.cli import main
+
+    out = tmp_path / "paper.json"
+    assert main(["select-layers", "--method", "paper", "--out", str(out), "--device", "cpu"]) == 0
+    sets, doc = read_layer_sets(out)
+    names = doc["layers"]
+    for a in ATTRIBUTES:
+        wanted = {FFHQ1024_LAYER_NAMES[k] for k in PAPER_LAYER_SETS_1024[a]}
+        assert [names[i] for i in sets[a]] == [n for n in names if n in wanted], a
+        assert sets[a], a
+    assert doc["metadata"]["rule"] == "paper" and "responses" not in doc["metadata"]
+    assert sorted(doc["metadata"]["paper_dropped"]["albedo"]) == sorted(
+        FFHQ1024_LAYER_NAMES[k] for k in PAPER_LAYER_SETS_1024["albedo"] if FFHQ1024_LAYER_NAMES[k] not in names)
+    capsys.readouterr()
+    _small_generator_and_recon_files(tmp_path)
+    assert main(["select-layers", "--method", "paper", "--out", str(tmp_path / "p16.json"), "--device", "cpu",
+                 "--generator", str(tmp_path / "g.safetensors"), "--recon", str(tmp_path / "r.safetensors")]) == 2
+    assert "'albedo'" in capsys.readouterr().err and not (tmp_path / "p16.json").exists()
+
+
 def test_layer_set_file_writes_non_finite_metadata_as_null(tmp_path):
     """A response that was not estimated (NaN, as the rig method's stderr) or unbounded is written as JSON null:
     the file stays strict JSON and loads."""
