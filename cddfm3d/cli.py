@@ -478,7 +478,7 @@ def _train_t(args) -> int:
     for name, w in args.loss:
         weights[name] = weights.get(name, 0.0) + w
     cfg = TTrainConfig(style_dim=int(data["styles"].shape[1]), hidden=list(args.hidden or []), steps=args.steps,
-                       batch_size=args.batch, lr=args.lr, losses=weights,
+                       batch_size=args.batch, lr=args.lr, weight_decay=args.weight_decay, losses=weights,
                        coeff_scale="prior" if world == "mini" else "labels", val_fraction=args.val_fraction,
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
     trainer = train_t(data["styles"], data["coeffs"], cfg, args.out, model=model, device=device,
@@ -804,6 +804,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 256)")
     tt.add_argument("--lr", type=_float(0, strict=True), default=1e-3, help="peak learning rate of AdamW (linear "
                     "warm-up, cosine decay; default: 0.001)")
+    tt.add_argument("--weight-decay", type=_float(0), default=1e-4, help="AdamW's decoupled weight decay "
+                    "(default: 0.0001)")
     tt.add_argument("--loss", nargs="+", type=_loss_weight, default=[("feature", 1.0), ("pdc", 0.1)],
                     metavar="NAME[=W]", help="losses and weights: pdc, vdc, wpdc (3DDFA's), feature (each "
                     "attribute in the space it is measured in), official (the official code's random-half WPDC) "

@@ -432,7 +432,7 @@ def test_train_t_command(tiny_pairs, tmp_path, capsys):
     out = tmp_path / "t"
     args = ["train-t", "--pairs", str(tiny_pairs), "--out", str(out), "--steps", "4", "--batch", "8", "--hidden",
             "16", "16", "--loss", "pdc", "feature=0.5", "--val-fraction", "0.25", "--eval-every", "2",
-            "--device", "cpu"]
+            "--weight-decay", "0.25", "--device", "cpu"]
     assert main(args) == 0
     text = capsys.readouterr().out
     report = json.loads(text[:text.rindex("}") + 1])
@@ -445,9 +445,14 @@ def test_train_t_command(tiny_pairs, tmp_path, capsys):
     assert T.coeff_scale_source == "prior_std" and torch.equal(T.coeff_scale, prior_std().float())
     assert [e["step"] for e in json.loads((out / "log.json").read_text()) if "val" in e] == [2, 4]
     assert (out / "commands.txt").read_text().count("train-t") == 1
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["config"])["weight_decay"] == 0.25                     # --weight-decay reaches AdamW
+    assert {g["weight_decay"] for g in ck["opt"]["param_groups"]} == {0.25}
     # bad input: one error line, status 2, nothing trained
     assert main(["train-t", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "x"), "--loss", "l1"]) == 2
     assert "expected NAME or NAME=WEIGHT" in capsys.readouterr().err
     assert main(["train-t", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "x"), "--batch", "64"]) == 2
     assert "larger than the training split" in capsys.readouterr().err
+    assert main(["train-t", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "x"), "--weight-decay", "-1"]) == 2
+    assert "expected a number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
