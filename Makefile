@@ -76,19 +76,20 @@ mini-assets: $(STAMP)
 
 # The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, layer_sets.json,
 # recon_independent.safetensors, manipulator_<attribute>.safetensors), from the shipped generator and recon:
-# exactly the commands their manifest entries record (tests/test_makefile.py). About 1.5 h on 2 CPU cores (gen-pairs
-# runs one torchrun rank per core; the independent evaluator's train-recon takes most of it).
+# exactly the commands their manifest entries record (tests/test_makefile.py). About 2 h on 2 CPU cores (gen-pairs
+# runs one torchrun rank per core, 150k pairs in about 26 min; T 8000 steps about 6 min; each F^i about 5 min; the
+# independent evaluator's train-recon takes the longest).
 editing-assets: $(STAMP)
-	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2 --count 50000 --seed 0 --threads 1 --device $(DEVICE)
-	$(PY) -m cddfm3d train-t --pairs out/pairs2 --out out/t2 --loss pdc --steps 6000 --device $(DEVICE)
+	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs150 --count 150000 --seed 0 --threads 1 --device $(DEVICE)
+	$(PY) -m cddfm3d train-t --pairs out/pairs150 --out out/t150wd --loss pdc --steps 8000 --weight-decay 0.05 --device $(DEVICE)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
-	$(PY) -m cddfm3d select-layers --out out/layer_sets2.json --method both --predictor out/t2/attribute_predictor.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d ship-editing --pairs out/pairs2 --t out/t2 --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets2.json
+	$(PY) -m cddfm3d select-layers --out out/layer_sets3.json --method both --predictor out/t150wd/attribute_predictor.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d ship-editing --pairs out/pairs150 --t out/t150wd --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets3.json
 	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_ind --steps 6000 --width 24 --norm group --seed 1 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
 	$(PY) -m cddfm3d ship-evaluator --recon out/recon_ind --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout
-	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs2 --out out/f/shape --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs2 --out out/f/expression --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs2 --out out/f/albedo --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs2 --out out/f/pose --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs2 --out out/f/light --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d ship-f --runs out/f/shape out/f/expression out/f/albedo out/f/pose out/f/light --pairs out/pairs2 --heldout-pairs out/pairs2_heldout
+	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs150 --out out/f3/shape --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs150 --out out/f3/expression --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs150 --out out/f3/albedo --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs150 --out out/f3/pose --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs150 --out out/f3/light --batch 32 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-f --runs out/f3/shape out/f3/expression out/f3/albedo out/f3/pose out/f3/light --pairs out/pairs150 --heldout-pairs out/pairs2_heldout
