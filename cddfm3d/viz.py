@@ -44,12 +44,17 @@ def save_png(array: np.ndarray, path) -> Path:
     return path
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """The PNG encoding of an [H, W, 3] uint8 array."""
+def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """The PNG encoding of an [H, W, 3] uint8 array (Pillow; ``compress_level`` 0-9, 6 is Pillow's default, 1
+    favours speed over size: the face editor's 256 x 768 panel encodes in a few ms). Raises ``ValueError`` for
+    another dtype or shape."""
     from PIL import Image
 
+    a = np.asarray(array)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"png_bytes: expected a uint8 image [H, W, 3], found {a.dtype} {list(a.shape)}")
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -44,6 +44,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -640,15 +641,17 @@ def _check_frames(frames, who: str) -> int:
     return int(frames)
 
 
+@dataclass(slots=True)
 class _Source:
     """What a source fixes: styles [1, D], noise seed and maps, P = T(s) [1, 257], image uint8 [1, 3, H, W] and the
     light's four control values."""
 
-    __slots__ = ("styles", "noise_seed", "noise", "P", "image", "light")
-
-    def __init__(self, styles, noise_seed, noise, P, image, light):
-        self.styles, self.noise_seed, self.noise, self.P, self.image, self.light = (styles, noise_seed, noise, P,
-                                                                                   image, light)
+    styles: torch.Tensor
+    noise_seed: int
+    noise: list
+    P: torch.Tensor
+    image: torch.Tensor
+    light: tuple | None
 
 
 def _seed(value, what: str) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
-import io
 import numbers
 import os
 import time
@@ -39,8 +38,8 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
-from PIL import Image as PILImage
 
+from ..viz import png_bytes   # also re-exported (__all__)
 from .app import CLIP_DIR_ENV    # the folder of the default clip path (``python -m cddfm3d editor`` sets it)
 from .model import CLIP_SUFFIXES, check_scale
 
@@ -71,17 +70,6 @@ def download_link(data: bytes, name: str, mime: str) -> str:
     label = f"Download {name} ({len(data) / 1024:.0f} kB)"
     return (f'<a download="{html.escape(name, quote=True)}" href="{href}" target="_blank" '
             f'class="cddfm3d-download">{html.escape(label)}</a>')
-
-
-def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG file bytes of a uint8 image ``[H, W, 3]`` (Pillow; level 1 favours speed over size: a 256 x 768 panel
-    encodes in a few ms). Raises ``ValueError`` for another dtype or shape."""
-    a = np.asarray(image)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"png_bytes: expected a uint8 image [H, W, 3], found {a.dtype} {list(a.shape)}")
-    buf = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -264,7 +252,7 @@ class Editor:
         t0 = time.perf_counter()
         panel = self.model.panel(show_landmarks=self.show_landmarks.value, show_render=self.show_render.value,
                                  show_source=True, scale=self.scale)
-        self.image.value = png_bytes(panel)
+        self.image.value = png_bytes(panel, compress_level=1)    # speed over size
         self.updates += 1
         view_ms = (time.perf_counter() - t0) * 1000.0
         model_ms = getattr(self.model, "last_latency_ms", None)
