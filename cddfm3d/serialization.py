@@ -59,6 +59,25 @@ def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 
+def copy_as_float16(src, dest) -> Path:
+    """Copy the safetensors file ``src`` to ``dest`` with every floating-point tensor rounded to float16 (integer
+    tensors, such as batch-norm counters, and the metadata unchanged; the metadata gains ``storage_dtype:
+    float16``), atomically. The package's loaders copy tensors into float32 modules, so such a file loads as the
+    original network with its weights rounded to float16 (relative error <= 2**-11 for values in float16's normal
+    range, 6e-8 absolute below it). It halves the size of shipped networks whose outputs tolerate that rounding:
+    measure them after the copy. Raises ``ValueError`` for a floating tensor outside float16's range (65504)."""
+    tensors, meta = read_safetensors(src)
+    out = {}
+    for k, v in tensors.items():
+        if v.is_floating_point():
+            peak = float(v.abs().max()) if v.numel() else 0.0
+            if peak > torch.finfo(torch.float16).max:
+                raise ValueError(f"{src}: tensor {k!r} holds {peak:g}, beyond float16's range")
+            v = v.to(torch.float16)
+        out[k] = v
+    return save_safetensors(out, dest, {**meta, "storage_dtype": "float16"})
+
+
 def check_json_header(doc, where: str, fmt: str, version: int, error: type[Exception] = ValueError) -> dict:
     """``doc`` (a parsed JSON file of the package) itself when it is a JSON object whose fields ``format`` and
     ``version`` equal ``fmt`` and ``version``; else ``error(message)`` naming ``where`` (the file), the field, what
