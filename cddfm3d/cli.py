@@ -307,6 +307,29 @@ def _train_gan(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from . import assets
+    from .adapt.finetune import FinetuneConfig, finetune
+    from .training import init_distributed
+
+    init = args.generator
+    if not Path(init).is_file():  # an asset name such as mini/generator
+        init = str(assets.path(init))
+    cfg = FinetuneConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
+                         snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment,
+                         ada_target=args.ada_target, ada_kimg=args.ada_kimg, seed=args.seed, init_generator=init,
+                         init_discriminator=args.init_discriminator, d_warmup_steps=args.d_warmup_steps,
+                         freeze=args.freeze, freeze_g_blocks=args.freeze_g_blocks, n_images=args.n_images)
+    dataset = _training_images(args.data, args.resolution, args.domain)
+    _check_batch(args, min(len(dataset), args.n_images or len(dataset)))
+    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
+    trainer = finetune(dataset, cfg, args.out, device=device, resume=not args.no_resume,
+                       stop_at_step=args.stop_at_step, command=args.argv)
+    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; "
+          f"fine-tuned EMA generator: {args.out}/generator.safetensors")
+    return 0
+
+
 def _share(text: str) -> float:
     """A share in (0, 1]."""
     value = _float(0, strict=True)(text)
@@ -716,8 +739,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=5.0, help="write a checkpoint every "
                    "this many thousand images (default: 5)")
     t.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
-    t.add_argument("--augment", default="none", choices=["none", "translate_flip"], help="augmentation of the "
-                   "discriminator's inputs (default: none)")
+    t.add_argument("--augment", default="none", choices=["none", "translate_flip", "ada"], help="augmentation of "
+                   "the discriminator's inputs (default: none; ada: adaptive, see finetune)")
     t.add_argument("--init-generator", type=_existing_file, default=None, metavar="FILE",
                    help="fine-tune: start G and its EMA from this generator file (.safetensors, .pt or .pkl); used "
                         "only when the run starts afresh")
@@ -727,6 +750,42 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="train only D for the first N steps (G and its EMA frozen; for a fresh D; default: 0)")
     _run_options(t)
     t.set_defaults(func=_train_gan)
+
+    from .adapt.finetune import FREEZE_MODES
+
+    ft = sub.add_parser("finetune", help="latent-consistent fine-tuning of a generator to another domain (mapping "
+                        "and affines frozen, as the paper); multi-GPU: torchrun --nproc_per_node N -m cddfm3d "
+                        "finetune ...")
+    _data_options(ft, "mini-world dataset folder (make-world) or folder of images of the target domain",
+                  "generator.safetensors")
+    ft.add_argument("--generator", default="mini/generator", help="the generator to adapt: an asset name or a "
+                    "file (default: mini/generator)")
+    ft.add_argument("--freeze", default="affine", choices=FREEZE_MODES, help="affine: mapping and all affines "
+                    "frozen (the paper, default); freeze-g: also the lowest --freeze-g-blocks synthesis blocks "
+                    "(FreezeG); none: train everything (the official code)")
+    ft.add_argument("--freeze-g-blocks", type=_int_at_least(0), default=0, metavar="K",
+                    help="with --freeze freeze-g: number of lowest-resolution synthesis blocks frozen")
+    ft.add_argument("--n-images", type=POSITIVE, default=None, metavar="N", help="fine-tune from the first N "
+                    "images of the dataset only (default: all)")
+    ft.add_argument("--resolution", type=_power_of_two, default=64, help="image size (default: 64)")
+    ft.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
+    ft.add_argument("--kimg", type=_float(0, strict=True), default=20.0, help="train until this many thousand "
+                    "images were shown (default: 20)")
+    ft.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=2.0, help="write a checkpoint every "
+                    "this many thousand images (default: 2)")
+    ft.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
+    ft.add_argument("--augment", default="ada", choices=["none", "translate_flip", "ada"], help="augmentation of "
+                    "the discriminator's inputs (default: ada, adaptive: off until D overfits)")
+    ft.add_argument("--ada-target", type=_float(0, strict=True), default=0.6, help="ADA's target for "
+                    "E[sign(D(real))] (default: 0.6)")
+    ft.add_argument("--ada-kimg", type=_float(0, strict=True), default=100.0, help="ADA: thousand images for the "
+                    "probability to go from 0 to 1 (default: 100)")
+    ft.add_argument("--init-discriminator", type=_existing_file, default=None, metavar="FILE",
+                    help="start D from this discriminator file (default: a fresh D)")
+    ft.add_argument("--d-warmup-steps", type=_int_at_least(0), default=200, metavar="N",
+                    help="train only D for the first N steps (default: 200)")
+    _run_options(ft)
+    ft.set_defaults(func=_finetune)
     gp = sub.add_parser("gen-pairs", help="generate training pairs (StyleSpace s, W+, noise seed, image, 257 "
                         "coefficients, 68 landmarks) as sharded safetensors + pairs.json (resumable); multi-GPU: "
                         "torchrun --nproc_per_node N -m cddfm3d gen-pairs ...")

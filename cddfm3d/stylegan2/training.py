@@ -37,6 +37,13 @@ class TrainConfig:
     ema_rampup: float | None = 0.05  # half-life <= this fraction of images seen so far (NVIDIA's ramp-up)
     mixing_prob: float = 0.9
     augment: str = "none"           # "none" | "translate_flip" (x-flip and integer translations, applied to D inputs)
+    #                                 | "ada" (adaptive discriminator augmentation, below)
+    # ADA (Karras et al. 2020, "Training GANs with limited data"): each augmentation is applied to each D input with
+    # probability p, and every ``ada_interval`` steps p moves by sign(r_t - ada_target) * (images in the interval) /
+    # (ada_kimg * 1000), with r_t = E[sign(D(real))] over the interval; p starts at 0 and stays in [0, 1].
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
     total_kimg: float = 100.0
     snapshot_kimg: float = 5.0
     seed: int = 0
@@ -48,12 +55,20 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def augment(images: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Differentiable augmentation shared by real and fake D inputs."""
+AUGMENT_MODES = ("none", "translate_flip", "ada")
+
+
+def augment(images: torch.Tensor, mode: str, generator: torch.Generator | None = None, p: float = 1.0) -> torch.Tensor:
+    """Differentiable augmentation shared by real and fake D inputs ``images`` [B, C, H, W] in [-1, 1].
+
+    ``"translate_flip"``: a random x-flip per image and one integer translation (up to H / 16, reflected border)
+    for the batch. ``"ada"``: :func:`ada_augment` with probability ``p``. ``"none"``: the images themselves."""
     if mode == "none":
         return images
+    if mode == "ada":
+        return ada_augment(images, p, generator)
     if mode != "translate_flip":
-        raise ValueError(f"unknown augmentation {mode!r} (expected 'none' or 'translate_flip')")
+        raise ValueError(f"unknown augmentation {mode!r} (expected one of {AUGMENT_MODES})")
     B, _, H, W = images.shape
     flip = torch.rand(B, 1, 1, 1, generator=generator).to(images.device) < 0.5
     images = torch.where(flip, images.flip(3), images)
@@ -61,6 +76,51 @@ def augment(images: torch.Tensor, mode: str, generator: torch.Generator | None =
     dx, dy = torch.randint(-shift, shift + 1, (2,), generator=generator).tolist()
     padded = F.pad(images, [shift] * 4, mode="reflect")
     return padded[:, :, shift + dy: shift + dy + H, shift + dx: shift + dx + W]
+
+
+# ADA's default strengths (its "bgc" pipeline, reduced to the operations that keep a face a face): translation
+# as a fraction of the image size, brightness as an additive std, contrast and saturation as log2 stds.
+ADA_TRANSLATE, ADA_BRIGHTNESS, ADA_CONTRAST, ADA_SATURATION = 0.125, 0.2, 0.5, 1.0
+
+
+def ada_augment(images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ADA-style augmentation (Karras et al. 2020): each of x-flip, integer translation (up to 1/8 of the size,
+    reflected border), brightness (+N(0, 0.2)), contrast (x 2^N(0, 0.5) about the image mean) and saturation
+    (x 2^N(0, 1) about the per-pixel grey) is applied to each image independently with probability ``p`` in
+    [0, 1]. Differentiable in ``images`` (gradients reach G through it). Raises ``ValueError`` for ``p`` outside
+    [0, 1]."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"ada_augment: p must be in [0, 1], found {p!r}")
+    if p == 0:
+        return images
+    B, C, H, W = images.shape
+    dev = images.device
+
+    def chosen() -> torch.Tensor:
+        return (torch.rand(B, generator=generator) < p).to(dev)
+
+    def normal(std: float) -> torch.Tensor:
+        return (torch.randn(B, generator=generator) * std).to(dev, images.dtype)
+
+    flip = chosen()
+    x = torch.where(flip[:, None, None, None], images.flip(3), images)
+    use = chosen()
+    shift = max(1, round(H * ADA_TRANSLATE))
+    t = torch.randint(-shift, shift + 1, (2, B), generator=generator).to(dev) * use.long()
+    padded = F.pad(x, [shift] * 4, mode="reflect")
+    rows = (torch.arange(H, device=dev)[None, :] + shift + t[1][:, None])            # [B, H]
+    cols = (torch.arange(W, device=dev)[None, :] + shift + t[0][:, None])            # [B, W]
+    x = padded[torch.arange(B, device=dev)[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None],
+               rows[:, None, :, None], cols[:, None, None, :]]
+    x = x + (normal(ADA_BRIGHTNESS) * chosen())[:, None, None, None]
+    gain = torch.where(chosen(), torch.exp2(normal(ADA_CONTRAST)), torch.ones(B, device=dev, dtype=x.dtype))
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * gain[:, None, None, None] + mean
+    if C == 3:
+        gain = torch.where(chosen(), torch.exp2(normal(ADA_SATURATION)), torch.ones(B, device=dev, dtype=x.dtype))
+        grey = x.mean(dim=1, keepdim=True)
+        x = (x - grey) * gain[:, None, None, None] + grey
+    return x
 
 
 def sample_ws(G: Generator, batch: int, mixing_prob: float, device, generator: torch.Generator) -> torch.Tensor:
@@ -99,11 +159,19 @@ class GANTrainer(ResumableRun):
         self.D = Discriminator(config.resolution, **config.discriminator).to(self.device).train()
         self.G_ema = Generator(config.resolution, **config.generator).to(self.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
+        if config.augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {AUGMENT_MODES}, found {config.augment!r}")
+        frozen = set(self.frozen_generator_parameters())
+        for name, param in self.G.named_parameters():
+            param.requires_grad_(name not in frozen)
         ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation: rescale lr and betas
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_G = torch.optim.Adam([p for p in self.G.parameters() if p.requires_grad], lr=config.lr,
+                                      betas=config.betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr * ratio,
                                       betas=tuple(b ** ratio for b in config.betas))
         self.images_seen = 0
+        self.ada_p = 0.0                    # ADA's augmentation probability (augment="ada")
+        self._ada_signs: list[float] = []   # sign(D(real)) means since the last adjustment
         self.rng = torch.Generator().manual_seed(config.seed + 1000 * self.rank)
         self.track(G=self.G, D=self.D, G_ema=self.G_ema, opt_G=self.opt_G, opt_D=self.opt_D, rng=self.rng)
         self._dataset: Dataset | None = None
@@ -131,11 +199,18 @@ class GANTrainer(ResumableRun):
             for module in targets:
                 module.load_state_dict(src.state_dict())
 
+    def frozen_generator_parameters(self) -> list[str]:
+        """Names of G's parameters that this run does not train (none here; fine-tuning freezes some). They get
+        no gradient and no optimizer state, and the EMA generator keeps them equal to G's."""
+        return []
+
     def extra_state(self) -> dict:
-        return {"images_seen": self.images_seen}
+        return {"images_seen": self.images_seen, "ada_p": self.ada_p, "ada_signs": list(self._ada_signs)}
 
     def load_extra_state(self, state: dict) -> None:
         self.images_seen = int(state["images_seen"])
+        self.ada_p = float(state.get("ada_p", 0.0))
+        self._ada_signs = [float(v) for v in state.get("ada_signs", [])]
 
     def export(self) -> None:
         save_generator(self.G_ema, self.out / "generator.safetensors")
@@ -150,7 +225,28 @@ class GANTrainer(ResumableRun):
         return self.images_seen
 
     def log_fields(self) -> dict:
-        return {"kimg": self.images_seen / 1000}
+        fields = {"kimg": self.images_seen / 1000}
+        if self.cfg.augment == "ada":
+            fields["ada_p"] = self.ada_p
+        return fields
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        return augment(images, self.cfg.augment, self.rng, p=self.ada_p)
+
+    def _adjust_ada(self, logits_real: torch.Tensor) -> None:
+        """ADA's overfitting heuristic r_t = E[sign(D(real))]: every ``ada_interval`` steps p moves toward more
+        augmentation when r_t > target and less when below, at a rate that crosses [0, 1] in ``ada_kimg``."""
+        cfg = self.cfg
+        sign = torch.sign(logits_real.detach()).mean()
+        if self.world > 1:  # every rank adjusts p from the same all-rank mean, so the ranks keep one p
+            torch.distributed.all_reduce(sign)
+            sign = sign / self.world
+        self._ada_signs.append(float(sign))
+        if len(self._ada_signs) >= cfg.ada_interval:
+            r_t = sum(self._ada_signs) / len(self._ada_signs)
+            step = len(self._ada_signs) * cfg.batch_size / (cfg.ada_kimg * 1000)
+            self.ada_p = min(1.0, max(0.0, self.ada_p + math.copysign(step, r_t - cfg.ada_target)))
+            self._ada_signs = []
 
     # ----------------------------------------------------------- one iteration
     def d_step(self, real: torch.Tensor) -> dict:
@@ -158,13 +254,15 @@ class GANTrainer(ResumableRun):
         B = real.shape[0]
         with torch.no_grad():
             fake = self.G.synthesis(sample_ws(self.G, B, cfg.mixing_prob, self.device, self.rng), noise="random")
-        logits_fake = self.D(augment(fake, cfg.augment, self.rng))
-        logits_real = self.D(augment(real, cfg.augment, self.rng))
+        logits_fake = self.D(self._augment(fake))
+        logits_real = self.D(self._augment(real))
         loss = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         stats = dict(loss_D=loss.item(), real_score=logits_real.mean().item(), fake_score=logits_fake.mean().item())
+        if cfg.augment == "ada":
+            self._adjust_ada(logits_real)
         if cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0:
             real_r1 = real.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.D(augment(real_r1, cfg.augment, self.rng)).sum(), real_r1,
+            (grad,) = torch.autograd.grad(self.D(self._augment(real_r1)).sum(), real_r1,
                                           create_graph=True)
             penalty = grad.square().sum(dim=[1, 2, 3]).mean()
             loss = loss + cfg.r1_gamma / 2 * penalty * cfg.r1_every
@@ -178,7 +276,7 @@ class GANTrainer(ResumableRun):
     def g_step(self, batch: int) -> dict:
         cfg = self.cfg
         fake = self.G.synthesis(sample_ws(self.G, batch, cfg.mixing_prob, self.device, self.rng), noise="random")
-        loss = F.softplus(-self.D(augment(fake, cfg.augment, self.rng))).mean()
+        loss = F.softplus(-self.D(self._augment(fake))).mean()
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         allreduce_gradients(self.G)
@@ -193,7 +291,8 @@ class GANTrainer(ResumableRun):
             half_life = min(half_life, self.images_seen * cfg.ema_rampup)
         beta = 0.5 ** (batch_total / max(half_life, 1e-8))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
+            if p.requires_grad:  # frozen parameters stay exactly equal to G's (and to the start weights)
+                p_ema.copy_(p.detach().lerp(p_ema, beta))
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             b_ema.copy_(b)
 
@@ -240,4 +339,4 @@ def train_gan(dataset: Dataset, config: TrainConfig, out_dir, device=None, resum
     return trainer
 
 
-__all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "sample_ws"]
+__all__ = ["TrainConfig", "GANTrainer", "train_gan", "augment", "ada_augment", "sample_ws", "AUGMENT_MODES"]
