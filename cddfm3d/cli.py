@@ -579,8 +579,10 @@ def _term_weight(text: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------------ parser
 def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
     """--data, --domain and --out of a training command."""
+    from .world.domains import DOMAINS
+
     p.add_argument("--data", type=_existing_dir, required=True, help=data)
-    p.add_argument("--domain", default="human", choices=["human", "toon"], help="domain to read from a mini-world "
+    p.add_argument("--domain", default="human", choices=DOMAINS, help="domain to read from a mini-world "
                    "dataset (default: human)")
     p.add_argument("--out", type=_out_dir, required=True, help=f"run folder (checkpoint.pt, {export}, log.json, "
                    "commands.txt)")
@@ -624,14 +626,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
     d.set_defaults(func=_demo)
 
-    from .world.domains import MAX_SIZE, MIN_SIZE
+    from .world.domains import DOMAINS, MAX_SIZE, MIN_SIZE
 
     w = sub.add_parser("make-world", help="render a mini-world dataset (sharded, resumable)")
     w.add_argument("--out", type=_out_dir, required=True, help="dataset folder")
     w.add_argument("--n", type=POSITIVE, required=True, help="number of samples")
     w.add_argument("--seed", type=SEED, default=0, help="dataset seed: coefficients and backgrounds are pure "
                    "functions of it (default: 0)")
-    w.add_argument("--domains", nargs="+", default=["human"], choices=["human", "toon"],
+    w.add_argument("--domains", nargs="+", default=["human"], choices=DOMAINS,
                    help="domains to render, each stored for every sample (default: human)")
     w.add_argument("--size", type=_int_at_least(MIN_SIZE, MAX_SIZE), default=64,
                    help=f"image size in pixels, {MIN_SIZE}-{MAX_SIZE} (default: 64)")

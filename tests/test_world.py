@@ -1,5 +1,6 @@
-"""The mini world: coefficient priors (vs scipy / an independent float64 SH irradiance), the human and toon
-renders, the eye warp, the sharded dataset writer/reader (resume, config checks) and the make-world CLI."""
+"""The mini world: coefficient priors (vs scipy / an independent float64 SH irradiance), the human, toon and
+sketch renders (the sketch's hatching against its stroke-width formula), the eye warp, the sharded dataset
+writer/reader (resume, config checks) and the make-world CLI."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ from cddfm3d.serialization import read_safetensors
 from cddfm3d.world import DOMAINS, mini_model, render, sample_coeffs
 from cddfm3d.world import priors
 from cddfm3d.world.datasets import META_FILE, WorldDataset, read_meta, shard_seed, write_dataset
-from cddfm3d.world.domains import EYE_ENLARGE, EYE_RADIUS, OUTLINE_COLOR, TOON_BACKGROUNDS, enlarge_eyes
+from cddfm3d.world.domains import (EYE_ENLARGE, EYE_RADIUS, GRAIN, GRAPHITE, HATCH_LAYERS, HATCH_PERIOD, HATCH_WIDTH,
+                                   OUTLINE_COLOR, PAPER, PAPER_JITTER, TOON_BACKGROUNDS, enlarge_eyes, hatching)
 
 SIZE = 32
 
@@ -164,7 +166,7 @@ def test_render_sizes(size):
 
 def test_render_invalid_arguments():
     c = sample_coeffs(2)
-    with pytest.raises(ValueError, match=r"domain must be one of \('human', 'toon'\), found 'cartoon'"):
+    with pytest.raises(ValueError, match=r"domain must be one of \('human', 'toon', 'sketch'\), found 'cartoon'"):
         render(c, "cartoon")
     for size in (16, 300, 64.0, True):
         with pytest.raises(ValueError, match=r"size must be an int in \[32, 256\]"):
@@ -243,6 +245,153 @@ def test_render_face_region_is_batch_independent(fm):
     alone = render(c[:1], "toon", SIZE, seed=3)
     toon = render(c, "toon", SIZE, seed=3)
     torch.testing.assert_close(alone[0][inside[0]], toon[0][inside[0]], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ sketch
+def _lum(img):
+    """Lightness [n, H, W] in [0, 1] of images in [-1, 1]."""
+    return ((img + 1) / 2 * torch.tensor([0.3, 0.59, 0.11]).view(1, 3, 1, 1)).sum(1)
+
+
+def _far(fm, c, size=SIZE):
+    return (torch.nn.functional.max_pool2d(face_mask(fm, c, size), 5, 1, 2) == 0)[:, 0]
+
+
+def _interior(fm, c, size=SIZE, px=2):
+    """Pixels at least ``px`` pixels inside the (human) face."""
+    m = (face_mask(fm, c, size) == 1).float()
+    return (-torch.nn.functional.max_pool2d(-m, 2 * px + 1, 1, px) > 0.5)[:, 0]
+
+
+def test_sketch_is_grey_pencil_on_grained_paper(fm):
+    c = sample_coeffs(6, seed=14)
+    img = render(c, "sketch", SIZE, seed=2)
+    # Monochrome: every pixel mixes paper (+ a grey shift and grain) with graphite, so its channel spread is at
+    # most the larger of their spreads (in [-1, 1] units: twice the [0, 1] spread).
+    bound = 2 * max(float(PAPER.max() - PAPER.min()), float(GRAPHITE.max() - GRAPHITE.min()))
+    assert (img.amax(1) - img.amin(1)).max() <= bound + 1e-5
+    # Away from the face: paper, its brightness within the jitter, its grain of the documented strength. The
+    # grain is white noise averaged over fibre pairs (n_i + n_i+1) / sqrt(2) on the 2x finer grid, then pooled
+    # 2 x 2: a pooled pixel sums 2 rows of (n_0 + 2 n_1 + n_2) / sqrt(2), variance 2 * 6 / 2 = 6, over 4 pixels,
+    # so its std is GRAIN * sqrt(6) / 4.
+    far = _far(fm, c)
+    for i in range(len(c)):
+        px = (img[i][:, far[i]] + 1) / 2                                        # [3, k] in [0, 1]
+        assert px.shape[1] > 200
+        shift = px.mean(1) - PAPER
+        assert (shift.abs() < PAPER_JITTER + 0.005).all() and shift.std() < 0.003, shift
+        assert px[1].std().item() == pytest.approx(GRAIN * math.sqrt(6) / 4, rel=0.15)
+    other = render(c, "sketch", SIZE, seed=3)
+    assert not torch.equal(img[:, :, far[0]], other[:, :, far[0]])
+    # The face is drawn: darker on average than the paper around it, in every image.
+    lum, inside = _lum(img), (face_mask(fm, c) == 1)[:, 0]
+    for i in range(len(c)):
+        assert lum[i][inside[i]].mean() < lum[i][far[i]].mean() - 0.03, i
+
+
+def test_sketch_outlines_the_silhouette(fm):
+    c = sample_coeffs(6, seed=15)
+    img, mask = render(c, "sketch", SIZE, seed=0), face_mask(fm, c)
+    sil = ((mask > 0) & (mask < 1))[:, 0]
+    assert sil.sum() > 100
+    lum = _lum(img)
+    # Partly covered pixels are inked in graphite (the pencil's pressure lightens it by up to 15%) ...
+    dist = (img - (GRAPHITE * 2 - 1).view(1, 3, 1, 1)).abs().amax(1)[sil]
+    assert (dist < 0.35).float().mean() > 0.75
+    # ... darker than the face's interior and than the paper.
+    interior, far = _interior(fm, c), _far(fm, c)
+    assert lum[sil].mean() < lum[interior].mean() - 0.15
+    assert lum[sil].mean() < lum[far].mean() - 0.4
+
+
+def test_hatching_follows_the_stroke_width_formula():
+    # A flat canonical surface seen head-on (x, y in dm), several periods wide; darkness uniform.
+    ax = torch.linspace(-0.6, 0.6, 241)
+    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
+    surface = torch.stack((xx, yy, torch.zeros_like(xx)))[None]
+    phase = torch.tensor([[0.1, 0.5, 0.8]])
+    t = [th for _, th in HATCH_LAYERS]
+    assert t == sorted(t) and len(t) == 3
+
+    def cover(d):
+        return hatching(torch.full((1, 1, 241, 241), float(d)), surface, phase)
+
+    assert cover(0.0).abs().max() == 0 and cover(t[0] - 1e-3).abs().max() == 0      # light: bare paper
+    sweep = [cover(d).mean().item() for d in torch.linspace(0, 1, 21)]
+    assert all(b >= a - 1e-6 for a, b in zip(sweep, sweep[1:], strict=False))       # darker: never less ink
+    assert sweep[-1] > 3 * cover((t[0] + t[1]) / 2).mean().item()
+    # One layer (t_1 < d < t_2): lines along d_1's perpendicular only, covering w * (mean line pressure) of the
+    # area, w = HATCH_WIDTH (d - t_1) / (1 - t_1) (the soft edge is symmetric about tri = w).
+    ratios = []
+    for d in (t[0] + 0.08, t[1] - 0.01):
+        ink = cover(d)[0, 0]
+        w = HATCH_WIDTH * (d - t[0]) / (1 - t[0])
+        ratios.append(ink.mean().item() / w)
+        d1 = torch.tensor(HATCH_LAYERS[0][0][:2])
+        s = (surface[0, 0] * d1[0] + surface[0, 1] * d1[1]) / HATCH_PERIOD + 0.1   # layer-1 coordinate
+        same_line = (s * 40).round()                                               # pixels binned along s
+        for b in same_line.unique()[::7]:
+            vals = ink[same_line == b]
+            if len(vals) > 20:
+                assert vals.max() - vals.min() < 0.35                              # constant along each line
+    assert 0.7 <= ratios[0] <= 1.0 and ratios[1] == pytest.approx(ratios[0], rel=0.1)
+    # A second layer above t_2 crosses the first: no longer constant along d_1's lines.
+    ink = cover(t[1] + 0.15)[0, 0]
+    s = (surface[0, 0] * 0.7071 + surface[0, 1] * 0.7071) / HATCH_PERIOD + 0.1
+    bins = (s * 40).round()
+    spread = [float(ink[bins == b].std()) for b in bins.unique()[::7] if (bins == b).sum() > 20]
+    assert max(spread) > 0.2
+
+
+def test_sketch_hatches_more_in_dimmer_light(fm):
+    c = sample_coeffs(6, seed=16)
+    bright, dim = c.clone(), c.clone()
+    dc = [SLICES["gamma"].start + 9 * k for k in range(3)]                      # ambient (SH DC) of R, G, B
+    bright[:, dc] += 0.15
+    dim[:, dc] -= 0.25
+    a, b = render(bright, "sketch", 64, seed=1), render(dim, "sketch", 64, seed=1)
+    interior = _interior(fm, c, 64)
+    paper_lum = float((PAPER * torch.tensor([0.3, 0.59, 0.11])).sum())
+    inked_a = (_lum(a) < paper_lum - 0.15)[interior].float().mean()
+    inked_b = (_lum(b) < paper_lum - 0.15)[interior].float().mean()
+    assert inked_b > inked_a + 0.1, (inked_a, inked_b)
+    for i in range(len(c)):                                                     # in every image
+        assert (_lum(b[i]) - _lum(a[i]))[0][interior[i]].mean() < -0.03, i
+    far = _far(fm, c, 64)
+    for i in range(len(c)):
+        assert torch.equal(a[i][:, far[i]], b[i][:, far[i]])                   # the paper does not change
+
+
+def _enclosed(img):
+    """Pixels not reachable from the border through paper-light pixels: the drawing's inside (and its lines)."""
+    light = (_lum(img) > 0.75)[:, None].float()
+    reach = torch.zeros_like(light)
+    reach[..., 0, :] = reach[..., -1, :] = reach[..., :, 0] = reach[..., :, -1] = 1
+    reach = reach * light
+    while True:
+        grown = torch.nn.functional.max_pool2d(reach, 3, 1, 1) * light
+        if torch.equal(grown, reach):
+            return reach[:, 0] == 0
+        reach = grown
+
+
+def test_sketch_draws_the_human_geometry(fm):
+    c = sample_coeffs(12, seed=17)
+    mask = face_mask(fm, c, 64)
+    border = torch.ones(64, 64, dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    keep = mask[:, 0, border].amax(1) == 0            # a face cut by the frame has no outline there to enclose it
+    assert keep.sum() >= 8
+    c, human = c[keep], (mask[keep] > 0.5)[:, 0]
+    drawn = _enclosed(render(c, "sketch", 64, seed=0))
+    iou = (drawn & human).sum((1, 2)).float() / (drawn | human).sum((1, 2)).float()
+    assert (iou > 0.9).all(), iou
+    # A different pose is a different drawing (the check can fail).
+    turned = c.clone()
+    turned[:, SLICES["angle"].start + 1] += 0.5
+    drawn = _enclosed(render(turned, "sketch", 64, seed=0))
+    iou = (drawn & human).sum((1, 2)).float() / (drawn | human).sum((1, 2)).float()
+    assert (iou < 0.9).any()
 
 
 # ------------------------------------------------------------------------------------------------ eye warp
@@ -508,12 +657,18 @@ def test_cli_make_world_and_train_gan_size_check(tmp_path, capsys):
                      "--domain", "toon", "--device", "cpu"]) == 2
     assert "not stored" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
-    # both domains through the CLI
+    # every domain through the CLI (its choices are DOMAINS)
     out2 = tmp_path / "w2"
-    assert cli.main(["make-world", "--out", str(out2), "--n", "3", "--size", "32", "--domains", "human", "toon",
+    assert cli.main(["make-world", "--out", str(out2), "--n", "3", "--size", "32", "--domains", *DOMAINS,
                      "--shard-size", "2", "--seed", "4"]) == 0
     assert _shards(out2) == ["shard-00000.safetensors", "shard-00001.safetensors"]
-    assert len(WorldDataset(out2, domain="toon")) == 3
+    for d in DOMAINS:
+        ds = WorldDataset(out2, domain=d)
+        assert len(ds) == 3
+        ref = render(ds.coeffs[:2], d, 32, seed=shard_seed(4, 0) * 7919)           # shard 0, render batch at 0
+        assert torch.equal(ds.images[:2], _quantize(ref)), d
+    assert cli.main(["make-world", "--out", str(tmp_path / "w3"), "--n", "3", "--domains", "pencil"]) == 2
+    assert "invalid choice: 'pencil'" in capsys.readouterr().err and not (tmp_path / "w3").exists()
 
 
 def test_bad_arguments_leave_no_dataset_behind(tmp_path):

@@ -1,4 +1,4 @@
-"""The mini world: coefficient priors, the human and toon domains, and rendered datasets."""
+"""The mini world: coefficient priors, the human, toon and sketch domains, and rendered datasets."""
 from .domains import DOMAINS, mini_model, render
 from .priors import sample_coeffs
 

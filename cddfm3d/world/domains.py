@@ -1,4 +1,4 @@
-"""The two image domains of the mini world, rendered from the same coefficients.
+"""The three image domains of the mini world, rendered from the same coefficients.
 
 * ``human``: the morphable model's lit albedo (SH lighting, Gouraud) over a smooth random background
   (a two-colour gradient with a soft blob), antialiased by supersampling.
@@ -6,13 +6,19 @@
   stylised palette (flat skin tone from a small cartoon palette, saturated features), cel shading (the
   irradiance quantised to three bands), dark outlines at the silhouette, at depth creases (nose, open mouth)
   and around painted features (eyes, brows, lips), over a flat pastel background.
+* ``sketch``: the same face (same geometry, no warp) drawn in pencil on off-white paper: monochrome graphite,
+  tone (irradiance times the albedo's lightness) drawn as up to three layers of hatching attached to the face
+  surface (strokes follow the mesh as it turns and deforms) that switch on one after the other as the tone gets
+  darker, a faint graphite smudge under them, the toon's outlines (silhouette, creases, painted features) in
+  graphite, and paper with a faint grain as the background.
 
-Both are returned in [-1, 1] (the generator's range). ``seed`` drives everything that is not in the
+All are returned in [-1, 1] (the generator's range). ``seed`` drives everything that is not in the
 coefficients (backgrounds, palette choices), so a render is a pure function of (coeffs, domain, size, seed).
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +29,7 @@ from ..face3d.mesh import ColoredMesh
 from ..face3d.morphable import MorphableModel
 from ..face3d.render import render as render_face
 
-DOMAINS = ("human", "toon")
+DOMAINS = ("human", "toon", "sketch")
 MIN_SIZE, MAX_SIZE = 32, 256
 SUPERSAMPLE = 2
 
@@ -41,6 +47,19 @@ TOON_BACKGROUNDS = torch.tensor([
     [0.80, 0.72, 0.95], [0.60, 0.88, 0.88], [0.98, 0.95, 0.80], [0.85, 0.85, 0.85],
 ])
 OUTLINE_COLOR = torch.tensor([0.10, 0.06, 0.08])
+LUMA = (0.3, 0.59, 0.11)   # RGB weights of the lightness used for tones and feature edges
+
+# Sketch style constants (colours RGB 0-1, lengths in dm of the canonical face).
+PAPER = torch.tensor([0.95, 0.94, 0.90])   # off-white paper
+PAPER_JITTER = 0.02        # per-image uniform shift of the paper's brightness (+-)
+GRAIN = 0.025              # standard deviation of the paper grain
+GRAPHITE = torch.tensor([0.24, 0.24, 0.26])  # colour of fully inked pencil strokes
+HATCH_PERIOD = 0.10        # spacing of the hatching lines on the face
+# Hatching layers: (direction in the canonical face frame (x right, y up), darkness at which the layer starts).
+HATCH_LAYERS = (((0.7071, 0.7071, 0.0), 0.22), ((0.7071, -0.7071, 0.0), 0.45), ((0.1736, 0.9848, 0.0), 0.68))
+HATCH_WIDTH = 0.55         # stroke width (fraction of the period) of a layer at full darkness
+SMUDGE = 0.35              # soft graphite tone under the hatching (fraction of the graphite at darkness 1)
+SKETCH_WHITE, SKETCH_BLACK = 1.05, 0.2   # tones (irradiance x albedo lightness) drawn as darkness 0 and 1
 
 
 def mini_model(device=None) -> MorphableModel:
@@ -69,7 +88,9 @@ def _check(coeffs, domain: str, size: int):
 
 def render(coeffs: torch.Tensor, domain: str = "human", size: int = 64, seed: int = 0,
            model: MorphableModel | None = None) -> torch.Tensor:
-    """Images [n, 3, size, size] in [-1, 1] of ``coeffs`` [n, 257] in ``domain`` ("human" or "toon")."""
+    """Images [n, 3, size, size] in [-1, 1] of ``coeffs`` [n, 257] in ``domain`` (one of ``DOMAINS``).
+
+    Raises ``ValueError`` for an unknown domain, a size outside [MIN_SIZE, MAX_SIZE] or coeffs not [n, 257]."""
     _check(coeffs, domain, size)
     fm = model or mini_model()
     coeffs = coeffs.to(fm.mean_shape.device, fm.mean_shape.dtype)
@@ -77,10 +98,7 @@ def render(coeffs: torch.Tensor, domain: str = "human", size: int = 64, seed: in
     if coeffs.shape[0] == 0:
         return coeffs.new_zeros(0, 3, size, size)
     with torch.no_grad():
-        if domain == "human":
-            image = _render_human(fm, coeffs, size, gen)
-        else:
-            image = _render_toon(fm, coeffs, size, gen)
+        image = _RENDERERS[domain](fm, coeffs, size, gen)
     return image * 2.0 - 1.0
 
 
@@ -134,7 +152,7 @@ def toon_albedo(fm: MorphableModel, albedo: torch.Tensor, gen: torch.Generator) 
     skin = fm.skin_mask.to(albedo.device)
     skin_mean = albedo[:, skin].mean(1, keepdim=True)                      # [B, 1, 3]
     # Nearest palette tone by lightness, jittered by one step now and then for variety.
-    lum = lambda c: (c * torch.tensor([0.3, 0.59, 0.11], device=c.device)).sum(-1)  # noqa: E731
+    lum = lambda c: (c * torch.tensor(LUMA, device=c.device)).sum(-1)  # noqa: E731
     order = torch.argsort(lum(TOON_SKIN))
     palette = TOON_SKIN[order].to(albedo)
     rank = (lum(skin_mean[:, 0])[:, None] - lum(palette)[None]).abs().argmin(1)
@@ -157,7 +175,7 @@ def _outline_edges(albedo_img: torch.Tensor, mask: torch.Tensor, depth: torch.Te
     sil = F.max_pool2d(inside, 3, 1, 1) - (-F.max_pool2d(-inside, 3, 1, 1))  # dilate - erode: 2 px band
     d = depth + (1 - inside) * 1e3
     crease = (F.max_pool2d(d, 3, 1, 1) - (-F.max_pool2d(-d, 3, 1, 1)) > 0.08).float() * inside
-    lum = (albedo_img * torch.tensor([0.3, 0.59, 0.11], device=albedo_img.device).view(1, 3, 1, 1)).sum(1, True)
+    lum = (albedo_img * torch.tensor(LUMA, device=albedo_img.device).view(1, 3, 1, 1)).sum(1, True)
     kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=lum.device) / 4
     gx = F.conv2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), kx.view(1, 1, 3, 3))
     gy = F.conv2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), kx.T.reshape(1, 1, 3, 3))
@@ -165,13 +183,41 @@ def _outline_edges(albedo_img: torch.Tensor, mask: torch.Tensor, depth: torch.Te
     return torch.maximum(torch.maximum(sil, crease), feature)
 
 
-def _render_toon(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    n = coeffs.shape[0]
-    p = fm.split(coeffs)
-    shape = enlarge_eyes(fm, fm.compute_shape(p["id"], p["exp"]))
+# ------------------------------------------------------------------------------------ shared by toon, sketch
+def _posed(fm: MorphableModel, p: dict, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera-space vertices and rotated unit normals [B, N, 3] of a canonical shape under the pose of ``p``."""
     rot = rotation_matrix(p["angle"])
     normals = fm.compute_normals(shape) @ rot.transpose(1, 2)
     vertices = shape @ rot.transpose(1, 2) + p["trans"][:, None, :]
+    return vertices, normals
+
+
+def _draw(fm: MorphableModel, vertices: torch.Tensor, layers, size: int, clamp: bool = True):
+    """Rasterise one posed mesh ``SUPERSAMPLE`` times finer than ``size`` (one sample a pixel, so the mask is 0/1)
+    with several per-vertex colourings ``layers`` ([B, N, 3] each). Returns (images list, mask, depth)."""
+    hi = size * SUPERSAMPLE
+    images = []
+    for k, colours in enumerate(layers):
+        mesh = ColoredMesh(vertices, colours, fm.faces, fm.camera)
+        if k == 0:
+            image, mask, depth = render_face(mesh, size=hi, supersample=1, return_depth=True, clamp=clamp)
+        else:
+            image, _ = render_face(mesh, size=hi, supersample=1, clamp=clamp)
+        images.append(image)
+    return images, mask, depth
+
+
+def _ink(image: torch.Tensor, lines: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Draw ``lines`` (weight [B, 1, H, W] in [0, 1]) in ``colour`` [3] over a fine image, then average-pool the
+    supersampling away: [B, 3, H / SUPERSAMPLE, W / SUPERSAMPLE] in [0, 1]."""
+    image = image * (1 - lines) + colour.to(image).view(1, 3, 1, 1) * lines
+    return F.avg_pool2d(image, SUPERSAMPLE).clamp(0, 1)
+
+
+def _render_toon(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    n = coeffs.shape[0]
+    p = fm.split(coeffs)
+    vertices, normals = _posed(fm, p, enlarge_eyes(fm, fm.compute_shape(p["id"], p["exp"])))
     flat = toon_albedo(fm, fm.compute_albedo(p["tex"]), gen)
     irradiance = shade(torch.ones_like(flat), normals, p["gamma"], INIT_AMBIENT)
     light_colour = irradiance.mean(1, keepdim=True)
@@ -182,14 +228,85 @@ def _render_toon(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch
     band = torch.where(lum >= CEL_THRESHOLDS[1], torch.full_like(lum, CEL_LEVELS[2]), band)
     shaded = flat * band * (0.7 + 0.3 * light_colour)
 
-    hi = size * SUPERSAMPLE
-    cam = fm.camera
     # Two colourings of one posed mesh.
-    flat_img, mask, depth = render_face(ColoredMesh(vertices, flat, fm.faces, cam), size=hi, supersample=1,
-                                        return_depth=True)
-    shaded_img, _ = render_face(ColoredMesh(vertices, shaded, fm.faces, cam), size=hi, supersample=1)
+    (flat_img, shaded_img), mask, depth = _draw(fm, vertices, (flat, shaded), size)
     lines = _outline_edges(flat_img, mask, depth)
     bg = TOON_BACKGROUNDS[torch.randint(len(TOON_BACKGROUNDS), (n,), generator=gen)].to(coeffs)
     image = shaded_img + bg.view(n, 3, 1, 1) * (1 - mask)
-    image = image * (1 - lines) + OUTLINE_COLOR.to(coeffs).view(1, 3, 1, 1) * lines
-    return F.avg_pool2d(image, SUPERSAMPLE).clamp(0, 1)
+    return _ink(image, lines, OUTLINE_COLOR)
+
+
+# ----------------------------------------------------------------------------------------------- sketch
+def paper(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Paper [n, 3, size, size] in [0, 1]: ``PAPER`` shifted by a uniform +-``PAPER_JITTER`` per image, with a
+    faint grain (white noise of std ``GRAIN``, stretched 2:1 along a random axis per image like fibres)."""
+    shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * PAPER_JITTER
+    noise = torch.randn(n, 1, size, size + 1, generator=gen)
+    horizontal = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+    fibre_x = (noise[..., 1:] + noise[..., :-1]) / math.sqrt(2)          # neighbours along x averaged
+    fibre_y = fibre_x.transpose(-1, -2)
+    grain = torch.where(horizontal, fibre_x, fibre_y) * GRAIN
+    return (PAPER.view(1, 3, 1, 1) + shift + grain).clamp(0, 1)
+
+
+def hatching(darkness: torch.Tensor, surface: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Pencil hatching: ink coverage [B, 1, H, W] in [0, 1] for a darkness map [B, 1, H, W] in [0, 1].
+
+    ``surface`` [B, 3, H, W] is the canonical (mean-shape) position of the face point seen at each pixel, so the
+    strokes are attached to the face; ``phase`` [B, L] shifts the lines of each layer (fractions of a period).
+    Layer k of ``HATCH_LAYERS`` (direction d_k, threshold t_k) draws the lines where the triangle wave
+    tri(<surface, d_k> / HATCH_PERIOD + phase_k) (0 on a line, 1 midway between lines) is below the stroke width
+    w_k = HATCH_WIDTH * clamp((darkness - t_k) / (1 - t_k), 0, 1), with a soft edge of 0.1 period; each line is
+    drawn with its own pressure in [0.7, 1] (a hash of its index and layer, like a hand that never presses twice
+    the same). Coverage is therefore 0 below t_1 and grows monotonically with the darkness: each layer widens its
+    strokes, and the next layer starts at its own threshold.
+    """
+    ink = torch.zeros_like(darkness)
+    for k, (direction, threshold) in enumerate(HATCH_LAYERS):
+        d = torch.tensor(direction, dtype=surface.dtype, device=surface.device).view(1, 3, 1, 1)
+        s = (surface * d).sum(1, keepdim=True) / HATCH_PERIOD + phase[:, k].view(-1, 1, 1, 1)
+        tri = (s - s.floor() - 0.5).abs() * 2
+        width = HATCH_WIDTH * ((darkness - threshold) / (1 - threshold)).clamp(0, 1)
+        line = (s + 0.5).floor()                                         # index of the nearest line
+        pressure = 0.7 + 0.3 * torch.frac((line * 12.9898 + k * 78.233).sin().abs() * 43758.5453)
+        stroke = ((width - tri) / 0.1 + 0.5).clamp(0, 1) * (width > 0) * pressure
+        ink = torch.maximum(ink, stroke)
+    return ink
+
+
+def sketch_tone(fm: MorphableModel, albedo: torch.Tensor, irradiance: torch.Tensor) -> torch.Tensor:
+    """Tone [B, N] of each vertex: the square of the irradiance's luminance (a contrast boost: the light is
+    what the hatching draws), times the albedo's lightness relative to the average skin's (painted features),
+    times a compressed skin lightness ((skin / 0.6)^0.25, so dark skin is drawn somewhat darker but never
+    solid). Monochrome: the albedo's hue is dropped."""
+    luma = torch.tensor(LUMA, dtype=albedo.dtype, device=albedo.device)
+    light = albedo @ luma                                                   # [B, N]
+    skin = light[:, fm.skin_mask.to(albedo.device)].mean(1, keepdim=True).clamp(min=1e-3)
+    return irradiance.mean(-1).square() * (light / skin) * (skin / 0.6) ** 0.25
+
+
+def _render_sketch(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    n = coeffs.shape[0]
+    hi = size * SUPERSAMPLE
+    # Random draws (paper, line phases, pencil pressure) in a fixed order, independent of the coefficients.
+    background = paper(n, hi, gen).to(coeffs)
+    phase = torch.rand(n, len(HATCH_LAYERS), generator=gen).to(coeffs)
+    pressure = (0.85 + 0.15 * torch.rand(n, 1, 1, 1, generator=gen)).to(coeffs)
+
+    p = fm.split(coeffs)
+    vertices, normals = _posed(fm, p, fm.compute_shape(p["id"], p["exp"]))
+    albedo = fm.compute_albedo(p["tex"])
+    irradiance = shade(torch.ones_like(albedo), normals, p["gamma"], INIT_AMBIENT)
+    tone = sketch_tone(fm, albedo, irradiance)
+    grey = torch.stack((tone, albedo @ torch.tensor(LUMA).to(albedo), torch.zeros_like(tone)), -1)
+    surface = fm.mean_shape.to(coeffs).expand(n, -1, -1)
+    (grey_img, surface_img), mask, depth = _draw(fm, vertices, (grey, surface), size, clamp=False)
+
+    darkness = ((SKETCH_WHITE - grey_img[:, :1]) / (SKETCH_WHITE - SKETCH_BLACK)).clamp(0, 1) * mask
+    ink = torch.maximum(hatching(darkness, surface_img, phase), SMUDGE * darkness) * mask
+    lines = _outline_edges(grey_img[:, 1:2].expand(-1, 3, -1, -1), mask, depth)
+    image = background * (1 - pressure * ink) + GRAPHITE.to(coeffs).view(1, 3, 1, 1) * pressure * ink
+    return _ink(image, lines * pressure, GRAPHITE)
+
+
+_RENDERERS = {"human": _render_human, "toon": _render_toon, "sketch": _render_sketch}
