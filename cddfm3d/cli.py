@@ -180,10 +180,10 @@ def _ship_mini(args) -> int:
 
 
 def _ship_evaluator(args) -> int:
-    from .world.ship import ship_independent_recon
+    from .world.ship import ship_evaluator
 
-    report = ship_independent_recon(args.recon, args.train_data, args.heldout, n_eval=args.n,
-                                    ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    report = ship_evaluator(args.recon, args.train_data, args.heldout, domain=args.domain, n_eval=args.n,
+                            ship_command="python -m cddfm3d " + shlex.join(args.argv))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -676,12 +676,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    "network's photometric error (default: 1000)")
     s.set_defaults(func=_ship_mini)
 
-    se = sub.add_parser("ship-evaluator", help="evaluate a second reconstruction network (another architecture and "
-                        "seed) on held-out renders and ship it as mini/recon_independent, the independent evaluator")
+    se = sub.add_parser("ship-evaluator", help="evaluate a reconstruction network used only for evaluation on "
+                        "held-out renders of its domain and ship it (float16): --domain human gives "
+                        "mini/recon_independent (another architecture and seed than mini/recon, the independent "
+                        "evaluator), another domain mini/recon_<domain>")
     se.add_argument("--recon", type=_existing_dir, required=True, help="train-recon run folder")
     se.add_argument("--train-data", type=_existing_dir, required=True, help="the dataset it was trained on")
     se.add_argument("--heldout", type=_existing_dir, required=True, help="held-out dataset (another seed)")
     se.add_argument("--n", type=POSITIVE, default=10000, help="held-out renders evaluated (default: 10000)")
+    se.add_argument("--domain", default="human", choices=DOMAINS, help="the domain the network reads (trained with "
+                    "train-recon --domain; default: human)")
     se.set_defaults(func=_ship_evaluator)
 
     from .face3d.measures import ATTRIBUTES

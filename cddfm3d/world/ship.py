@@ -19,6 +19,7 @@ import json
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,9 +30,10 @@ from ..face3d.recon import ReconNet
 from ..face3d.recon_training import evaluate_recon
 from ..assets.integrity import sha256_file
 from ..stylegan2.checkpoints import load_discriminator, load_generator
-from ..training import rebuild_commands
-from .datasets import WorldDataset, read_meta
-from .domains import mini_model
+from ..serialization import copy_as_float16
+from ..training import COMMANDS_FILE, rebuild_commands
+from .datasets import META_FILE, WorldDataset, read_meta
+from .domains import DOMAINS, mini_model
 from .quality import feature_stats, frechet_distance, generate, generator_latency_ms, recon_features
 
 
@@ -102,17 +104,90 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
     return {"generator": gen_metrics, "recon": recon_metrics, "seconds": time.perf_counter() - t0}
 
 
-def ship_independent_recon(recon_dir, train_data, heldout_data, n_eval: int = 10000, ship_command: str = "") -> dict:
-    """Evaluate a second reconstruction network on held-out renders and ship it as ``mini/recon_independent``: the
-    independent evaluator of the editing evaluation (:func:`cddfm3d.editing.evaluate`), trained on renders and never
-    used by any other training. It must differ from the shipped ``mini/recon`` in architecture (``width`` or
-    ``norm``) and in its run's seed, so that an edit that pleases one network's quirks shows up as a disagreement.
-    Returns its metrics (those of ``mini/recon``: explained variances, angle and landmark errors). Raises
-    ``ValueError`` for a network with the shipped recon's architecture or seed, ``FileNotFoundError`` for a missing
-    file or ``commands.txt``."""
+ASSET_BUDGET_BYTES = 30 * 2 ** 20   # all of assets/ (tests/test_assets.py holds the repository to it)
+
+
+def evaluator_name(domain: str) -> str:
+    """The asset name of the evaluation ReconNet of ``domain``: ``mini/recon_independent`` for ``human`` (the
+    independent evaluator: the human domain's own network is ``mini/recon``), ``mini/recon_<domain>`` for the
+    others. Raises ``ValueError`` for a domain not in ``DOMAINS``."""
+    if domain not in DOMAINS:
+        raise ValueError(f"ship-evaluator: domain must be one of {DOMAINS}, found {domain!r}")
+    return "mini/recon_independent" if domain == "human" else f"mini/recon_{domain}"
+
+
+def ship_evaluator(recon_dir, train_data, heldout_data, domain: str = "human", n_eval: int = 10000,
+                   ship_command: str = "") -> dict:
+    """Ship a ReconNet that is used only to evaluate, as :func:`evaluator_name` (domain): ``mini/recon_independent``
+    (``human``: the independent evaluator of the editing evaluation, :func:`cddfm3d.editing.evaluate`) or
+    ``mini/recon_<domain>`` (an out-of-domain style: reads that domain's images for the latent-consistency and
+    cross-domain editing measures, where the human networks cannot).
+
+    The file is stored with its float tensors rounded to float16 (:func:`cddfm3d.serialization.copy_as_float16`;
+    loaders upcast into float32 modules), and its metrics are those of the stored file loaded back:
+    :func:`evaluate_recon` (explained variance per attribute ``ev_*``, per-axis angle errors in degrees, landmark
+    error in px, ...) on the first ``n_eval`` renders of ``domain`` in ``heldout_data``, which must store that
+    domain and have another seed than ``train_data``. For an out-of-domain style the report adds the same metrics of
+    the shipped ``mini/recon`` on the same renders (``mini_recon_on_the_same_renders``), the reason for a network
+    per style.
+
+    Checks, before ``assets/`` changes: the run was trained on ``domain`` (the ``--domain`` of the train-recon lines
+    of its ``commands.txt``; default human) and ``train_data`` stores it; for ``human``, the network differs from
+    the shipped ``mini/recon`` in architecture (``width`` or ``norm``) and in its run's seed, so that an edit that
+    pleases one network's quirks shows up as a disagreement; and ``assets/`` stays within ``ASSET_BUDGET_BYTES``.
+    Returns ``{<asset short name>: metrics, "seconds": ...}`` (+ the baseline above). Raises ``ValueError`` for a
+    failed check (naming the file, field, expected and found), ``FileNotFoundError`` for a missing file or
+    ``commands.txt``.
+    """
     t0 = time.perf_counter()
+    name = evaluator_name(domain)
     d = Path(recon_dir)
-    net = ReconNet.load(d / "recon.safetensors").eval()
+    src = d / "recon.safetensors"
+    net = ReconNet.load(src).eval()
+    if domain == "human":
+        _check_independent(net, d)
+    trained_on = _trained_domains(d)
+    if trained_on != {domain}:
+        raise ValueError(f"{d / COMMANDS_FILE}: the train-recon lines read --domain {sorted(trained_on)}, expected "
+                         f"{domain!r} (train the {domain} evaluator with train-recon --domain {domain})")
+    train_meta = read_meta(train_data)
+    if domain not in train_meta["config"]["domains"]:
+        raise ValueError(f"{Path(train_data) / META_FILE}: field 'config.domains' is "
+                         f"{train_meta['config']['domains']}, expected it to hold {domain!r}")
+    cmds = rebuild_commands(train_data) + rebuild_commands(d) + rebuild_commands(heldout_data)
+    heldout = WorldDataset(heldout_data, domain, limit=n_eval)
+    if len(heldout) < n_eval:
+        raise ValueError(f"ship-evaluator: need {n_eval} held-out renders, {heldout_data} has {len(heldout)}; pass "
+                         f"--n {len(heldout)} or a larger held-out set")
+    train_seed = train_meta["config"].get("seed")
+    if heldout.config.get("seed") == train_seed:
+        raise ValueError(f"ship-evaluator: {heldout_data} was made with seed {train_seed}, the training data's: "
+                         f"evaluate on renders of another seed")
+    dest = assets.assets_dir() / (name + ".safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = copy_as_float16(src, Path(tmp) / dest.name)
+        _check_budget(dest, stored.stat().st_size)
+        shipped_net = ReconNet.load(stored).eval()
+        metrics = evaluate_recon(shipped_net, mini_model(), heldout.images, heldout.coeffs)
+        metrics["n"] = len(heldout)
+        report = {name.split("/", 1)[1]: metrics}
+        if domain != "human":
+            report["mini_recon_on_the_same_renders"] = evaluate_recon(assets.load("mini/recon").eval(), mini_model(),
+                                                                      heldout.images, heldout.coeffs)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stored, dest)
+    description = ("a second ReconNet (another architecture and seed than mini/recon), trained on renders and used "
+                   "only to evaluate edits: the independent evaluator" if domain == "human" else
+                   f"a ReconNet trained on {domain} renders with known coefficients (the human networks cannot read "
+                   f"them), used only to evaluate: latent consistency and cross-domain edits in the {domain} domain")
+    assets.register(name, name + ".safetensors", "face3d.ReconNet", net.config,
+                    "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,
+                    description=description + "; float tensors stored as float16")
+    return {**report, "seconds": time.perf_counter() - t0}
+
+
+def _check_independent(net: ReconNet, d: Path) -> None:
+    """The human evaluator must differ from the shipped mini/recon in architecture and in its run's seed."""
     shipped = assets.load("mini/recon").eval()
     arch = ("width", "norm")
     if all(net.config.get(k) == shipped.config.get(k) for k in arch):
@@ -126,26 +201,36 @@ def ship_independent_recon(recon_dir, train_data, heldout_data, n_eval: int = 10
     if seed in _shipped_recon_seeds():
         raise ValueError(f"{ckpt}: field 'config.seed' is {seed}, the seed of the shipped mini/recon's run; train "
                          f"the independent evaluator with another --seed")
-    cmds = rebuild_commands(train_data) + rebuild_commands(d) + rebuild_commands(heldout_data)
-    heldout = WorldDataset(heldout_data, "human", limit=n_eval)
-    if len(heldout) < n_eval:
-        raise ValueError(f"ship-evaluator: need {n_eval} held-out renders, {heldout_data} has {len(heldout)}; pass "
-                         f"--n {len(heldout)} or a larger held-out set")
-    train_seed = read_meta(train_data)["config"].get("seed")
-    if heldout.config.get("seed") == train_seed:
-        raise ValueError(f"ship-evaluator: {heldout_data} was made with seed {train_seed}, the training data's: "
-                         f"evaluate on renders of another seed")
-    metrics = evaluate_recon(net, mini_model(), heldout.images, heldout.coeffs)
-    metrics["n"] = len(heldout)
-    dest = assets.assets_dir() / "mini"
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(d / "recon.safetensors", dest / "recon_independent.safetensors")
-    assets.register(
-        "mini/recon_independent", "mini/recon_independent.safetensors", "face3d.ReconNet", net.config,
-        "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,
-        description="a second ReconNet (another architecture and seed than mini/recon), trained on renders and used "
-                    "only to evaluate edits: the independent evaluator")
-    return {"recon_independent": metrics, "seconds": time.perf_counter() - t0}
+
+
+def _trained_domains(run_dir: Path) -> set[str]:
+    """The ``--domain`` of every train-recon line in a run's ``commands.txt`` (human where absent: the default),
+    read as argparse reads it. Raises ``FileNotFoundError`` without the file or without any train-recon line."""
+    import argparse
+
+    path = run_dir / COMMANDS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"ship-evaluator: {path} does not exist (the run's commands: its provenance)")
+    domain_only = argparse.ArgumentParser(add_help=False, allow_abbrev=True, exit_on_error=False)
+    domain_only.add_argument("--domain", default="human")
+    found = set()
+    for line in path.read_text().splitlines():
+        words = [] if line.startswith("#") else shlex.split(line)
+        if "train-recon" in words:
+            found.add(domain_only.parse_known_args(words[words.index("train-recon") + 1:])[0].domain)
+    if not found:
+        raise FileNotFoundError(f"ship-evaluator: {path} records no train-recon command")
+    return found
+
+
+def _check_budget(dest: Path, new_size: int) -> None:
+    """Refuse a file that would take ``assets/`` beyond ``ASSET_BUDGET_BYTES`` (replacing ``dest`` if present)."""
+    root = assets.assets_dir()
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    after = total - (dest.stat().st_size if dest.is_file() else 0) + new_size
+    if after > ASSET_BUDGET_BYTES:
+        raise ValueError(f"ship-evaluator: {dest} ({new_size} bytes) would take {root} to {after} bytes, beyond the "
+                         f"budget of {ASSET_BUDGET_BYTES} bytes ({total} now)")
 
 
 def _shipped_recon_seeds() -> set[int]:
