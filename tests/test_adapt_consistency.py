@@ -6,6 +6,7 @@ import torch
 from cddfm3d import assets
 from cddfm3d.adapt.consistency import compare_readings, consistency_table, latent_consistency
 from cddfm3d.face3d.measures import ATTRIBUTES, attribute_features
+from cddfm3d.face3d.morphable import MorphableModel
 from cddfm3d.world.domains import mini_model
 from cddfm3d.world.priors import sample_coeffs
 
@@ -16,7 +17,7 @@ def human():
 
 
 def test_compare_readings_against_numpy():
-    model = mini_model().to(torch.float64)
+    model = MorphableModel.mini().double()  # a private float64 instance (mini_model() is shared: never .to() it)
     a, b = sample_coeffs(12, seed=1).double(), sample_coeffs(12, seed=2).double()
     b = 0.7 * a + 0.3 * b  # related readings
     rows = compare_readings(model, a, b, shuffle_seed=3)

@@ -50,7 +50,7 @@ def compare_readings(model, reference: torch.Tensor, other: torch.Tensor, shuffl
     if reference.shape != other.shape or reference.ndim != 2 or reference.shape[0] < 2:
         raise ValueError(f"compare_readings: expected two [N >= 2, 257] tensors of one shape, found "
                          f"{tuple(reference.shape)} and {tuple(other.shape)}")
-    mm = model.to(torch.float64) if model.mean_shape.dtype != torch.float64 else model
+    mm = model  # used as given (never .to(): the caller's instance may be shared); sums run in float64
     perm = derangement(reference.shape[0], shuffle_seed)
     ref, oth = reference.double().to(mm.mean_shape.device), other.double().to(mm.mean_shape.device)
     result = {}
