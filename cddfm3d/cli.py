@@ -188,6 +188,16 @@ def _ship_evaluator(args) -> int:
     return 0
 
 
+def _ship_domain(args) -> int:
+    from .adapt.ship import ship_domain_generator
+
+    report = ship_domain_generator(args.run, args.domain, args.train_data, args.heldout, n_fd=args.n_fd,
+                                   n_consistency=args.n_consistency,
+                                   ship_command="python -m cddfm3d " + shlex.join(args.argv))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _ship_editing(args) -> int:
     from .editing.ship import ship_editing_assets
 
@@ -687,6 +697,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     se.add_argument("--domain", default="human", choices=DOMAINS, help="the domain the network reads (trained with "
                     "train-recon --domain; default: human)")
     se.set_defaults(func=_ship_evaluator)
+
+    sd = sub.add_parser("ship-domain", help="evaluate a latent-consistent finetune run (FD against the domain's "
+                        "renders, latent consistency with mini/generator) and ship it as mini/generator_<domain> "
+                        "(float16 changes of mini/generator)")
+    sd.add_argument("--domain", required=True, choices=[d for d in DOMAINS if d != "human"],
+                    help="the domain the run was fine-tuned to (its mini/recon_<domain> must be shipped)")
+    sd.add_argument("--run", type=_existing_dir, required=True, help="finetune run folder")
+    sd.add_argument("--train-data", type=_existing_dir, required=True, help="the dataset it was fine-tuned on")
+    sd.add_argument("--heldout", type=_existing_dir, required=True, help="held-out dataset of the domain (another "
+                    "seed)")
+    sd.add_argument("--n-fd", type=POSITIVE, default=2000, help="images per side of the Fréchet distances "
+                    "(default: 2000)")
+    sd.add_argument("--n-consistency", type=_int_at_least(2), default=1000, help="latents of the consistency "
+                    "measure (default: 1000)")
+    sd.set_defaults(func=_ship_domain)
 
     from .face3d.measures import ATTRIBUTES
 
