@@ -59,6 +59,7 @@ HATCH_PERIOD = 0.10        # spacing of the hatching lines on the face
 HATCH_LAYERS = (((0.7071, 0.7071, 0.0), 0.22), ((0.7071, -0.7071, 0.0), 0.45), ((0.1736, 0.9848, 0.0), 0.68))
 HATCH_WIDTH = 0.55         # stroke width (fraction of the period) of a layer at full darkness
 SMUDGE = 0.35              # soft graphite tone under the hatching (fraction of the graphite at darkness 1)
+FEATURE_WEIGHTS = (0.0, 0.8, 0.2)   # RGB weights of the lightness whose edges are the outlined painted features
 SKETCH_WHITE, SKETCH_BLACK = 1.05, 0.2   # tones (irradiance x albedo lightness) drawn as darkness 0 and 1
 
 
@@ -276,13 +277,22 @@ def hatching(darkness: torch.Tensor, surface: torch.Tensor, phase: torch.Tensor)
 
 def sketch_tone(fm: MorphableModel, albedo: torch.Tensor, irradiance: torch.Tensor) -> torch.Tensor:
     """Tone [B, N] of each vertex: the square of the irradiance's luminance (a contrast boost: the light is
-    what the hatching draws), times the albedo's lightness relative to the average skin's (painted features),
-    times a compressed skin lightness ((skin / 0.6)^0.25, so dark skin is drawn somewhat darker but never
-    solid). Monochrome: the albedo's hue is dropped."""
+    what the hatching draws), times the feature lightness (:func:`sketch_features`) relative to the average
+    skin's (painted features: brows, eyes, lips darker), times a compressed skin lightness ((skin / 0.6)^0.25 of
+    the plain lightness, so dark skin is drawn somewhat darker but never solid). Monochrome: hue is dropped."""
+    on_skin = fm.skin_mask.to(albedo.device)
     luma = torch.tensor(LUMA, dtype=albedo.dtype, device=albedo.device)
-    light = albedo @ luma                                                   # [B, N]
-    skin = light[:, fm.skin_mask.to(albedo.device)].mean(1, keepdim=True).clamp(min=1e-3)
-    return irradiance.mean(-1).square() * (light / skin) * (skin / 0.6) ** 0.25
+    skin = (albedo @ luma)[:, on_skin].mean(1, keepdim=True).clamp(min=1e-3)            # [B, 1]
+    feature = sketch_features(albedo)                                                    # [B, N]
+    relative = feature / feature[:, on_skin].mean(1, keepdim=True).clamp(min=1e-3)
+    return irradiance.mean(-1).square() * relative * (skin / 0.6) ** 0.25
+
+
+def sketch_features(albedo: torch.Tensor) -> torch.Tensor:
+    """Painted-feature map [B, N] whose edges the pencil outlines: the albedo's lightness as seen through a green
+    filter (weights ``FEATURE_WEIGHTS``), so that red lips stand out against the skin by more than their plain
+    lightness would (as they do on orthochromatic film); skin's blotches of colour do not."""
+    return albedo @ torch.tensor(FEATURE_WEIGHTS, dtype=albedo.dtype, device=albedo.device)
 
 
 def _render_sketch(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -298,7 +308,7 @@ def _render_sketch(fm: MorphableModel, coeffs: torch.Tensor, size: int, gen: tor
     albedo = fm.compute_albedo(p["tex"])
     irradiance = shade(torch.ones_like(albedo), normals, p["gamma"], INIT_AMBIENT)
     tone = sketch_tone(fm, albedo, irradiance)
-    grey = torch.stack((tone, albedo @ torch.tensor(LUMA).to(albedo), torch.zeros_like(tone)), -1)
+    grey = torch.stack((tone, sketch_features(albedo), torch.zeros_like(tone)), -1)
     surface = fm.mean_shape.to(coeffs).expand(n, -1, -1)
     (grey_img, surface_img), mask, depth = _draw(fm, vertices, (grey, surface), size, clamp=False)
 
