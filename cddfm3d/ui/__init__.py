@@ -4,7 +4,8 @@
     from cddfm3d.ui import EditorModel, Editor
     m = EditorModel.from_assets("mini")
     m.load_sample(0)
-    Editor(m).widget            # in a notebook
+    m.load_image("toon.png", domain="toon")   # or an image, projected into its domain's generator (issue 12)
+    Editor(m).widget            # in a notebook ("Load image" + "Project" do the same from the page)
 
 ``Editor`` is imported on first use, so ``import cddfm3d.ui`` does not need ipywidgets.
 """

@@ -1,4 +1,5 @@
-"""The face editor's model: the state behind the sliders, with no widgets (issue 11 §1, §5)::
+"""The face editor's model: the state behind the sliders, with no widgets (issue 11 §1, §5; images of other domains:
+issue 12 §4)::
 
     m = EditorModel.from_assets("mini")        # G, T and the five F^i of the shipped mini world, one CPU thread
     m.load_sample(0)                           # a generated face (styles of seed 0, noise of seed 0)
@@ -7,6 +8,7 @@
     m.image, m.render, m.landmarks, m.coeffs   # uint8 [H, W, 3], uint8 [H, W, 3], [68, 2] px, [257]
     m.save_clip("edit.gif", frames=24)         # from the source to this edit
     m.reset()                                  # back to the source, bit for bit
+    m.load_image("toon.png", domain="toon")    # an image of another domain, projected, then edited the same way
 
 **What an edit is.** The source styles ``s`` [1, D] are read by T once: P_s = T(s). The sliders set absolute target
 coefficients P_t (:mod:`cddfm3d.ui.controls` gives each slider's unit and the light mapping); every attribute
@@ -16,6 +18,16 @@ whose target differs from P_s is edited by its F^i with the delta ``P_t^i - P_s^
 passed through its F^i at all (F^i(s, 0) is close to s but not equal), so a reset, or a slider put back on its
 source value, gives the source styles and the source image exactly. The image is decoded with the source's noise
 (:func:`cddfm3d.editing.pairs.noise_for` of the noise seed), so an edit changes only what F changes.
+
+**Sources.** A generated face (:meth:`EditorModel.load_sample`: the styles and noise of a seed), stored styles
+(:meth:`EditorModel.load_styles`: styles and a noise seed) or an image (:meth:`EditorModel.load_image`): the image
+is projected (:func:`cddfm3d.adapt.project`) into the generator of its domain -- the model's own generator for
+``"human"``, the latent-consistently fine-tuned ``mini/generator_<domain>`` for ``"toon"`` and ``"sketch"``
+(CDDFM3D §3.4) -- and the projection's styles and noise maps become the source: the human world's T reads its
+styles, the human world's F^i edit them, and the domain's generator decodes every edit with the projection's noise
+maps (fine-tuning with the mapping and affines frozen leaves ``w -> s`` as it was, so T and F^i read and write the
+domain generator's StyleSpace as the human one's). Every source records the domain whose generator decodes it
+(:attr:`EditorModel.domain`). The domain generators are loaded once, when first used, and kept.
 
 **What is cached.** Per source: T(s), the noise maps, the source image and the source light's parameters. Per
 attribute (in ATTRIBUTES order): its delta (:meth:`FaceEditor.deltas` of its target) and the styles after its link
@@ -43,19 +55,21 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..adapt.perceptual import PerceptualDistance
 from ..editing import ATTRIBUTE_SLICES, ATTRIBUTES
 from ..editing.face_editor import FaceEditor
 from ..editing.pairs import noise_for
 from ..images import from_uint8, to_uint8
 from ..serialization import atomic_write
 from .controls import CONTROLS, Control, light_params, light_target
+from .image_input import generator_input
 
 WORLDS = ("mini", "real")        # the worlds of from_assets
 CLIP_SUFFIXES = (".gif", ".mp4")
@@ -63,6 +77,9 @@ MP4_BLOCK = 16                   # H.264 encodes 16 x 16 macro blocks: MP4 frame
 MAX_SCALE = 16                   # the largest panel / clip upscaling (a 64 px tile becomes 1024 px)
 LATENCY_HISTORY = 1000           # latencies_ms keeps the last this many
 SEED_RANGE = (0, 2 ** 63 - 1)    # seeds torch.Generator.manual_seed takes without wrapping
+HUMAN = "human"                  # the domain of the model's own generator
+DOMAIN_ASSET = "mini/generator_{domain}"   # the shipped generator of another domain (cddfm3d.adapt.ship)
+FAST_PROJECTION_STEPS = 30       # load_image's default steps in FAST mode (cddfm3d.fast_mode(): tests, CI notebooks)
 
 
 class EditorModel:
@@ -80,11 +97,18 @@ class EditorModel:
             :attr:`render` and :attr:`landmarks`. Default: the mini world's
             :func:`cddfm3d.world.domains.mini_model` on the editor's device, made when first needed; for the real
             world ``cddfm3d.assets.load("real/bfm", device)``.
+        domain_generators: ``{domain: generator}``, generators of other domains for :meth:`load_image` (each a
+            :class:`cddfm3d.stylegan2.Generator` on the editor's device, with the editor's generator's architecture
+            and its ``w -> s`` tensors -- mapping network and affines -- bitwise equal: a latent-consistent
+            fine-tuning). A domain of the mini world (:data:`cddfm3d.world.DOMAINS`) that is not given here is
+            loaded from the shipped ``mini/generator_<domain>`` when first used.
 
     Raises ``ValueError`` for an ``editor`` that is not a FaceEditor, a ``coeff_std`` that is not 257 positive
-    finite numbers or a ``model`` that is not a MorphableModel."""
+    finite numbers, a ``model`` that is not a MorphableModel, or a domain generator as :meth:`add_domain` refuses
+    it."""
 
-    def __init__(self, editor: FaceEditor, coeff_std: torch.Tensor | None = None, model=None):
+    def __init__(self, editor: FaceEditor, coeff_std: torch.Tensor | None = None, model=None,
+                 domain_generators: Mapping | None = None):
         from ..face3d.morphable import MorphableModel
         from ..world.priors import prior_std
 
@@ -111,11 +135,19 @@ class EditorModel:
         self._lock = threading.RLock()
         self._src: _Source | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self._editors: dict[str, FaceEditor] = {HUMAN: editor}    # one per domain: its G, the shared T and F^i
+        self._perceptual = None                                  # load_image's distance, chosen once
+        if domain_generators is not None:
+            if not isinstance(domain_generators, Mapping):
+                raise ValueError(f"EditorModel: domain_generators must be a mapping {{domain: generator}}, found "
+                                 f"{type(domain_generators).__name__}")
+            for domain, G in domain_generators.items():
+                self.add_domain(domain, G)
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
-    def from_assets(cls, world: str = "mini", device=None, threads: int | None = 1, generator=None
-                    ) -> EditorModel:
+    def from_assets(cls, world: str = "mini", device=None, threads: int | None = 1, generator=None,
+                    domain_generators: Mapping | None = None) -> EditorModel:
         """The editor of the shipped networks of ``world`` (:meth:`FaceEditor.load`) with the world's slider units
         and morphable model.
 
@@ -131,7 +163,9 @@ class EditorModel:
                 as fast when both cores are free and stays steady when one is not.
             generator: a :class:`cddfm3d.stylegan2.Generator` on ``device`` to use instead of the world's (e.g.
                 one fine-tuned to another domain: T and the F^i stay the world's; the world's generator is then
-                not loaded); same style width.
+                not loaded); same style width. It is the ``"human"`` domain's generator of :meth:`load_image`.
+            domain_generators: generators of other domains (the constructor's argument), instead of the shipped
+                ``mini/generator_<domain>``.
 
         Raises ``ValueError`` for a world other than ``"mini"`` / ``"real"`` (listing them), for ``"real"``
         (naming the missing assets), a bad ``threads``, or a generator that is not a Generator, is on another
@@ -156,7 +190,8 @@ class EditorModel:
         editor = FaceEditor.load(world, device, generator=generator)
         if threads is not None:
             torch.set_num_threads(threads)
-        return cls(editor, coeff_std=prior_std(), model=None)     # the mini world's units and MiniFace
+        return cls(editor, coeff_std=prior_std(), model=None,     # the mini world's units and MiniFace
+                   domain_generators=domain_generators)
 
     # ------------------------------------------------------------------------------------------ sources
     def load_sample(self, seed: int) -> None:
@@ -197,15 +232,201 @@ class EditorModel:
         with self._lock:
             self._load(t.detach().to(G.w_avg.device, G.w_avg.dtype).clone(), noise_seed)
 
+    def load_image(self, image, domain: str = HUMAN, space: str = "w+", steps: int | None = None,
+                   progress: bool | Callable[[int, int], None] = False):
+        """Make an image of ``domain`` the source: project it into that domain's generator and edit the projection.
+
+        The image (:mod:`cddfm3d.ui.image_input`: a uint8 array [H, W, 3] -- RGBA and grayscale too --, a float
+        tensor [3, H, W] / [1, 3, H, W] in [-1, 1], or the path of a PNG / JPEG file read with imageio) is
+        centre-cropped to a square and resized to the generator's resolution R (area averaging down, bilinear up;
+        :attr:`input_image` shows the result), then projected with :func:`cddfm3d.adapt.project` (``space``,
+        ``steps``, seed 0, the perceptual distance chosen automatically once per model) into :meth:`generator`
+        (``domain``). The projection's styles s [1, D] and noise maps become the source: the sliders start at the
+        controls of P_s = T(s), edits go through the F^i, and every image -- the source, the edits, the clip
+        frames -- is the domain generator's decode with the projection's noise maps. :attr:`source_image` is the
+        projection's image (that decode of s), :attr:`projection_psnr` its PSNR against the input, and a reset
+        gives it back bit for bit. The same pixels in any of the forms give the same source.
+
+        Args:
+            image: the image (above).
+            domain: ``"human"`` (the model's own generator) or another of :attr:`domains` (``"toon"``,
+                ``"sketch"``: ``mini/generator_<domain>``, loaded when first used and kept).
+            space: ``"w"``, ``"w+"`` (default) or ``"s"`` (:mod:`cddfm3d.adapt.projection`).
+            steps: optimisation steps, an int >= 1; default :meth:`projection_steps`: the projector's default
+                (:data:`cddfm3d.adapt.projection.DEFAULT_STEPS`, 300: about 22 s for one 64 px image on one busy
+                CPU core) in full mode, :data:`FAST_PROJECTION_STEPS` (30: about 2 s, a rougher fit: 25.6 against
+                32.3 dB PSNR on a mini-world render) when :func:`cddfm3d.fast_mode` (tests, CI notebooks).
+            progress: ``False`` (quiet), ``True`` (the projector's tqdm bar) or a callable ``progress(step, steps)``
+                called at each optimisation step (step = 1 .. steps), e.g. to show progress in a view.
+
+        Returns the :class:`~cddfm3d.adapt.projection.ProjectionResult` (its ``history``, ``perceptual`` name, ...).
+
+        Raises, before anything is projected and with the source unchanged: ``ValueError`` for an unknown domain
+        (listing :attr:`domains`), space or bad steps / progress, and the image's errors
+        (:func:`~cddfm3d.ui.image_input.generator_input`: ``FileNotFoundError`` for a missing file, ``ValueError``
+        for an unreadable file, a wrong type, dtype, shape or value range); :class:`cddfm3d.assets.AssetError` (a
+        ``FileNotFoundError``) when the domain's generator asset is missing, naming the commands that make it, and
+        the other asset errors of :func:`cddfm3d.assets.load`."""
+        from ..adapt.projection import SPACES, project
+
+        who = "EditorModel.load_image"
+        self._check_domain(domain, who)
+        if space not in SPACES:
+            raise ValueError(f"{who}: space must be one of {list(SPACES)}, found {space!r}")
+        if steps is None:
+            steps = self.projection_steps()
+        elif isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"{who}: steps must be an int >= 1 or None (the default), found {steps!r}")
+        if not (isinstance(progress, bool) or callable(progress)):
+            raise ValueError(f"{who}: progress must be True, False or a callable progress(step, steps), found "
+                             f"{type(progress).__name__}")
+        x, _ = generator_input(image, self.editor.G.resolution, who)    # every domain's G has this architecture
+        editor = self._domain_editor(domain, who)
+        G = editor.G
+        distance = self._perceptual_distance()
+        if callable(progress):
+            distance = _StepReporter(distance, int(steps), progress)
+        with torch.enable_grad():
+            proj = project(G, x.to(editor.device), space=space, steps=int(steps), perceptual=distance,
+                           progress=progress is True)
+        with self._lock:
+            self._load(proj.styles.detach().clone(), None, noise=[n.detach().clone() for n in proj.noise],
+                       domain=domain, input_image=to_uint8(x), psnr=float(proj.psnr[0]))
+        return proj
+
+    @staticmethod
+    def projection_steps() -> int:
+        """:meth:`load_image`'s default steps: :data:`cddfm3d.adapt.projection.DEFAULT_STEPS` (300), or
+        :data:`FAST_PROJECTION_STEPS` (30) when :func:`cddfm3d.fast_mode` is on."""
+        from ..adapt.projection import DEFAULT_STEPS
+        from ..config import steps
+
+        return steps(DEFAULT_STEPS, FAST_PROJECTION_STEPS)
+
     @torch.no_grad()
-    def _load(self, s: torch.Tensor, noise_seed: int) -> None:
-        ed = self.editor
-        noise = noise_for(ed.G, [noise_seed], ed.device)
+    def _load(self, s: torch.Tensor, noise_seed: int | None, noise: list | None = None, domain: str = HUMAN,
+              input_image: torch.Tensor | None = None, psnr: float | None = None) -> None:
+        """Make ``s`` [1, D] the source, decoded by ``domain``'s generator with ``noise`` (maps) or, when it is
+        None, the noise of ``noise_seed``."""
+        ed = self._editors[domain]
+        if noise is None:
+            noise = noise_for(ed.G, [noise_seed], ed.device)
         P = ed.predict(s)
         src = _Source(styles=s, noise_seed=noise_seed, noise=noise, P=P, image=ed.synthesize(s, noise=noise),
-                      light=light_params(P[0, ATTRIBUTE_SLICES["light"]]) if "light" in self._order else None)
+                      light=light_params(P[0, ATTRIBUTE_SLICES["light"]]) if "light" in self._order else None,
+                      domain=domain, decoder=ed, input_image=input_image, psnr=psnr)
         self._src = src
         self._clear_all()
+
+    # ------------------------------------------------------------------------------------------ domains
+    @property
+    def domains(self) -> list[str]:
+        """The domains :meth:`load_image` knows: ``"human"``, the mini world's others (:data:`cddfm3d.world.DOMAINS`:
+        ``"toon"``, ``"sketch"``) and any added with :meth:`add_domain`, whether or not their generator exists
+        (:meth:`available_domains`)."""
+        from ..world.domains import DOMAINS
+
+        with self._lock:
+            return list(dict.fromkeys([HUMAN, *DOMAINS, *self._editors]))
+
+    def available_domains(self) -> list[str]:
+        """The :attr:`domains` whose generator is at hand: loaded or added already, or a shipped
+        ``mini/generator_<domain>`` whose file is present (not loaded or verified here)."""
+        from .. import assets
+
+        out = []
+        for domain in self.domains:
+            with self._lock:
+                ready = domain in self._editors
+            if not ready:
+                try:
+                    ready = assets.path(DOMAIN_ASSET.format(domain=domain), verify=False).is_file()
+                except (assets.AssetError, assets.AssetValidationError):
+                    ready = False
+            if ready:
+                out.append(domain)
+        return out
+
+    def generator(self, domain: str = HUMAN):
+        """The generator that decodes ``domain``'s images (the model's own for ``"human"``), loaded from
+        ``mini/generator_<domain>`` when first asked for and kept. Raises as :meth:`load_image` for an unknown
+        domain or a missing asset."""
+        self._check_domain(domain, "EditorModel.generator")
+        return self._domain_editor(domain, "EditorModel.generator").G
+
+    def add_domain(self, domain: str, generator) -> None:
+        """Use ``generator`` (a :class:`cddfm3d.stylegan2.Generator`) for the images of ``domain`` (a name, not
+        ``"human"``), instead of ``mini/generator_<domain>``: e.g. an ablation, or another world's fine-tuned
+        generator. Raises ``ValueError`` for a bad name, a generator that is not a Generator, is on another device
+        than the editor, has another architecture than the editor's generator or another ``w -> s`` (mapping
+        network or affines changed: T and the F^i would misread its StyleSpace)."""
+        from ..stylegan2 import Generator
+
+        who = "EditorModel.add_domain"
+        if not isinstance(domain, str) or not domain.strip() or domain == HUMAN:
+            raise ValueError(f"{who}: domain must be a non-empty name other than {HUMAN!r} (the model's own "
+                             f"generator), found {domain!r}")
+        if not isinstance(generator, Generator):
+            raise ValueError(f"{who}: the {domain} generator must be a cddfm3d.stylegan2.Generator, found "
+                             f"{type(generator).__name__}")
+        with self._lock:
+            self._editors[domain] = self._domain_face_editor(domain, generator, who)
+
+    def _domain_face_editor(self, domain: str, G, who: str) -> FaceEditor:
+        from ..adapt.finetune import latent_inconsistency
+
+        base = self.editor.G
+        if G.config != base.config:
+            raise ValueError(f"{who}: the {domain} generator's architecture {G.config} differs from the editor's "
+                             f"generator's {base.config}")
+        if G.w_avg.device != base.w_avg.device:
+            raise ValueError(f"{who}: the {domain} generator is on {G.w_avg.device}, the editor on "
+                             f"{base.w_avg.device}; move it with .to({str(base.w_avg.device)!r})")
+        changed = latent_inconsistency(base, G)
+        if changed:
+            raise ValueError(f"{who}: the {domain} generator maps w to s differently from the editor's generator "
+                             f"({len(changed)} mapping / affine tensors differ, e.g. {changed[:3]}); T and the F^i "
+                             f"read only a latent-consistent fine-tuning (finetune --freeze affine or freeze-g)")
+        return FaceEditor(G.eval(), self.editor.T, self.editor.manipulators)
+
+    def _check_domain(self, domain, who: str) -> None:
+        known = self.domains
+        if not isinstance(domain, str) or domain not in known:
+            raise ValueError(f"{who}: unknown domain {domain!r}; expected one of {known}")
+
+    def _domain_editor(self, domain: str, who: str) -> FaceEditor:
+        """``domain``'s FaceEditor (its generator with the shared T and F^i), loading its asset on first use."""
+        from .. import assets
+        from ..assets import AssetError, AssetIntegrityError
+
+        with self._lock:
+            if domain in self._editors:
+                return self._editors[domain]
+            name = DOMAIN_ASSET.format(domain=domain)
+            try:
+                G = assets.load(name, self.editor.device)
+            except AssetIntegrityError:
+                raise
+            except AssetError as e:
+                raise AssetError(
+                    f"{who}: the {domain} domain has no generator: {e}. {name} is mini/generator fine-tuned to "
+                    f"{domain} renders with its mapping and affines frozen; make it with: python -m cddfm3d "
+                    f"make-world --out <data> --domains human {domain} ..., then python -m cddfm3d finetune --data "
+                    f"<data> --domain {domain} --freeze affine --out <run>, then python -m cddfm3d ship-domain "
+                    f"--domain {domain} --run <run> --train-data <data> --heldout <held-out data of another seed> "
+                    f"(which needs mini/recon_{domain}: ship-evaluator --domain {domain}); or give a generator: "
+                    f"EditorModel.from_assets('mini', domain_generators={{{domain!r}: G}})") from e
+            self._editors[domain] = self._domain_face_editor(domain, G, who)
+            return self._editors[domain]
+
+    def _perceptual_distance(self):
+        """load_image's perceptual distance (:func:`cddfm3d.adapt.perceptual.choose_perceptual` "auto"), made once."""
+        from ..adapt.perceptual import choose_perceptual
+
+        with self._lock:
+            if self._perceptual is None:
+                self._perceptual = choose_perceptual("auto", device=self.editor.device)
+            return self._perceptual
 
     def _clear_all(self) -> None:
         src = self._src
@@ -423,7 +644,7 @@ class EditorModel:
                     s = self.editor.step(s, a, self._deltas[a])
                 self._chain[i] = s
             self._styles = s
-            self._image = src.image if s is src.styles else self.editor.synthesize(s, noise=src.noise)
+            self._image = src.image if s is src.styles else src.decoder.synthesize(s, noise=src.noise)
         self._record(t0)
 
     def _record(self, t0: float) -> None:
@@ -467,10 +688,34 @@ class EditorModel:
             return self._need().styles.clone()
 
     @property
-    def noise_seed(self) -> int:
-        """The source's noise seed."""
+    def noise_seed(self) -> int | None:
+        """The source's noise seed; ``None`` for an image source (:meth:`load_image`), decoded with its
+        projection's noise maps."""
         with self._lock:
             return self._need().noise_seed
+
+    @property
+    def domain(self) -> str:
+        """The domain of the source: ``"human"`` for :meth:`load_sample`, :meth:`load_styles` and human images,
+        else the domain given to :meth:`load_image`; its generator (:meth:`generator`) decodes every edit."""
+        with self._lock:
+            return self._need().domain
+
+    @property
+    def input_image(self) -> np.ndarray | None:
+        """For an image source (:meth:`load_image`): the image as given, cropped and resized to the generator's
+        resolution, uint8 [R, R, 3] (a new array); ``None`` for a generated face or stored styles."""
+        with self._lock:
+            x = self._need().input_image
+            return None if x is None else _hwc(x)
+
+    @property
+    def projection_psnr(self) -> float | None:
+        """For an image source: the PSNR in dB of the projection's image against :attr:`input_image`'s float
+        values (``10 log10(2**2 / MSE)`` on [-1, 1], :class:`~cddfm3d.adapt.projection.ProjectionResult`);
+        ``None`` otherwise."""
+        with self._lock:
+            return self._need().psnr
 
     @property
     def image(self) -> np.ndarray:
@@ -481,7 +726,9 @@ class EditorModel:
 
     @property
     def source_image(self) -> np.ndarray:
-        """The source image, uint8 [H, W, 3] (a new array). Raises ``RuntimeError`` before a source is loaded."""
+        """The source image, uint8 [H, W, 3] (a new array): the generated face, or for an image source the
+        projection's image (its domain generator's decode of the projected styles with the projection's noise).
+        Raises ``RuntimeError`` before a source is loaded."""
         with self._lock:
             return _hwc(self._need().image)
 
@@ -537,16 +784,19 @@ class EditorModel:
             return self._reconstruction()["landmarks"].copy()
 
     def panel(self, show_landmarks: bool = False, show_render: bool = True, show_source: bool = True,
-              scale: int = 4) -> np.ndarray:
-        """What the view shows, uint8 [H * scale, n * W * scale, 3]: source | edit | render side by side (n = 1
-        to 3 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn as 3 x 3 green
-        dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing else
-        changes). Raises ``ValueError`` for a scale that is not an int in [1, 16] (:func:`check_scale`),
-        ``RuntimeError`` before a source is loaded."""
+              scale: int = 4, show_input: bool = True) -> np.ndarray:
+        """What the view shows, uint8 [H * scale, n * W * scale, 3]: [input |] source | edit | render side by side
+        (n = 1 to 4 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn as 3 x 3
+        green dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing else
+        changes). The input tile (:attr:`input_image`) comes first for an image source when ``show_input``; the
+        source is then the projection. Raises ``ValueError`` for a scale that is not an int in [1, 16]
+        (:func:`check_scale`), ``RuntimeError`` before a source is loaded."""
         scale = check_scale(scale, "EditorModel.panel")
         with self._lock:
             src = self._need()
             tiles = []
+            if show_input and src.input_image is not None:
+                tiles.append(_upscale(_hwc(src.input_image), scale))
             if show_source:
                 tiles.append(_upscale(_hwc(src.image), scale))
             if show_landmarks:
@@ -574,8 +824,8 @@ class EditorModel:
             out = [src.image]
             for j in range(1, frames - 1):
                 t = j / (frames - 1)
-                s = self.editor.apply(src.styles, {a: d * t for a, d in active.items()})
-                out.append(self.editor.synthesize(s, noise=src.noise))
+                s = src.decoder.apply(src.styles, {a: d * t for a, d in active.items()})
+                out.append(src.decoder.synthesize(s, noise=src.noise))
             out.append(self._image)
             return np.stack([_hwc(x) for x in out])
 
@@ -643,15 +893,41 @@ def _check_frames(frames, who: str) -> int:
 
 @dataclass(slots=True)
 class _Source:
-    """What a source fixes: styles [1, D], noise seed and maps, P = T(s) [1, 257], image uint8 [1, 3, H, W] and the
-    light's four control values."""
+    """What a source fixes: styles [1, D], the noise maps (of ``noise_seed``, or given: a projection's, with
+    ``noise_seed`` None), P = T(s) [1, 257], image uint8 [1, 3, H, W], the light's four control values, the domain
+    and the FaceEditor whose generator decodes it; for an image source the input (uint8 [1, 3, R, R]) and the
+    projection's PSNR in dB."""
 
     styles: torch.Tensor
-    noise_seed: int
+    noise_seed: int | None
     noise: list
     P: torch.Tensor
     image: torch.Tensor
     light: tuple | None
+    domain: str
+    decoder: FaceEditor
+    input_image: torch.Tensor | None = None
+    psnr: float | None = None
+
+
+class _StepReporter(PerceptualDistance):
+    """``inner`` (a perceptual distance, same name and values) that calls ``report(step, steps)`` after each of the
+    first ``steps`` distances it computes: :func:`cddfm3d.adapt.project` computes one per optimisation step (then
+    one for its result), so this reports the projection's progress through its ``perceptual`` argument."""
+
+    def __init__(self, inner: PerceptualDistance, steps: int, report: Callable[[int, int], None]):
+        super().__init__()
+        self.inner, self.name, self.steps, self.report, self.count = inner, inner.name, steps, report, 0
+
+    def prepare(self, targets: torch.Tensor) -> list[torch.Tensor]:
+        return self.inner.prepare(targets)
+
+    def distance(self, images: torch.Tensor, prepared: list[torch.Tensor]) -> torch.Tensor:
+        d = self.inner.distance(images, prepared)
+        if self.count < self.steps:
+            self.count += 1
+            self.report(self.count, self.steps)
+        return d
 
 
 def _seed(value, what: str) -> int:

@@ -7,8 +7,9 @@
     m.load_sample(0)
     Editor(m).widget          # display it in a notebook (or serve the notebook with ``python -m cddfm3d editor``)
 
-Layout (top to bottom): the image (source | edit | 3DMM render, a PNG in an ``ipywidgets.Image``), the latency
-readout and message line, the seed box with "Load sample", the toggles, one tab per attribute with a slider and a
+Layout (top to bottom): the image ([input |] source | edit | 3DMM render, a PNG in an ``ipywidgets.Image``), the
+latency readout and message line, the seed box with "Load sample", the toggles, the "Load image" row (a file upload,
+the image's domain, the projection steps and "Project"), one tab per attribute with a slider and a
 number box per control and a reset button, "Reset all", the "advanced" row (any coefficient of an attribute, raw
 3DMM units), the clip row (path, frames, "Save clip") and, once a clip is saved, the clip itself (a GIF in an
 ``ipywidgets.Image``, an MP4 in an ``ipywidgets.Video``) with a download link (the file's bytes as a ``data:`` URL).
@@ -17,6 +18,14 @@ Every change goes through the model, and the sliders and number boxes always sho
 clamped value shows the clamped number in both, and a refused one (NaN, inf) puts both back on the model's current
 value with the error on the message line. When code changes the model behind the widget (``m.set``, ``m.reset``,
 ``m.load_sample``), :meth:`Editor.refresh` re-reads it.
+
+**Load image.** "Project" decodes the uploaded file (:func:`cddfm3d.ui.image_input.decode_image`) and calls the
+model's :meth:`~cddfm3d.ui.model.EditorModel.load_image` with the chosen domain (``"human"`` and the domains whose
+generator is at hand, :meth:`~cddfm3d.ui.model.EditorModel.available_domains`) and steps (default: the model's
+:meth:`~cddfm3d.ui.model.EditorModel.projection_steps`). The projection takes seconds (about 22 s at the default
+300 steps on one busy CPU core), so the message line counts its steps while it runs (updated at most every
+:data:`PROGRESS_INTERVAL_S`; the kernel sends each update at once) and then gives the projection's PSNR; the sliders
+then show T of the projected styles, and the picture starts with the input, then the projection it edits.
 
 The view keeps no state of its own besides the display options. Slider and number box events are throttled: while
 a slider is dragged the image is recomputed at most once per ``interval_ms`` (the first event at once, later ones
@@ -41,6 +50,7 @@ import numpy as np
 
 from ..viz import png_bytes   # also re-exported (__all__)
 from .app import CLIP_DIR_ENV    # the folder of the default clip path (``python -m cddfm3d editor`` sets it)
+from .image_input import decode_image
 from .model import CLIP_SUFFIXES, check_scale
 
 __all__ = ["Editor", "png_bytes", "default_clip_path", "download_link", "CLIP_DIR_ENV"]
@@ -48,6 +58,9 @@ __all__ = ["Editor", "png_bytes", "default_clip_path", "download_link", "CLIP_DI
 INTERVAL_MS = 40.0          # throttle of slider events: at most one image per 40 ms while dragging (25 per second)
 MAX_SEED = 2 ** 31 - 1
 MAX_CLIP_FRAMES = 600
+MAX_PROJECTION_STEPS = 10000
+PROGRESS_INTERVAL_S = 0.5   # the projection's progress on the message line: at most one update per this many seconds
+IMAGE_ACCEPT = "image/*,.png,.jpg,.jpeg"   # what the upload's file dialog offers
 MAX_CLIP_SHOW_BYTES = 20 * 2 ** 20   # a saved clip larger than this is neither shown nor offered for download in
                                      # the page (it would travel through the kernel's websocket twice, base64-coded)
 CLIP_MIME = {".gif": "image/gif", ".mp4": "video/mp4"}
@@ -97,7 +110,8 @@ class Editor:
     landmarks of the *target* 3DMM coefficients ``model.coeffs``, i.e. where the edit aims; they are not detected on
     the edited face, which F^i moves only part of the way) and ``show_render`` (``ToggleButton``),
     ``advanced_attribute`` / ``advanced_index`` / ``advanced_value`` / ``advanced_apply``, ``seed`` /
-    ``load_button``, ``clip_path`` / ``clip_frames`` / ``clip_button``, the saved clip's ``clip_image`` (GIF) or
+    ``load_button``, ``upload`` (``FileUpload``) / ``domain`` (``Dropdown``) / ``project_steps`` / ``project_button``,
+    ``clip_path`` / ``clip_frames`` / ``clip_button``, the saved clip's ``clip_image`` (GIF) or
     ``clip_video`` (MP4) and ``clip_download`` (``HTML`` link), ``latency`` and ``message`` (``HTML``);
     ``message_text`` is the message line as plain text and ``updates`` counts image refreshes.
 
@@ -138,6 +152,25 @@ class Editor:
                                      layout=W.Layout(width="180px"))
         self.load_button = W.Button(description="Load sample", icon="refresh")
         self.load_button.on_click(lambda _: self._guarded(self._load_sample))
+
+        self.upload = W.FileUpload(accept=IMAGE_ACCEPT, multiple=False, description="Load image",
+                                   layout=W.Layout(width="160px"))
+        self.upload.add_class("cddfm3d-upload")
+        domains = model.available_domains()
+        try:
+            current = model.domain                      # the loaded source's domain first
+        except RuntimeError:                            # no source yet: the refresh below says so
+            current = None
+        self.domain = W.Dropdown(options=domains, value=current if current in domains else domains[0],
+                                 description="Domain",
+                                 style={"description_width": "55px"}, layout=W.Layout(width="170px"))
+        self.project_steps = W.BoundedIntText(value=model.projection_steps(), min=1, max=MAX_PROJECTION_STEPS,
+                                              description="steps", style={"description_width": "40px"},
+                                              layout=W.Layout(width="130px"))
+        self.project_button = W.Button(description="Project", icon="upload",
+                                       tooltip="Project the uploaded image into the domain's generator and edit it")
+        self.project_button.add_class("cddfm3d-project")
+        self.project_button.on_click(lambda _: self._guarded(self._project))
 
         self.show_landmarks = W.ToggleButton(value=False, description=LANDMARKS_LABEL[False], icon="dot-circle-o",
                                              tooltip=LANDMARKS_TIP, layout=W.Layout(width="190px"))
@@ -200,6 +233,7 @@ class Editor:
             self.image,
             W.HBox([self.latency, self.message]),
             W.HBox([self.seed, self.load_button, self.show_landmarks, self.show_render]),
+            W.HBox([self.upload, self.domain, self.project_steps, self.project_button]),
             self.tabs,
             self.reset_all,
             W.HBox([self.advanced_attribute, self.advanced_index, self.advanced_value, self.advanced_apply]),
@@ -363,6 +397,7 @@ class Editor:
             seed = getattr(self.model, "noise_seed", None)
             if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED:
                 self.seed.value = int(seed)
+            self._sync_domains()
             self._refresh()
         except Exception as e:
             self._say(f"{type(e).__name__}: {e}", "error")
@@ -384,6 +419,54 @@ class Editor:
         self._sync_from_model()
         self._refresh()
         return f"loaded sample {seed}"
+
+    def _sync_domains(self) -> None:
+        """The domain menu: the model's available domains (a generator shipped since the view was made appears),
+        keeping the chosen one."""
+        domains = self.model.available_domains()
+        if list(self.domain.options) != domains:
+            chosen = self.domain.value
+            self.domain.options = domains
+            self.domain.value = chosen if chosen in domains else domains[0]
+
+    def _uploaded(self) -> tuple[str, bytes]:
+        """(name, content) of the uploaded file (the last one). ipywidgets 8 holds a tuple of dicts with ``name``,
+        ``type``, ``size``, ``content`` (memoryview) and ``last_modified``."""
+        files = self.upload.value
+        files = list(files.values()) if isinstance(files, dict) else list(files)    # ipywidgets 7: {name: {...}}
+        if not files:
+            raise ValueError("Project: no image yet; choose a PNG or JPEG file with the 'Load image' button first")
+        f = files[-1]
+        return str(f.get("name") or "image"), bytes(f["content"])
+
+    def _project(self) -> str:
+        """Project the uploaded image into the chosen domain's generator (the model's ``load_image``), counting the
+        steps on the message line, then show it and its sliders. Returns the message: the PSNR."""
+        self.flush()
+        name, content = self._uploaded()
+        pixels = decode_image(content, name, "Project")
+        domain, steps = self.domain.value, int(self.project_steps.value)
+        where = f"{name} into the {domain} generator"
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def report(step: int, total: int) -> None:
+            now = time.perf_counter()
+            if step == total or now - last[0] >= PROGRESS_INTERVAL_S:
+                last[0] = now
+                self._say(f"projecting {where}: step {step}/{total} ({now - t0:.0f} s)")
+
+        self._say(f"projecting {where}: {steps} steps ...")
+        self.project_button.disabled = True
+        try:
+            self.model.load_image(pixels, domain=domain, steps=steps, progress=report)
+        finally:
+            self.project_button.disabled = False
+        seconds = time.perf_counter() - t0
+        self._sync_from_model()
+        self._refresh()
+        return (f"projected {where} ({steps} steps, {seconds:.1f} s): PSNR {self.model.projection_psnr:.1f} dB; "
+                f"the sliders start at T of its styles")
 
     def _on_toggle(self) -> None:
         self.show_landmarks.description = LANDMARKS_LABEL[bool(self.show_landmarks.value)]
