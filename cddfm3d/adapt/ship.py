@@ -16,6 +16,8 @@ would break T and F^i, which read the human generator's StyleSpace.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +77,16 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
 
     dest = assets.assets_dir() / "mini" / f"generator_{domain}.safetensors"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    info = save_generator_delta(G_run, base, BASE, assets.entry(BASE)["sha256"], dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / dest.name
+        info = save_generator_delta(G_run, base, BASE, assets.entry(BASE)["sha256"], staged)
+        root = assets.assets_dir()
+        total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        after = total - (dest.stat().st_size if dest.is_file() else 0) + staged.stat().st_size
+        if after > assets.BUDGET_BYTES:
+            raise ValueError(f"ship-domain: {dest} ({staged.stat().st_size} bytes) would take {root} to {after} "
+                             f"bytes, beyond the budget of {assets.BUDGET_BYTES} bytes ({total} now)")
+        shutil.copyfile(staged, dest)
     G = load_generator_delta(dest, base=base)
 
     real = feature_stats(recon_features(net_domain, held.images))

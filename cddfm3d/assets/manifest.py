@@ -33,6 +33,11 @@ MANIFEST_VERSION = 1
 REQUIRED_FIELDS = ("file", "kind", "sha256", "size")
 # An installed wheel carries assets/ as package data under cddfm3d/_shipped (pyproject.toml [tool.setuptools]).
 INSTALLED_SUBDIR = "_shipped"
+# Everything under assets/ together (tests/test_assets.py holds the repository to it; the ship commands refuse a
+# file beyond it). 30 MiB held the mini world and the editing networks (issues 4-10); issue 12 ships four more
+# networks that it requires (two domain generators as float16 deltas of 1.8 MB instead of 4.6 MB in full, two
+# evaluation-only domain reconstruction networks in float16, 1.3 MB each): 36 MiB.
+BUDGET_BYTES = 36 * 2 ** 20
 
 
 # ============================================================================================= where they are
@@ -208,5 +213,6 @@ def _relative_to_assets(file) -> str:
     return p.as_posix()
 
 
-__all__ = ["ASSETS_ENV", "MANIFEST_NAME", "assets_dir", "manifest_path", "read_manifest", "available", "entry",
+__all__ = ["ASSETS_ENV", "BUDGET_BYTES", "MANIFEST_NAME", "assets_dir", "manifest_path", "read_manifest", "available",
+           "entry",
            "shipped_path", "register"]
