@@ -326,7 +326,7 @@ def _finetune(args) -> int:
     if not Path(init).is_file():  # an asset name such as mini/generator
         init = str(assets.path(init))
     cfg = FinetuneConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
-                         snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment,
+                         snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, lr=args.lr, augment=args.augment,
                          ada_target=args.ada_target, ada_kimg=args.ada_kimg, seed=args.seed, init_generator=init,
                          init_discriminator=args.init_discriminator, d_warmup_steps=args.d_warmup_steps,
                          freeze=args.freeze, freeze_g_blocks=args.freeze_g_blocks, n_images=args.n_images)
@@ -805,6 +805,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ft.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=2.0, help="write a checkpoint every "
                     "this many thousand images (default: 2)")
     ft.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
+    ft.add_argument("--lr", type=_float(0, strict=True), default=0.002, help="Adam learning rate of G and D "
+                    "(default: 0.002, StyleGAN2's)")
     ft.add_argument("--augment", default="ada", choices=["none", "translate_flip", "ada"], help="augmentation of "
                     "the discriminator's inputs (default: ada, adaptive: off until D overfits)")
     ft.add_argument("--ada-target", type=_float(0, strict=True), default=0.6, help="ADA's target for "
