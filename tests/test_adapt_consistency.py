@@ -33,6 +33,10 @@ def test_compare_readings_against_numpy():
         assert rows[attr]["ev"] == pytest.approx(ev, rel=1e-9, abs=1e-12), attr
         assert rows[attr]["distance"] == pytest.approx(dist, rel=1e-9), attr
         assert rows[attr]["relative_distance"] == pytest.approx(dist / rand, rel=1e-9), attr
+        ca, cb = fa - fa.mean(0), fb - fb.mean(0)
+        assert rows[attr]["ev_centred"] == pytest.approx(1 - ((cb - ca) ** 2).sum() / (ca ** 2).sum(), rel=1e-9)
+        corr = (ca * cb).sum() / np.sqrt((ca ** 2).sum() * (cb ** 2).sum())
+        assert rows[attr]["correlation"] == pytest.approx(corr, rel=1e-9), attr
         assert 0 < rows[attr]["ev"] < 1
     with pytest.raises(ValueError, match="N >= 2"):
         compare_readings(model, a[:1], b[:1])
@@ -57,6 +61,13 @@ def test_a_generator_is_consistent_with_itself_and_not_with_a_stranger(human):
     assert not other["w_to_s_identical"] and any(k.startswith("mapping_network.") for k in other["w_to_s_changed"])
     mean_rel = np.mean([other["consistency"][a]["relative_distance"] for a in ATTRIBUTES])
     assert mean_rel > 0.6
+    # a constant shift of every reading keeps the centred EV and the correlation and lowers the strict EV
+    model64 = MorphableModel.mini().double()
+    h = sample_coeffs(16, seed=4).double()
+    shifted = h + 0.5
+    row = compare_readings(model64, h, shifted)["expression"]
+    assert row["ev_centred"] == pytest.approx(1.0, abs=1e-9) and row["correlation"] == pytest.approx(1.0, abs=1e-9)
+    assert row["ev"] < 0.9
     table = consistency_table({"itself": same, "stranger": other})
     assert table.count("\n") == 4 and "| stranger | no |" in table and "ceiling" in table
     with pytest.raises(ValueError, match="n must be"):

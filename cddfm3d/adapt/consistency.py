@@ -11,7 +11,12 @@ degrees for pose):
 * ``ev``: explained variance of the domain reading by the human reading (1 = the same attribute values; 0 = no
   better than the average face; negative = worse);
 * ``distance``: the mean distance between the two readings, and ``relative_distance`` = that over the mean
-  distance between the human readings of two unrelated latents (0 = same face, 1 = as far as a random other face).
+  distance between the human readings of two unrelated latents (0 = same face, 1 = as far as a random other face);
+* ``ev_centred``: the explained variance after removing each side's mean (a constant shift of the style, e.g.
+  toons drawn a little turned or a darker shading on average, is not an inconsistency of the latent);
+* ``correlation``: the pooled correlation of the centred features, sum(a_c * b_c) / sqrt(sum a_c^2 sum b_c^2) over
+  samples and entries (scale-free: 1 = the same variation up to a scale, 0 = unrelated). EV and distance are strict
+  (any offset or scale counts); correlation shows whether the latent still carries the attribute at all.
 
 Two reference rows put the numbers in scale: ``noise_ceiling`` (the human generator against itself with other
 noise, read by the human network: how consistent two images of one latent can be at all) and the readings' own
@@ -42,9 +47,9 @@ def _readings(G, net, model, z: torch.Tensor, noise_seeds, batch: int) -> torch.
 
 def compare_readings(model, reference: torch.Tensor, other: torch.Tensor, shuffle_seed: int = 0) -> dict:
     """Per attribute: ``ev`` of ``other`` [N, 257] by ``reference`` [N, 257] (features of ``model``),
-    ``distance`` (mean attribute distance), ``random_pair_distance`` (mean distance between reference rows paired
-    by a seeded derangement) and ``relative_distance`` (their ratio). Raises ``ValueError`` for N < 2 or shapes
-    that differ."""
+    ``ev_centred`` and ``correlation`` (module docstring), ``distance`` (mean attribute distance),
+    ``random_pair_distance`` (mean distance between reference rows paired by a seeded derangement) and
+    ``relative_distance`` (their ratio). Raises ``ValueError`` for N < 2 or shapes that differ."""
     from ..editing.evaluation import derangement
 
     if reference.shape != other.shape or reference.ndim != 2 or reference.shape[0] < 2:
@@ -55,10 +60,15 @@ def compare_readings(model, reference: torch.Tensor, other: torch.Tensor, shuffl
     ref, oth = reference.double().to(mm.mean_shape.device), other.double().to(mm.mean_shape.device)
     result = {}
     for a in ATTRIBUTES:
-        ev = explained_variance(attribute_features(mm, oth, a), attribute_features(mm, ref, a))
+        f_o, f_r = attribute_features(mm, oth, a).double(), attribute_features(mm, ref, a).double()
+        ev = explained_variance(f_o, f_r)
+        c_o, c_r = f_o - f_o.mean(0), f_r - f_r.mean(0)
+        ev_c = explained_variance(c_o, c_r)
+        den = float((c_o.square().sum() * c_r.square().sum()).sqrt())
         dist = float(attribute_distance(mm, ref, oth, a).mean())
         rand = float(attribute_distance(mm, ref, ref[perm], a).mean())
-        result[a] = {"ev": ev, "distance": dist, "random_pair_distance": rand,
+        result[a] = {"ev": ev, "ev_centred": ev_c, "correlation": float((c_o * c_r).sum()) / den if den > 0
+                     else float("nan"), "distance": dist, "random_pair_distance": rand,
                      "relative_distance": dist / rand if rand > 0 else float("nan")}
     return result
 
@@ -92,20 +102,23 @@ def latent_consistency(G_human, G_domain, net_human, net_domain, model, n: int =
             "noise_ceiling": compare_readings(model, human, human_again, seed)}
 
 
+def _cell(row: dict) -> str:
+    return f"{row['ev']:.3f} / {row['correlation']:.3f} / {row['relative_distance']:.3f}"
+
+
 def consistency_table(results: dict[str, dict]) -> str:
-    """A markdown table of several :func:`latent_consistency` results (``{row name: result}``): per attribute the
-    explained variance and the relative distance, then whether ``w -> s`` is shared; the human generator's noise
-    ceiling as the last row."""
-    head = "| generator | w -> s shared | " + " | ".join(f"{a} EV / rel. dist." for a in ATTRIBUTES) + " |"
+    """A markdown table of several :func:`latent_consistency` results (``{row name: result}``): whether ``w -> s`` is
+    shared, then per attribute the explained variance, the correlation and the relative distance; the human
+    generator's noise ceiling as the last row."""
+    head = "| generator | w -> s shared | " + " | ".join(f"{a}: EV / corr. / rel. dist." for a in ATTRIBUTES) + " |"
     rows = [head, "|" + "---|" * (len(ATTRIBUTES) + 2)]
     ceiling = None
     for name, r in results.items():
-        cells = [f"{r['consistency'][a]['ev']:.3f} / {r['consistency'][a]['relative_distance']:.3f}"
-                 for a in ATTRIBUTES]
+        cells = [_cell(r["consistency"][a]) for a in ATTRIBUTES]
         rows.append(f"| {name} | {'yes' if r['w_to_s_identical'] else 'no'} | " + " | ".join(cells) + " |")
         ceiling = ceiling or r["noise_ceiling"]
     if ceiling is not None:
-        cells = [f"{ceiling[a]['ev']:.3f} / {ceiling[a]['relative_distance']:.3f}" for a in ATTRIBUTES]
+        cells = [_cell(ceiling[a]) for a in ATTRIBUTES]
         rows.append("| human vs itself, other noise (ceiling) | yes | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -99,7 +99,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
                "n_consistency": n_consistency, "w_to_s_identical": cons["w_to_s_identical"],
                "max_abs_weight_error": info["max_abs_error"], "tensors_changed": info["changed"]}
     for a in ATTRIBUTES:
-        for key in ("ev", "relative_distance"):
+        for key in ("ev", "ev_centred", "correlation", "relative_distance"):
             metrics[f"consistency_{a}_{key}"] = cons["consistency"][a][key]
             metrics[f"noise_ceiling_{a}_{key}"] = cons["noise_ceiling"][a][key]
     metrics.update(_train_log_tail(run))
