@@ -319,7 +319,7 @@ def _train_gan(args) -> int:
 
 def _finetune(args) -> int:
     from . import assets
-    from .adapt.finetune import FinetuneConfig, finetune
+    from .adapt.finetuning import FinetuneConfig, finetune
     from .training import init_distributed
 
     init = args.generator
@@ -782,7 +782,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _run_options(t)
     t.set_defaults(func=_train_gan)
 
-    from .adapt.finetune import FREEZE_MODES
+    from .adapt.finetuning import FREEZE_MODES
 
     ft = sub.add_parser("finetune", help="latent-consistent fine-tuning of a generator to another domain (mapping "
                         "and affines frozen, as the paper); multi-GPU: torchrun --nproc_per_node N -m cddfm3d "

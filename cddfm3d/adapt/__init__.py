@@ -3,7 +3,7 @@ generator, and editing out-of-domain faces with the human world's T and F^i.
 
 Modules (names below are imported on first use):
 
-* :mod:`.finetune`: fine-tuning a generator to another domain with its mapping and affines frozen (the paper),
+* :mod:`.finetuning`: fine-tuning a generator to another domain with its mapping and affines frozen (the paper),
   FreezeG and train-everything as ablations (``python -m cddfm3d finetune``);
 * :mod:`.delta`: a fine-tuned generator stored as float16 changes of its base (the shipped
   ``mini/generator_<domain>``, asset kind ``adapt.DomainGenerator``);
@@ -24,8 +24,8 @@ from ..assets.kinds import register_kind
 
 _LAZY = {"project": "projection", "ProjectionResult": "projection", "PerceptualDistance": "perceptual",
          "LPIPSDistance": "perceptual", "ReconFeatureDistance": "perceptual", "choose_perceptual": "perceptual",
-         "FREEZE_MODES": "finetune", "FinetuneConfig": "finetune", "FinetuneTrainer": "finetune",
-         "finetune": "finetune", "frozen_parameter_names": "finetune", "latent_inconsistency": "finetune",
+         "FREEZE_MODES": "finetuning", "FinetuneConfig": "finetuning", "FinetuneTrainer": "finetuning",
+         "finetune": "finetuning", "frozen_parameter_names": "finetuning", "latent_inconsistency": "finetuning",
          "save_generator_delta": "delta", "load_generator_delta": "delta",
          "latent_consistency": "consistency", "compare_readings": "consistency",
          "consistency_table": "consistency", "CrossDomainEditor": "cross_domain",

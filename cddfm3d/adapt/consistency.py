@@ -31,7 +31,7 @@ from ..editing.labels import label_images
 from ..editing.pairs import noise_for
 from ..face3d.measures import ATTRIBUTES, attribute_distance, attribute_features, explained_variance
 from ..images import to_uint8
-from .finetune import latent_inconsistency
+from .finetuning import latent_inconsistency
 
 
 def _readings(G, net, model, z: torch.Tensor, noise_seeds, batch: int) -> torch.Tensor:

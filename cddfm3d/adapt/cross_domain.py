@@ -4,7 +4,7 @@
         --edit request--> P_t --F^i on S^i--> s_g --G_domain.synthesis_from_styles(noise of the projection)--> edit
 
 Because latent-consistent fine-tuning left ``w -> s`` untouched, the human-trained T and F^i read and write the
-domain generator's s exactly as the human generator's (:mod:`cddfm3d.adapt.finetune`). The same s decoded by the
+domain generator's s exactly as the human generator's (:mod:`cddfm3d.adapt.finetuning`). The same s decoded by the
 human generator gives the image's "human counterpart", before and after the edit. The paper never released this
 inversion-to-edit path; the official code has no inversion at all.
 

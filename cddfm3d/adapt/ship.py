@@ -31,7 +31,7 @@ from ..world.quality import feature_stats, frechet_distance, generate, recon_fea
 from ..world.ship import _train_log_tail
 from .consistency import latent_consistency
 from .delta import load_generator_delta, save_generator_delta
-from .finetune import latent_inconsistency
+from .finetuning import latent_inconsistency
 
 BASE = "mini/generator"
 KIND = "adapt.DomainGenerator"

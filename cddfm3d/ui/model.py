@@ -373,7 +373,7 @@ class EditorModel:
             self._editors[domain] = self._domain_face_editor(domain, generator, who)
 
     def _domain_face_editor(self, domain: str, G, who: str) -> FaceEditor:
-        from ..adapt.finetune import latent_inconsistency
+        from ..adapt.finetuning import latent_inconsistency
 
         base = self.editor.G
         if G.config != base.config:

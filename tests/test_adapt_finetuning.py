@@ -1,11 +1,11 @@
-"""Latent-consistent fine-tuning (cddfm3d.adapt.finetune), ADA-style augmentation and the generator-delta files."""
+"""Latent-consistent fine-tuning (cddfm3d.adapt.finetuning), ADA-style augmentation and the generator-delta files."""
 import json
 
 import pytest
 import torch
 
 from cddfm3d.adapt.delta import load_generator_delta, save_generator_delta
-from cddfm3d.adapt.finetune import FinetuneConfig, finetune, frozen_parameter_names, latent_inconsistency
+from cddfm3d.adapt.finetuning import FinetuneConfig, finetune, frozen_parameter_names, latent_inconsistency
 from cddfm3d.stylegan2 import load_generator
 from cddfm3d.stylegan2.checkpoints import CheckpointError
 from cddfm3d.stylegan2.generator import Generator
