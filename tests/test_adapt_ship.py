@@ -17,7 +17,7 @@ import torch
 from cddfm3d import assets
 from cddfm3d.adapt.consistency import latent_consistency
 from cddfm3d.adapt.delta import DELTA_FORMAT
-from cddfm3d.adapt.finetune import latent_inconsistency
+from cddfm3d.adapt.finetuning import latent_inconsistency
 from cddfm3d.adapt.ship import ship_domain_generator
 from cddfm3d.cli import main
 from cddfm3d.serialization import read_safetensors
