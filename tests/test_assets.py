@@ -418,10 +418,10 @@ def test_repository_ships_the_mini_world_within_budget(monkeypatch):
 
 # Fresh renders where mini/recon's landmark error is at least this many times the domain network's (measured at
 # shipping on 2000 held-out renders: see the manifest's ship-evaluator report; 64 faces here, so a margin).
-HUMAN_RECON_WORSE_BY = {"toon": 1.5}
+HUMAN_RECON_WORSE_BY = {"toon": 1.5, "sketch": 1.5}   # measured: 2.97 / 1.02 px and 3.44 / 1.04 px
 
 
-@pytest.mark.parametrize("domain", ["toon"])   # mini/recon_sketch: trained, not shipped yet (the assets budget)
+@pytest.mark.parametrize("domain", ["toon", "sketch"])
 def test_repository_ships_a_reconstruction_network_per_style(monkeypatch, domain):
     """Each out-of-domain style ships its evaluation ReconNet (mini/recon_<domain>, float16 storage); on 64 fresh
     renders of that domain it is as accurate as its manifest says (its metrics were measured on held-out renders of
