@@ -73,11 +73,13 @@ def made(tmp_path_factory):
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    """A copy of the shipped assets without editing networks or independent evaluator, as ``CDDFM3D_ASSETS``."""
+    """A copy of the shipped assets without editing networks or evaluation networks (the independent evaluator and
+    the domain recons), as ``CDDFM3D_ASSETS``."""
     root = tmp_path / "assets"
     shutil.copytree(assets.assets_dir(), root)
     manifest = json.loads((root / "MANIFEST.json").read_text())
-    drop = [k for k in manifest["assets"] if k.startswith("mini/manipulator/") or k == "mini/recon_independent"]
+    evaluators = {evaluator_name(d) for d in DOMAINS}
+    drop = [k for k in manifest["assets"] if k.startswith("mini/manipulator/") or k in evaluators]
     for k in drop:
         (root / manifest["assets"].pop(k)["file"]).unlink()
     (root / "MANIFEST.json").write_text(json.dumps(manifest))
