@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16
 TEST_ENV := CDDFM3D_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES= PLOTLY_RENDERER=plotly_mimetype+notebook
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit notebooks bench clean-notebooks sync-notebooks install mini-assets editing-assets
+.PHONY: demo test lint unit notebooks bench clean-notebooks sync-notebooks install mini-assets editing-assets \
+        domain-assets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,3 +94,22 @@ editing-assets: $(STAMP)
 	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs150 --out out/f3/pose --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs150 --out out/f3/light --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d ship-f --runs out/f3/shape out/f3/expression out/f3/albedo out/f3/pose out/f3/light --pairs out/pairs150 --heldout-pairs out/pairs2_heldout
+
+# Cross-domain editing's shipped files (issue 12): per style (toon, sketch) a reconstruction network used only to
+# evaluate (assets/mini/recon_<style>.safetensors, float16) and the human generator fine-tuned to the style with
+# its mapping and affines frozen (assets/mini/generator_<style>.safetensors, float16 changes of mini/generator):
+# exactly the commands their manifest entries record (tests/test_makefile.py). The sketch fine-tune stopped at step
+# 246 of a 24-kimg schedule and was resumed with a 16-kimg one. About 2.5 h on 2 CPU cores; minutes on a GPU.
+domain-assets: $(STAMP)
+	$(PY) -m cddfm3d make-world --out out/adapt/world_toon --n 20000 --seed 0 --domains toon
+	$(PY) -m cddfm3d train-recon --data out/adapt/world_toon --domain toon --out out/adapt/recon_toon --steps 4000 --width 16 --norm batch --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-evaluator --domain toon --recon out/adapt/recon_toon --train-data out/adapt/world_toon --heldout $(WORLD_DIR)/heldout --n 2000
+	$(PY) -m cddfm3d finetune --data out/adapt/world_toon --domain toon --out out/adapt/ft_toon --kimg 24 --seed 0 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-domain --domain toon --run out/adapt/ft_toon --train-data out/adapt/world_toon --heldout $(WORLD_DIR)/heldout
+	$(PY) -m cddfm3d make-world --out out/adapt/world_sketch --n 20000 --seed 0 --domains sketch
+	$(PY) -m cddfm3d train-recon --data out/adapt/world_sketch --domain sketch --out out/adapt/recon_sketch --steps 4000 --width 16 --norm batch --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d finetune --data out/adapt/world_sketch --domain sketch --out out/adapt/ft_sketch --kimg 24 --seed 0 --device $(DEVICE) --stop-at-step 246
+	$(PY) -m cddfm3d finetune --data out/adapt/world_sketch --domain sketch --out out/adapt/ft_sketch --kimg 16 --seed 0 --device $(DEVICE)
+	$(PY) -m cddfm3d make-world --out out/adapt/heldout_sketch --n 2000 --seed 1 --domains sketch
+	$(PY) -m cddfm3d ship-evaluator --domain sketch --recon out/adapt/recon_sketch --train-data out/adapt/world_sketch --heldout out/adapt/heldout_sketch --n 2000
+	$(PY) -m cddfm3d ship-domain --domain sketch --run out/adapt/ft_sketch --train-data out/adapt/world_sketch --heldout out/adapt/heldout_sketch
