@@ -29,7 +29,7 @@ REAL_ENVS = [a.env for a in assets.REAL_ASSETS.values()]
 # every kind the package and its subpackages register today (a subset check: new kinds may be added)
 BUILTIN_KINDS = ("stylegan2.Generator", "stylegan2.Discriminator", "face3d.ReconNet", "face3d.Deep3DFaceRecon",
                  "face3d.MorphableModel", "editing.AttributePredictor", "editing.LatentManipulator",
-                 "stylespace.LayerSets", "torchvision.vgg16",
+                 "stylespace.LayerSets", "adapt.DomainGenerator", "torchvision.vgg16",
                  "arcface.state_dict", "json")
 
 
@@ -579,7 +579,7 @@ print(json.dumps({"before": before, "after": after, "type": type(net).__name__})
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["before"] == ["assets"]
     assert "face3d" in found["after"] and "stylegan2" not in found["after"] and found["type"] == "ReconNet"
-    script = ("import cddfm3d.face3d, cddfm3d.stylegan2, cddfm3d.editing, cddfm3d.stylespace; "
+    script = ("import cddfm3d.face3d, cddfm3d.stylegan2, cddfm3d.editing, cddfm3d.stylespace, cddfm3d.adapt; "
               "from cddfm3d.assets import kinds; "
               "print(sorted(kinds._LOADERS))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
