@@ -304,7 +304,8 @@ def _train_gan(args) -> int:
     from .training import init_distributed
 
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
-                      snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, augment=args.augment, seed=args.seed,
+                      snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, lr=args.lr, augment=args.augment,
+                      ada_target=args.ada_target, ada_kimg=args.ada_kimg, seed=args.seed,
                       init_generator=args.init_generator, init_discriminator=args.init_discriminator,
                       d_warmup_steps=args.d_warmup_steps)
     dataset = _training_images(args.data, args.resolution, args.domain)
@@ -598,6 +599,30 @@ def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
                    "commands.txt)")
 
 
+def _gan_options(p: argparse.ArgumentParser, kimg: float, snapshot_kimg: float, augment: str,
+                 d_warmup_steps: int) -> None:
+    """The StyleGAN2 training options train-gan and finetune share, with each command's defaults."""
+    p.add_argument("--resolution", type=_power_of_two, default=64, help="image size, a power of two (default: 64)")
+    p.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
+    p.add_argument("--kimg", type=_float(0, strict=True), default=kimg, help="train until this many thousand "
+                   f"images were shown (default: {kimg:g})")
+    p.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=snapshot_kimg, help="write a checkpoint "
+                   f"every this many thousand images (default: {snapshot_kimg:g})")
+    p.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
+    p.add_argument("--lr", type=_float(0, strict=True), default=0.002, help="Adam learning rate of G and D "
+                   "(default: 0.002, StyleGAN2's)")
+    p.add_argument("--augment", default=augment, choices=["none", "translate_flip", "ada"], help="augmentation of "
+                   f"the discriminator's inputs (default: {augment}; ada: adaptive, off until D overfits)")
+    p.add_argument("--ada-target", type=_float(0, strict=True), default=0.6, help="ADA's target for "
+                   "E[sign(D(real))] (default: 0.6)")
+    p.add_argument("--ada-kimg", type=_float(0, strict=True), default=100.0, help="ADA: thousand images for the "
+                   "probability to go from 0 to 1 (default: 100)")
+    p.add_argument("--init-discriminator", type=_existing_file, default=None, metavar="FILE",
+                   help="start D from this discriminator file (default: a fresh D)")
+    p.add_argument("--d-warmup-steps", type=_int_at_least(0), default=d_warmup_steps, metavar="N",
+                   help=f"train only D for the first N steps (G and its EMA frozen; default: {d_warmup_steps})")
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options every training command shares (the resumable run's)."""
     p.add_argument("--seed", type=SEED, default=0, help="random seed of the run: initialisation, batches, noise "
@@ -762,23 +787,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t = sub.add_parser("train-gan", help="train (or resume) a StyleGAN2 on a folder of images; "
                        "multi-GPU: torchrun --nproc_per_node N -m cddfm3d train-gan ...")
     _data_options(t, "mini-world dataset folder (make-world) or folder of images", "generator.safetensors")
-    t.add_argument("--resolution", type=_power_of_two, default=64, help="image size, a power of two "
-                   "(default: 64)")
-    t.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
-    t.add_argument("--kimg", type=_float(0, strict=True), default=100.0, help="train until this many thousand "
-                   "images were shown (default: 100)")
-    t.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=5.0, help="write a checkpoint every "
-                   "this many thousand images (default: 5)")
-    t.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
-    t.add_argument("--augment", default="none", choices=["none", "translate_flip", "ada"], help="augmentation of "
-                   "the discriminator's inputs (default: none; ada: adaptive, see finetune)")
+    _gan_options(t, kimg=100.0, snapshot_kimg=5.0, augment="none", d_warmup_steps=0)
     t.add_argument("--init-generator", type=_existing_file, default=None, metavar="FILE",
                    help="fine-tune: start G and its EMA from this generator file (.safetensors, .pt or .pkl); used "
                         "only when the run starts afresh")
-    t.add_argument("--init-discriminator", type=_existing_file, default=None, metavar="FILE",
-                   help="fine-tune: start D from this discriminator file (default: a fresh D)")
-    t.add_argument("--d-warmup-steps", type=_int_at_least(0), default=0, metavar="N",
-                   help="train only D for the first N steps (G and its EMA frozen; for a fresh D; default: 0)")
     _run_options(t)
     t.set_defaults(func=_train_gan)
 
@@ -798,25 +810,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help="with --freeze freeze-g: number of lowest-resolution synthesis blocks frozen")
     ft.add_argument("--n-images", type=POSITIVE, default=None, metavar="N", help="fine-tune from the first N "
                     "images of the dataset only (default: all)")
-    ft.add_argument("--resolution", type=_power_of_two, default=64, help="image size (default: 64)")
-    ft.add_argument("--batch", type=POSITIVE, default=16, help="total batch size over all processes (default: 16)")
-    ft.add_argument("--kimg", type=_float(0, strict=True), default=20.0, help="train until this many thousand "
-                    "images were shown (default: 20)")
-    ft.add_argument("--snapshot-kimg", type=_float(0, strict=True), default=2.0, help="write a checkpoint every "
-                    "this many thousand images (default: 2)")
-    ft.add_argument("--gamma", type=_float(0), default=0.1, help="R1 weight (default: 0.1)")
-    ft.add_argument("--lr", type=_float(0, strict=True), default=0.002, help="Adam learning rate of G and D "
-                    "(default: 0.002, StyleGAN2's)")
-    ft.add_argument("--augment", default="ada", choices=["none", "translate_flip", "ada"], help="augmentation of "
-                    "the discriminator's inputs (default: ada, adaptive: off until D overfits)")
-    ft.add_argument("--ada-target", type=_float(0, strict=True), default=0.6, help="ADA's target for "
-                    "E[sign(D(real))] (default: 0.6)")
-    ft.add_argument("--ada-kimg", type=_float(0, strict=True), default=100.0, help="ADA: thousand images for the "
-                    "probability to go from 0 to 1 (default: 100)")
-    ft.add_argument("--init-discriminator", type=_existing_file, default=None, metavar="FILE",
-                    help="start D from this discriminator file (default: a fresh D)")
-    ft.add_argument("--d-warmup-steps", type=_int_at_least(0), default=200, metavar="N",
-                    help="train only D for the first N steps (default: 200)")
+    _gan_options(ft, kimg=20.0, snapshot_kimg=2.0, augment="ada", d_warmup_steps=200)
     _run_options(ft)
     ft.set_defaults(func=_finetune)
     gp = sub.add_parser("gen-pairs", help="generate training pairs (StyleSpace s, W+, noise seed, image, 257 "
