@@ -301,7 +301,6 @@ def _named_path(text: str) -> tuple[str, str]:
 
 def _train_gan(args) -> int:
     from .stylegan2.training import TrainConfig, train_gan
-    from .training import init_distributed
 
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, lr=args.lr, augment=args.augment,
@@ -309,19 +308,24 @@ def _train_gan(args) -> int:
                       init_generator=args.init_generator, init_discriminator=args.init_discriminator,
                       d_warmup_steps=args.d_warmup_steps)
     dataset = _training_images(args.data, args.resolution, args.domain)
-    _check_batch(args, len(dataset))
+    return _run_gan(args, train_gan, cfg, dataset, len(dataset), "EMA generator")
+
+
+def _run_gan(args, run, cfg, dataset, n_images: int, what: str) -> int:
+    """Start (or resume) a GAN run (train_gan or finetune) from the parsed options and say where its generator is."""
+    from .training import init_distributed
+
+    _check_batch(args, n_images)
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
-    trainer = train_gan(dataset, cfg, args.out, device=device, resume=not args.no_resume,
-                        stop_at_step=args.stop_at_step, command=args.argv)
-    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; "
-          f"EMA generator: {args.out}/generator.safetensors")
+    trainer = run(dataset, cfg, args.out, device=device, resume=not args.no_resume, stop_at_step=args.stop_at_step,
+                  command=args.argv)
+    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; {what}: {args.out}/generator.safetensors")
     return 0
 
 
 def _finetune(args) -> int:
     from . import assets
     from .adapt.finetuning import FinetuneConfig, finetune
-    from .training import init_distributed
 
     init = args.generator
     if not Path(init).is_file():  # an asset name such as mini/generator
@@ -332,13 +336,8 @@ def _finetune(args) -> int:
                          init_discriminator=args.init_discriminator, d_warmup_steps=args.d_warmup_steps,
                          freeze=args.freeze, freeze_g_blocks=args.freeze_g_blocks, n_images=args.n_images)
     dataset = _training_images(args.data, args.resolution, args.domain)
-    _check_batch(args, min(len(dataset), args.n_images or len(dataset)))
-    device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
-    trainer = finetune(dataset, cfg, args.out, device=device, resume=not args.no_resume,
-                       stop_at_step=args.stop_at_step, command=args.argv)
-    print(f"step {trainer.step}, {trainer.images_seen / 1000:.1f} kimg; "
-          f"fine-tuned EMA generator: {args.out}/generator.safetensors")
-    return 0
+    return _run_gan(args, finetune, cfg, dataset, min(len(dataset), args.n_images or len(dataset)),
+                    "fine-tuned EMA generator")
 
 
 def _share(text: str) -> float:
