@@ -49,7 +49,8 @@ def test_frozen_names_match_brute_force_selection():
     assert not any(n.startswith("synthesis_network.b16.") and ".affine." not in n for n in two)
 
 
-@pytest.mark.parametrize("mode,k", [("freeze", 0), ("freeze-g", 0), ("freeze-g", 4), ("freeze-g", True)])
+@pytest.mark.parametrize("mode,k", [("freeze", 0), ("freeze-g", 0), ("freeze-g", 4), ("freeze-g", True),
+                                    ("affine", 2), ("none", 1)])
 def test_frozen_names_reject_bad_modes(mode, k):
     G = Generator(16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16)
     with pytest.raises(ValueError, match="freeze"):

@@ -32,10 +32,10 @@ from .projection import DEFAULT_STEPS, ProjectionResult
 
 
 def _read(net, model, images: torch.Tensor) -> torch.Tensor:
-    """The network's coefficient readings [N, 257] (float64, CPU) of images in [-1, 1] (quantised to uint8 as
-    every stored image is); ``model`` on the network's device."""
+    """The network's coefficient readings [N, 257] (float64, on ``model``'s device) of images in [-1, 1] (quantised
+    to uint8 as every stored image is); ``model`` on the network's device."""
     dev = next(net.parameters()).device
-    return label_images(net, to_uint8(images).to(dev), model)[0].double().cpu()
+    return label_images(net, to_uint8(images).to(dev), model)[0].double().to(model.mean_shape.device)
 
 
 def _mean_d(model, a, b, attr) -> float:
@@ -65,7 +65,8 @@ def evaluate_cross_domain(editor: CrossDomainEditor, net_domain, model, images: 
     if bad:
         raise ValueError(f"evaluate_cross_domain: no F^i for {bad}; the editor has {editor.editor.attributes}")
     mm = model
-    truth = true_coeffs.double().cpu()
+    dev = mm.mean_shape.device          # every reading and the truth live where the model's bases are
+    truth = true_coeffs.double().to(dev)
     if projections is None:
         with torch.enable_grad():  # the projector optimises; everything after it is inference
             projections = [editor.invert(images[i:i + batch], space=space, steps=steps, seed=seed + i,
@@ -84,7 +85,7 @@ def evaluate_cross_domain(editor: CrossDomainEditor, net_domain, model, images: 
             o += k
         return torch.cat(out)
 
-    P_T = editor.editor.predict(styles).double().cpu()
+    P_T = editor.editor.predict(styles).double().to(dev)
     P_r = _read(net_domain, model, decode(styles))
     pairing = derangement(N, seed)
     result = {"n": N, "space": projections[0].space, "steps": projections[0].steps,

@@ -39,10 +39,13 @@ def frozen_parameter_names(G: Generator, freeze: str = "affine", freeze_g_blocks
 
     ``"affine"``: ``mapping_network.*`` and every ``*.affine.*`` (the ``w -> s`` map, tRGB affines included).
     ``"freeze-g"``: those and the synthesis blocks of the ``freeze_g_blocks`` lowest resolutions (4, 8, ... px;
-    the constant input with the 4-px block). ``"none"``: nothing. Raises ``ValueError`` for an unknown mode or a
-    block count outside [1, number of blocks] with ``"freeze-g"``."""
+    the constant input with the 4-px block). ``"none"``: nothing. Raises ``ValueError`` for an unknown mode, a
+    block count outside [1, number of blocks] with ``"freeze-g"`` or a non-zero block count with another mode."""
     if freeze not in FREEZE_MODES:
         raise ValueError(f"freeze must be one of {FREEZE_MODES}, found {freeze!r}")
+    if freeze != "freeze-g" and freeze_g_blocks:
+        raise ValueError(f"freeze_g_blocks is {freeze_g_blocks!r}: it applies only with freeze='freeze-g', found "
+                         f"freeze={freeze!r}")
     names = [n for n, _ in G.named_parameters()]
     if freeze == "none":
         return []
