@@ -19,10 +19,10 @@
 # **Goals.** After this notebook you can
 # - explain why CDDFM3D fine-tunes the human generator to a new style with its **mapping network and every
 #   modulation affine frozen**, and why that lets the human world's T and F^i edit faces of the new style;
-# - fine-tune a generator yourself (a short live run) and load the shipped ones (`mini/generator_toon`,
-#   `mini/generator_sketch`);
-# - see the same StyleSpace vector s drawn by the human, toon and sketch generators, and measure how far it is
-#   "the same face" with a reconstruction network per style;
+# - fine-tune a generator yourself (a short live run) and load the shipped one (`mini/generator_toon`; the sketch
+#   fine-tune collapsed and is not shipped, see `benchmarks/README.md`);
+# - see the same StyleSpace vector s drawn by the human and toon generators, and measure how far it is "the same
+#   face" with a reconstruction network per style;
 # - invert a toon render into the toon generator, edit it with the human-trained T and F^i, and score the edit
 #   against the render's **true** coefficients, which only a synthetic world can give.
 #
@@ -64,7 +64,7 @@ print("FAST:", FAST, "| device:", DEVICE, "| CPU threads:", torch.get_num_thread
 
 editor = FaceEditor.load("mini", DEVICE)             # the human world: G, T and the five F^i
 G_human = editor.G
-DOMAINS = ["toon", "sketch"]
+DOMAINS = [d for d in ("toon", "sketch") if f"mini/generator_{d}" in assets.available()]   # shipped styles
 G_dom = {d: assets.load(f"mini/generator_{d}", DEVICE) for d in DOMAINS}
 recon = {"human": assets.load("mini/recon", DEVICE), **{d: assets.load(f"mini/recon_{d}", DEVICE) for d in DOMAINS}}
 model = mini_model(DEVICE)
@@ -119,23 +119,23 @@ display(Markdown("Rows: the human generator; after the short live run; the shipp
 viz.show(torch.cat(rows), nrow=6, scale=2)
 
 # %% [markdown]
-# ## 3. One s, three styles
+# ## 3. One s, several styles
 #
-# The same s decoded by the human, toon and sketch generators (same noise). With w → s shared, each column should
-# be one face — its shape, expression, pose and light — drawn three ways.
+# The same s decoded by the human generator and each shipped styled generator (same noise). With w → s shared, each
+# column should be one face — its shape, expression, pose and light — drawn in each style.
 
 # %%
 K = 8
 S = torch.cat([editor.styles_from_seed(100 + i) for i in range(K)])
 imgs = []
 with torch.no_grad():
-    for G in (G_human, G_dom["toon"], G_dom["sketch"]):
+    for G in (G_human, *G_dom.values()):
         imgs.append(G.synthesis_from_styles(G.unflatten_styles(S), noise="const").clamp(-1, 1).cpu())
 viz.show(torch.cat(imgs), nrow=K, scale=2)
 
 # %% [markdown]
 # **Measured.** `latent_consistency` draws fresh latents, reads the human image with the human reconstruction
-# network and the toon (sketch) image with the toon (sketch) network — each trained on renders of its own style
+# network and the styled image with that style's network — each trained on renders of its own style
 # with known coefficients, evaluation only — and compares the readings per attribute in the spaces of notebook 04:
 # explained variance (1 = the same attribute values) and the distance relative to two random faces (0 = same
 # face, 1 = as far apart as strangers). The last row is the ceiling: the human generator against itself with
@@ -157,7 +157,7 @@ for d in DOMAINS:
 # the human generator's), but the same latent keeps only part of the face. Pose is carried (correlations of 0.6–0.85),
 # albedo and shape partly, expression and light hardly. The strict explained variance is negative: the styled
 # readings are offset and scaled against the human ones (toons read turned further), which the correlation forgives
-# and the EV does not. The sketch generator's samples have collapsed to nearly one drawing (row 3 above). The
+# and the EV does not. A sketch generator fine-tuned the same way collapsed to nearly one drawing (not shipped). The
 # comparison of fine-tuning modes — frozen affines (the paper), FreezeG, training everything (the official code),
 # 500 against 1500 steps — is in `benchmarks/README.md`: longer fine-tuning lowers the FD but drifts further from the
 # faces, and FreezeG keeps shape best. The root limit is the human generator itself, which is far from converged

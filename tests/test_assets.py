@@ -384,11 +384,11 @@ def test_repository_manifest_entries_verify(monkeypatch):
 
 def test_repository_ships_the_mini_world_within_budget(monkeypatch):
     """The issue's contract: both networks ship, the world's sizes agree, and assets/ stays within the budget
-    (``cddfm3d.assets.BUDGET_BYTES``: 30 MiB until issue 12 added its four networks, 36 MiB since)."""
+    (``cddfm3d.assets.BUDGET_BYTES``, 30 MiB)."""
     monkeypatch.delenv(assets.ASSETS_ENV, raising=False)
     assert {"mini/generator", "mini/recon"} <= set(assets.available())
     total = sum(p.stat().st_size for p in REPO_ASSETS.rglob("*") if p.is_file())
-    assert assets.BUDGET_BYTES == 36 * 2 ** 20
+    assert assets.BUDGET_BYTES == 30 * 2 ** 20
     assert total <= assets.BUDGET_BYTES, f"assets/ holds {total / 2 ** 20:.1f} MiB"
     G, net = assets.load("mini/generator"), assets.load("mini/recon")
     assert G.resolution == net.image_size == 64 and net.input_range == "-1_1"
