@@ -23,12 +23,14 @@ import math
 import torch
 
 from ..editing import ATTRIBUTE_SLICES
-from ..editing.evaluation import derangement
+from ..editing.evaluation import _mean_distance, derangement
 from ..editing.labels import label_images
-from ..face3d.measures import ATTRIBUTES, attribute_distance, attribute_features, explained_variance
+from ..face3d.measures import ATTRIBUTES, attribute_features, explained_variance
 from ..images import to_uint8
 from .cross_domain import CrossDomainEditor
 from .projection import DEFAULT_STEPS, ProjectionResult
+
+CHUNK = 256   # sources per attribute-distance batch (the editing evaluation's accumulator)
 
 
 def _read(net, model, images: torch.Tensor) -> torch.Tensor:
@@ -39,7 +41,7 @@ def _read(net, model, images: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_d(model, a, b, attr) -> float:
-    return float(attribute_distance(model, a, b, attr).mean())
+    return _mean_distance(model, a, b, attr, CHUNK)
 
 
 @torch.no_grad()

@@ -80,12 +80,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / dest.name
         info = save_generator_delta(G_run, base, BASE, assets.entry(BASE)["sha256"], staged)
-        root = assets.assets_dir()
-        total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-        after = total - (dest.stat().st_size if dest.is_file() else 0) + staged.stat().st_size
-        if after > assets.BUDGET_BYTES:
-            raise ValueError(f"ship-domain: {dest} ({staged.stat().st_size} bytes) would take {root} to {after} "
-                             f"bytes, beyond the budget of {assets.BUDGET_BYTES} bytes ({total} now)")
+        assets.check_budget(dest, staged.stat().st_size, "ship-domain")
         shutil.copyfile(staged, dest)
     G = load_generator_delta(dest, base=base)
 

@@ -23,8 +23,8 @@ from . import state_dicts  # noqa: F401 - registers the state-dict kinds
 from .errors import AssetError, AssetIntegrityError, AssetValidationError
 from .integrity import clear_verification_cache, sha256_file
 from .kinds import known_kinds, load_as, register_kind
-from .manifest import (ASSETS_ENV, BUDGET_BYTES, MANIFEST_NAME, assets_dir, available, entry, manifest_path, register,
-                       shipped_path)
+from .manifest import (ASSETS_ENV, BUDGET_BYTES, MANIFEST_NAME, assets_dir, available, check_budget, entry,
+                       manifest_path, register, shipped_path)
 from .real import (CONFIG_ENV, REAL_ASSETS, RealAsset, checked_location, config_path, is_real, locate, real_asset,
                    real_path)
 
@@ -96,7 +96,7 @@ def _row(name: str, kind: str, source: str, p: Path | None, ok: bool, message: s
 
 
 __all__ = ["AssetError", "AssetValidationError", "AssetIntegrityError", "RealAsset", "REAL_ASSETS",
-           "ASSETS_ENV", "BUDGET_BYTES", "CONFIG_ENV", "MANIFEST_NAME", "assets_dir", "manifest_path", "config_path",
-           "available",
+           "ASSETS_ENV", "BUDGET_BYTES", "check_budget", "CONFIG_ENV", "MANIFEST_NAME", "assets_dir", "manifest_path",
+           "config_path", "available",
            "entry", "load", "path", "real_path", "register", "register_kind", "known_kinds", "describe",
            "sha256_file", "clear_verification_cache"]

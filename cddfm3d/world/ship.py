@@ -166,7 +166,7 @@ def ship_evaluator(recon_dir, train_data, heldout_data, domain: str = "human", n
     dest = assets.assets_dir() / (name + ".safetensors")
     with tempfile.TemporaryDirectory() as tmp:
         stored = copy_as_float16(src, Path(tmp) / dest.name)
-        _check_budget(dest, stored.stat().st_size)
+        assets.check_budget(dest, stored.stat().st_size, "ship-evaluator", ASSET_BUDGET_BYTES)
         shipped_net = ReconNet.load(stored).eval()
         metrics = evaluate_recon(shipped_net, mini_model(), heldout.images, heldout.coeffs)
         metrics["n"] = len(heldout)
@@ -221,16 +221,6 @@ def _trained_domains(run_dir: Path) -> set[str]:
     if not found:
         raise FileNotFoundError(f"ship-evaluator: {path} records no train-recon command")
     return found
-
-
-def _check_budget(dest: Path, new_size: int) -> None:
-    """Refuse a file that would take ``assets/`` beyond ``ASSET_BUDGET_BYTES`` (replacing ``dest`` if present)."""
-    root = assets.assets_dir()
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    after = total - (dest.stat().st_size if dest.is_file() else 0) + new_size
-    if after > ASSET_BUDGET_BYTES:
-        raise ValueError(f"ship-evaluator: {dest} ({new_size} bytes) would take {root} to {after} bytes, beyond the "
-                         f"budget of {ASSET_BUDGET_BYTES} bytes ({total} now)")
 
 
 def _shipped_recon_seeds() -> set[int]:
