@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,photo]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

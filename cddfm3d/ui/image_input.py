@@ -7,8 +7,9 @@ Accepted forms (:func:`generator_input`):
 * a torch float tensor [3, H, W] or [1, 3, H, W] (also 1 or 4 channels: grayscale, RGBA) in [-1, 1] (the
   generator's range; values up to 1e-3 outside it are clipped, as the projector allows);
 * a path (``str`` or ``os.PathLike``) of an image file that imageio reads with its Pillow plugin (PNG, JPEG, WebP,
-  BMP, ...; the first frame of an animation), and through :func:`decode_image` the bytes of such a file (an
-  upload).
+  BMP, ...; the first frame of an animation, turned upright by its EXIF orientation tag), and through
+  :func:`decode_image` the bytes of such a file (an upload). The package's one file reader is
+  :func:`cddfm3d.images.read_image` / :func:`cddfm3d.images.decode_image`; this module re-exports both.
 
 Conversion, in this order, all in float32 on [-1, 1] values (a uint8 value v is ``v / 127.5 - 1``,
 :func:`cddfm3d.images.from_uint8`, so a uint8 array and ``from_uint8`` of it give the same result bit for bit):
@@ -30,7 +31,6 @@ empty image, non-finite values or float values outside [-1, 1].
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -38,51 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..images import from_uint8
+from ..images import CHANNELS, decode_image, from_uint8, read_image, to_rgb
 
 RANGE_TOLERANCE = 1e-3      # float inputs may overshoot [-1, 1] by this much (the projector's tolerance); clipped
-CHANNELS = {1: "grayscale", 3: "RGB", 4: "RGBA"}
 FORMS = ("a numpy uint8 array [H, W, 3] (or [H, W, 4] RGBA, [H, W] / [H, W, 1] grayscale), a torch float tensor "
          "[3, H, W] or [1, 3, H, W] in [-1, 1], or the path of an image file (PNG, JPEG)")
-
-
-def read_image(path, who: str = "read_image") -> np.ndarray:
-    """The pixels of the image file ``path`` as imageio's Pillow plugin reads them (the first frame of an
-    animation), converted to uint8: [H, W] or [H, W, C] (16-bit files are rounded to 8 bits, ``v / 257``). Raises
-    ``FileNotFoundError`` for a path that does not exist, ``ValueError`` for a folder or a file imageio cannot
-    decode (naming it)."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{who}: image file {str(p)!r} not found")
-    if p.is_dir():
-        raise ValueError(f"{who}: {str(p)!r} is a folder, not an image file")
-    return _decode(p, repr(str(p)), who)
-
-
-def decode_image(data, name: str = "image", who: str = "decode_image") -> np.ndarray:
-    """:func:`read_image` of the bytes of an image file (``bytes``, ``bytearray`` or ``memoryview``, e.g. an
-    ipywidgets ``FileUpload`` value's ``content``); ``name`` (the file's name) is used in messages. Raises
-    ``ValueError`` for empty data or data imageio cannot decode."""
-    raw = bytes(data)
-    if not raw:
-        raise ValueError(f"{who}: {name!r} is empty (0 bytes)")
-    return _decode(io.BytesIO(raw), repr(name), who)
-
-
-def _decode(source, label: str, who: str) -> np.ndarray:
-    import imageio.v3 as iio
-
-    try:
-        a = np.asarray(iio.imread(source, index=0, plugin="pillow"))
-    except Exception as e:  # noqa: BLE001 -- imageio raises many types for undecodable data; report them all alike
-        raise ValueError(f"{who}: cannot read {label} as an image ({type(e).__name__}: {e})") from None
-    if a.dtype == np.uint16:
-        a = np.round(a / 257.0).astype(np.uint8)
-    elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    if a.dtype != np.uint8:
-        raise ValueError(f"{who}: {label} has pixels of type {a.dtype}; expected an 8-bit (or 16-bit) image")
-    return a
 
 
 def generator_input(image, resolution: int, who: str = "generator_input") -> tuple[torch.Tensor, str]:
@@ -113,7 +73,7 @@ def _from_array(a: np.ndarray, who: str, label: str) -> tuple[torch.Tensor, str]
                          f"grayscale), found shape {a.shape}")
     _check_size(a.shape[0], a.shape[1], who, a.shape)
     x = from_uint8(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None])
-    return _to_rgb(x), f"{label} {a.shape[1]}x{a.shape[0]} {CHANNELS[a.shape[2]]}"
+    return to_rgb(x), f"{label} {a.shape[1]}x{a.shape[0]} {CHANNELS[a.shape[2]]}"
 
 
 def _from_tensor(t: torch.Tensor, who: str) -> tuple[torch.Tensor, str]:
@@ -140,23 +100,12 @@ def _from_tensor(t: torch.Tensor, who: str) -> tuple[torch.Tensor, str]:
         raise ValueError(f"{who}: a tensor image must have values in [-1, 1], found [{lo:.4g}, {hi:.4g}] (from "
                          f"[0, 1]: x * 2 - 1; from 0..255: x / 127.5 - 1)")
     x = x.clamp(-1, 1)
-    return _to_rgb(x), f"float tensor {x.shape[3]}x{x.shape[2]} {CHANNELS[x.shape[1]]}"
+    return to_rgb(x), f"float tensor {x.shape[3]}x{x.shape[2]} {CHANNELS[x.shape[1]]}"
 
 
 def _check_size(h: int, w: int, who: str, shape) -> None:
     if h < 1 or w < 1:
         raise ValueError(f"{who}: the image is empty, shape {tuple(shape)}")
-
-
-def _to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """[1, C, H, W] in [-1, 1], C = 1, 3 or 4 -> [1, 3, H, W]: grayscale repeated, RGBA over white."""
-    c = x.shape[1]
-    if c == 1:
-        return x.expand(-1, 3, -1, -1).clone()
-    if c == 4:
-        a = (x[:, 3:] + 1) * 0.5                       # opacity in [0, 1]
-        return x[:, :3] * a + (1 - a)                  # white is 1 in [-1, 1]
-    return x
 
 
 def to_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:

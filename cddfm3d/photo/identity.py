@@ -1,0 +1,64 @@
+"""Face identity with dlib's face recognition network: a 128-D descriptor per face, compared by Euclidean distance.
+
+The network (``dlib_face_recognition_resnet_model_v1.dat``, a 29-layer ResNet trained with a metric loss) maps a
+face to a unit-scale vector in R^128 such that faces of one person lie close together. dlib computes it on a 150 x
+150 chip that it cuts from the photo itself, rotated and scaled by the face's landmarks with 25 % padding
+(``get_face_chip``), so the descriptor depends on the photo and the landmarks, not on our Deep3D alignment.
+
+Threshold: dlib's ``python_examples/face_recognition.py`` states that with a Euclidean distance threshold of 0.6
+the model reaches 99.38 % accuracy on the LFW benchmark (distance < 0.6: the same person). That is
+``SAME_PERSON_THRESHOLD``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .detect import Face
+from .models import load_model
+from .reading import load_photo
+
+DESCRIPTOR_DIM = 128
+SAME_PERSON_THRESHOLD = 0.6     # dlib's python_examples/face_recognition.py (99.38 % on LFW at this threshold)
+CHIP_PADDING = 0.25             # dlib's default padding of the 150 x 150 chip (fraction of the face size)
+
+
+def face_descriptor(photo, face: Face, num_jitters: int = 0) -> np.ndarray:
+    """The 128-D identity descriptor [128] float64 of ``face`` (a :class:`~cddfm3d.photo.Face` found in this
+    ``photo``: a path, image bytes or a uint8 array) by dlib's ``compute_face_descriptor`` on the chip it aligns by
+    the face's 68 landmarks (``padding=CHIP_PADDING``). Norms are about 1.4 (not normalised).
+
+    ``num_jitters`` > 0 averages that many randomly jittered chips (dlib: slower, slightly more robust; 0 is
+    deterministic). Raises ``ValueError`` for a photo as :func:`read_photo` does, a ``face`` that is not a
+    :class:`Face`, or a negative ``num_jitters``; ``ImportError`` without dlib or its model files."""
+    import dlib
+
+    if not isinstance(face, Face):
+        raise ValueError(f"face_descriptor: face must be a cddfm3d.photo.Face (from detect_faces / find_face), "
+                         f"found {type(face).__name__}")
+    if isinstance(num_jitters, bool) or not isinstance(num_jitters, int) or num_jitters < 0:
+        raise ValueError(f"face_descriptor: num_jitters must be an int >= 0, found {num_jitters!r}")
+    image, _ = load_photo(photo, "face_descriptor")
+    left, top, right, bottom = (int(round(v)) for v in face.box)
+    points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
+    shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
+    d = load_model("descriptor").compute_face_descriptor(image, shape, num_jitters, CHIP_PADDING)
+    return np.array(d, np.float64)
+
+
+def descriptor_distance(a, b) -> np.ndarray | float:
+    """Euclidean distance between descriptors ``a`` and ``b`` ([128] or [N, 128], broadcast against each other):
+    a float for two single descriptors, else an array of the broadcast batch shape. Below
+    ``SAME_PERSON_THRESHOLD`` (0.6) dlib calls two faces the same person. Raises ``ValueError`` when the last
+    dimension is not 128 or the shapes do not broadcast."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape[-1:] != (DESCRIPTOR_DIM,) or y.shape[-1:] != (DESCRIPTOR_DIM,):
+        raise ValueError(f"descriptor_distance: descriptors must be [..., {DESCRIPTOR_DIM}], found {x.shape} and "
+                         f"{y.shape}")
+    try:
+        d = np.sqrt(((x - y) ** 2).sum(-1))
+    except ValueError:
+        raise ValueError(f"descriptor_distance: shapes {x.shape} and {y.shape} do not broadcast") from None
+    return float(d) if d.ndim == 0 else d
+
+
+__all__ = ["CHIP_PADDING", "DESCRIPTOR_DIM", "SAME_PERSON_THRESHOLD", "descriptor_distance", "face_descriptor"]
