@@ -73,6 +73,8 @@ def test_model_files_are_found_without_importing_their_package(photo, monkeypatc
     monkeypatch.setitem(sys.modules, "dlib", None)                  # as if dlib were not installed
     with pytest.raises(ImportError, match=r"needs dlib \(pip package 'dlib-bin'\).*pip install 'cddfm3d\[photo\]'"):
         models.require_dlib()
+    with pytest.raises(ImportError, match=r"needs dlib \(pip package 'dlib-bin'\)"):
+        photo.detect_faces(np.zeros((8, 8, 3), np.uint8))                # not a bare 'No module named dlib'
 
 
 def test_astronaut_box_and_landmarks_are_a_face(astronaut):
@@ -197,10 +199,18 @@ def test_identity_descriptor_and_distance(photo, astronaut):
     # landmarks moved off the face (same box, points shifted by half a face down-right) describe someone else
     off = photo.Face(face.box, face.score, face.landmarks + face.width / 2, face.detector)
     assert photo.descriptor_distance(d, photo.face_descriptor(image, off)) > photo.SAME_PERSON_THRESHOLD
+    # described by landmarks alone: dlib's chip depends on them only; a 64-px aligned crop (too small for the
+    # detector) by its aligned landmarks is still the same person
+    assert photo.descriptor_distance(d, photo.face_descriptor(image, torch.from_numpy(face.landmarks))) == 0.0
+    crop = photo.align_photo(image, size=64)
+    assert photo.descriptor_distance(d, photo.face_descriptor(crop.crop, crop.landmarks)) < 0.6
     with pytest.raises(ValueError, match=r"descriptors must be \[\.\.\., 128\], found \(127,\)"):
         photo.descriptor_distance(d[:127], d)
-    with pytest.raises(ValueError, match=r"face must be a cddfm3d.photo.Face"):
-        photo.face_descriptor(image, face.landmarks)
+    with pytest.raises(ValueError, match=r"face must be a cddfm3d.photo.Face .* or 68 landmarks \[68, 2\], found "
+                                         r"ndarray \(5, 2\)"):
+        photo.face_descriptor(image, face.landmarks5)
+    with pytest.raises(ValueError, match=r"the landmarks contain NaN/Inf"):
+        photo.face_descriptor(image, np.full((68, 2), np.nan))
 
 
 def test_world_renders_aligned_by_their_true_landmarks_keep_their_framing():

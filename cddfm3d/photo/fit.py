@@ -126,7 +126,7 @@ def photo_to_coefficients(photo, face="largest", size: int = DEFAULT_SIZE, steps
             EXIF-rotated files are read upright as RGB).
         face: ``"largest"`` or an int index into the faces found (largest first).
         size: crop and fit resolution in px (default 128; coefficients do not depend on it).
-        steps: fit steps, an int or (pose_steps, all_steps) (default 300; about 55-80 s on one or two CPU cores).
+        steps: fit steps, an int or (pose_steps, all_steps) (default 300: about 8 s at 128 px on one CPU core).
         model: the morphable model (default MiniFace, :func:`cddfm3d.world.mini_model` on ``device``); a BFM
             :class:`~cddfm3d.face3d.MorphableModel` works the same way.
         device: where to fit (default CPU); detection and alignment always run on the CPU.

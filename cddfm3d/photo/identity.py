@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .detect import Face
-from .models import load_model
+from .models import load_model, require_dlib
 from .reading import load_photo
 
 DESCRIPTOR_DIM = 128
@@ -22,24 +22,36 @@ SAME_PERSON_THRESHOLD = 0.6     # dlib's python_examples/face_recognition.py (99
 CHIP_PADDING = 0.25             # dlib's default padding of the 150 x 150 chip (fraction of the face size)
 
 
-def face_descriptor(photo, face: Face, num_jitters: int = 0) -> np.ndarray:
-    """The 128-D identity descriptor [128] float64 of ``face`` (a :class:`~cddfm3d.photo.Face` found in this
-    ``photo``: a path, image bytes or a uint8 array) by dlib's ``compute_face_descriptor`` on the chip it aligns by
-    the face's 68 landmarks (``padding=CHIP_PADDING``). Norms are about 1.4 (not normalised).
+def face_descriptor(photo, face, num_jitters: int = 0) -> np.ndarray:
+    """The 128-D identity descriptor [128] float64 of a face in ``photo`` (a path, image bytes or a uint8 array), by
+    dlib's ``compute_face_descriptor`` on the 150 x 150 chip it aligns by the face's 68 landmarks
+    (``padding=CHIP_PADDING``). Norms are about 1.4 (not normalised).
 
-    ``num_jitters`` > 0 averages that many randomly jittered chips (dlib: slower, slightly more robust; 0 is
-    deterministic). Raises ``ValueError`` for a photo as :func:`read_photo` does, a ``face`` that is not a
-    :class:`Face`, or a negative ``num_jitters``; ``ImportError`` without dlib or its model files."""
-    import dlib
+    ``face``: a :class:`~cddfm3d.photo.Face` found in this photo, or 68 iBUG landmarks [68, 2] (x, y pixels of this
+    photo, e.g. :attr:`AlignedFace.landmarks` of a crop, or a render's ``FaceOutput.landmarks[0]``), so that images
+    too small for the detector (a 64-px crop) can be described. ``num_jitters`` > 0 averages that many randomly
+    jittered chips (dlib: slower, slightly more robust; 0 is deterministic). The descriptor is not differentiable.
 
-    if not isinstance(face, Face):
-        raise ValueError(f"face_descriptor: face must be a cddfm3d.photo.Face (from detect_faces / find_face), "
-                         f"found {type(face).__name__}")
+    Raises ``ValueError`` for a photo as :func:`read_photo` does, a ``face`` that is neither, landmarks with
+    NaN/Inf, or a negative ``num_jitters``; ``ImportError`` without dlib or its model files."""
+    dlib = require_dlib()
+
+    if isinstance(face, Face):
+        lm, box = face.landmarks, face.box
+    else:
+        lm = np.asarray(face.detach().cpu() if hasattr(face, "detach") else face)
+        if lm.shape != (68, 2) or not np.issubdtype(lm.dtype, np.number):
+            raise ValueError(f"face_descriptor: face must be a cddfm3d.photo.Face (from detect_faces / find_face) or "
+                             f"68 landmarks [68, 2], found {type(face).__name__} {getattr(lm, 'shape', '')}")
+        lm = lm.astype(np.float64)
+        if not np.isfinite(lm).all():
+            raise ValueError("face_descriptor: the landmarks contain NaN/Inf")
+        box = np.concatenate([lm.min(0), lm.max(0)])
     if isinstance(num_jitters, bool) or not isinstance(num_jitters, int) or num_jitters < 0:
         raise ValueError(f"face_descriptor: num_jitters must be an int >= 0, found {num_jitters!r}")
     image, _ = load_photo(photo, "face_descriptor")
-    left, top, right, bottom = (int(round(v)) for v in face.box)
-    points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
+    left, top, right, bottom = (int(round(v)) for v in box)
+    points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
     shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
     d = load_model("descriptor").compute_face_descriptor(image, shape, num_jitters, CHIP_PADDING)
     return np.array(d, np.float64)
