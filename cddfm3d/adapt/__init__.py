@@ -14,6 +14,8 @@ Modules (names below are imported on first use):
   else the world's reconstruction-network features);
 * :mod:`.cross_domain` (:class:`CrossDomainEditor`: image -> projection -> T -> F^i -> domain image) and
   :mod:`.evaluation` (the pipeline scored against the true coefficients of held-out renders);
+* :mod:`.pie` (:func:`pie_embed`: PIE's embedding, the projector's energy plus the rig's identity, edit,
+  invariance and recognition terms, optimised in W then W+, returning a :class:`PIEResult`);
 * :mod:`.ship`: ``python -m cddfm3d ship-domain``.
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ _LAZY = {"project": "projection", "ProjectionResult": "projection", "PerceptualD
          "latent_consistency": "consistency", "compare_readings": "consistency",
          "consistency_table": "consistency", "CrossDomainEditor": "cross_domain",
          "CrossDomainResult": "cross_domain", "evaluate_cross_domain": "evaluation",
-         "cross_domain_table": "evaluation", "ship_domain_generator": "ship"}
+         "cross_domain_table": "evaluation", "ship_domain_generator": "ship",
+         "pie_embed": "pie", "PIEResult": "pie"}
 
 
 def __getattr__(name: str):

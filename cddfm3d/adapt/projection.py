@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -253,14 +253,53 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
     seeds = _seeds(seed, B)
     dev = device_of(G)
     dist = choose_perceptual(perceptual, device=dev)
-    if not isinstance(dist, PerceptualDistance):  # pragma: no cover - choose_perceptual guarantees it
-        raise TypeError(type(dist))
     target = images.detach().to(dev, torch.float32)
     prepared = dist.prepare(target)
-
     mean_w, sigma = w_statistics(G, n_stats)
     ws0 = _start_ws(G, init_ws, mean_w, B, space)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise = initial_noise(G, gens, dev)
+    run = optimise(G, target, dist, prepared, space, steps, ws0, noise, gens, sigma, lr=lr, pixel_weight=pixel_weight,
+                   noise_weight=noise_weight, initial_noise_factor=initial_noise_factor,
+                   noise_ramp_length=noise_ramp_length, lr_rampup_length=lr_rampup_length,
+                   lr_rampdown_length=lr_rampdown_length, progress=progress, desc=f"project ({space})")
+    return finish(G, run, target, dist, prepared, space, steps, seeds, t0)
+
+
+@dataclass
+class _Run:
+    """What one :func:`optimise` stage leaves: the W+ latent (space "s": its start), the flat styles, the noise
+    maps (detached) and the per-step history."""
+
+    ws: torch.Tensor
+    styles: torch.Tensor
+    noise: list[torch.Tensor]
+    history: dict[str, torch.Tensor]
+
+
+def initial_noise(G, gens: Sequence[torch.Generator], device) -> list[torch.Tensor]:
+    """One map [B, 1, r, r] per noise input of ``G``'s synthesis network, image i drawn from N(0, 1) with
+    ``gens[i]`` (CPU), moved to ``device`` and normalised (:func:`normalize_noise_`)."""
+    res = [m.resolution for m in G.style_layers if not m.is_torgb]
+    noise = [torch.cat([torch.randn(1, 1, r, r, generator=g) for g in gens]).to(device) for r in res]
+    normalize_noise_(noise)
+    return noise
+
+
+def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space: str, steps: int, ws0: torch.Tensor,
+             noise: list[torch.Tensor], gens: Sequence[torch.Generator], sigma: float, *, lr: float,
+             pixel_weight: float, noise_weight: float, initial_noise_factor: float, noise_ramp_length: float,
+             lr_rampup_length: float, lr_rampdown_length: float, progress: bool, desc: str,
+             extra: Callable | None = None, synth_weight: float = 1.0) -> _Run:
+    """One optimisation stage of the projector (module docstring) from the W+ latent ``ws0`` [B, num_ws, w_dim] and
+    the noise maps ``noise`` (copied; the caller's are not changed), with the latent noise drawn from ``gens``.
+
+    ``extra(styles, image, noise, t)``, when given, adds energies to the loss: it gets the flat styles [B, D] of the
+    step (latent noise included, with gradient), the synthesised image [B, 3, H, W], the noise maps and the progress
+    t in [0, 1), and returns {name: per-image value [B]} already weighted; their sum joins the loss and each is
+    recorded in the history under its name. ``synth_weight`` multiplies the image terms (perceptual + pixel);
+    1 (the projector) leaves them exactly as they are. Used by :func:`cddfm3d.adapt.pie.pie_embed`."""
+    dev = target.device
     with torch.no_grad():
         if space == "w":
             latent = ws0[:, 0].clone()
@@ -270,11 +309,7 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
             latent = G.flatten_styles(G.w_to_styles(ws0)).clone()
             s_zero = G.flatten_styles(G.w_to_styles(torch.zeros(1, G.num_ws, G.w_dim, device=dev)))
     latent.requires_grad_(True)
-    res = [m.resolution for m in G.style_layers if not m.is_torgb]
-    noise = [torch.cat([torch.randn(1, 1, r, r, generator=g) for g in gens]).to(dev) for r in res]
-    normalize_noise_(noise)
-    for n in noise:
-        n.requires_grad_(True)
+    noise = [n.detach().clone().requires_grad_(True) for n in noise]
     params = [latent, *noise]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
 
@@ -289,7 +324,7 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
 
     hist: dict[str, list] = {"loss": [], "perceptual": [], "mse": [], "noise_reg": []}
     lrs = []
-    bar = tqdm(range(steps), desc=f"project ({space})", unit="step", disable=not progress)
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
     for step in bar:
         t = step / steps
         lrs.append(lr_schedule(t, lr, lr_rampup_length, lr_rampdown_length))
@@ -300,18 +335,25 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
         if scale > 0:
             shape = (1, G.num_ws if space != "w" else 1, G.w_dim)
             eps = torch.cat([torch.randn(shape, generator=g) for g in gens]).to(dev) * scale
-        img = G.synthesis_from_styles(styles_of(latent, eps), noise=noise)
+        styles = styles_of(latent, eps)
+        img = G.synthesis_from_styles(styles, noise=noise)
         d = dist.distance(img, prepared)
         mse = (img - target).square().mean((1, 2, 3))
         reg = noise_regularization(noise)
-        per_image = d + pixel_weight * mse + noise_weight * reg
+        per_image = d + pixel_weight * mse
+        if synth_weight != 1.0:
+            per_image = synth_weight * per_image
+        per_image = per_image + noise_weight * reg
+        terms = {} if extra is None else extra(G.flatten_styles(styles), img, noise, t)
+        for v in terms.values():
+            per_image = per_image + v
         grads = torch.autograd.grad(per_image.sum(), params)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         opt.step()
         normalize_noise_(noise)
-        for key, v in (("loss", per_image), ("perceptual", d), ("mse", mse), ("noise_reg", reg)):
-            hist[key].append(v.detach())
+        for key, v in (("loss", per_image), ("perceptual", d), ("mse", mse), ("noise_reg", reg), *terms.items()):
+            hist.setdefault(key, []).append(v.detach())
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{float(per_image.detach().mean()):.4f}")
 
@@ -323,17 +365,25 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
             ws = latent.detach().clone()
         else:
             ws = ws0
-        noise_out = [n.detach().clone() for n in noise]
-        image = G.synthesis_from_styles(G.unflatten_styles(styles), noise=noise_out).clamp(-1, 1)
-        final_d = dist.distance(image, prepared)
-        final_mse = (image - target).square().mean((1, 2, 3))
-        psnr = 10 * torch.log10(4.0 / final_mse)
     history = {k: torch.stack(v).cpu() for k, v in hist.items()}
     history["lr"] = torch.tensor(lrs, dtype=torch.float64)
-    return ProjectionResult(ws=ws, styles=styles, noise=noise_out, image=image, space=space, perceptual=dist.name,
-                            perceptual_distance=final_d.detach(), mse=final_mse, psnr=psnr, history=history,
-                            steps=steps, seeds=seeds, seconds=time.perf_counter() - t0)
+    return _Run(ws=ws, styles=styles, noise=[n.detach().clone() for n in noise], history=history)
+
+
+@torch.no_grad()
+def finish(G, run: _Run, target: torch.Tensor, dist: PerceptualDistance, prepared, space: str, steps: int,
+           seeds: list[int], t0: float, result_type: type | None = None, **fields):
+    """The :class:`ProjectionResult` (or ``result_type`` with the extra ``fields``) of a finished run: the image
+    re-synthesised from the styles and noise maps, and its distances to ``target``."""
+    image = G.synthesis_from_styles(G.unflatten_styles(run.styles), noise=run.noise).clamp(-1, 1)
+    final_d = dist.distance(image, prepared)
+    final_mse = (image - target).square().mean((1, 2, 3))
+    psnr = 10 * torch.log10(4.0 / final_mse)
+    cls = ProjectionResult if result_type is None else result_type
+    return cls(ws=run.ws, styles=run.styles, noise=run.noise, image=image, space=space, perceptual=dist.name,
+               perceptual_distance=final_d.detach(), mse=final_mse, psnr=psnr, history=run.history, steps=steps,
+               seeds=seeds, seconds=time.perf_counter() - t0, **fields)
 
 
 __all__ = ["project", "ProjectionResult", "SPACES", "DEFAULT_STEPS", "lr_schedule", "latent_noise_scale",
-           "noise_regularization", "normalize_noise_", "w_statistics"]
+           "noise_regularization", "normalize_noise_", "w_statistics", "initial_noise", "optimise", "finish"]
