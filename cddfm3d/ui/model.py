@@ -9,6 +9,8 @@ issue 12 §4)::
     m.save_clip("edit.gif", frames=24)         # from the source to this edit
     m.reset()                                  # back to the source, bit for bit
     m.load_image("toon.png", domain="toon")    # an image of another domain, projected, then edited the same way
+    m.load_photo("me.jpg")                     # a photograph: face found, Deep3D-aligned, 3DMM-fitted, PIE-embedded
+    m.photo_fit, m.photo_identity_distance     # the photo's 3DMM fit; dlib's distance photo crop <-> embedding
 
 **What an edit is.** The source styles ``s`` [1, D] are read by T once: P_s = T(s). The sliders set absolute target
 coefficients P_t (:mod:`cddfm3d.ui.controls` gives each slider's unit and the light mapping); every attribute
@@ -20,14 +22,16 @@ source value, gives the source styles and the source image exactly. The image is
 (:func:`cddfm3d.editing.pairs.noise_for` of the noise seed), so an edit changes only what F changes.
 
 **Sources.** A generated face (:meth:`EditorModel.load_sample`: the styles and noise of a seed), stored styles
-(:meth:`EditorModel.load_styles`: styles and a noise seed) or an image (:meth:`EditorModel.load_image`): the image
-is projected (:func:`cddfm3d.adapt.project`) into the generator of its domain -- the model's own generator for
-``"human"``, the latent-consistently fine-tuned ``mini/generator_<domain>`` for ``"toon"`` and ``"sketch"``
-(CDDFM3D §3.4) -- and the projection's styles and noise maps become the source: the human world's T reads its
-styles, the human world's F^i edit them, and the domain's generator decodes every edit with the projection's noise
-maps (fine-tuning with the mapping and affines frozen leaves ``w -> s`` as it was, so T and F^i read and write the
-domain generator's StyleSpace as the human one's). Every source records the domain whose generator decodes it
-(:attr:`EditorModel.domain`). The domain generators are loaded once, when first used, and kept.
+(:meth:`EditorModel.load_styles`: styles and a noise seed), a photograph (:meth:`EditorModel.load_photo`: its face
+detected, aligned, read by a 3DMM fit and embedded by PIE into the model's generator, then edited as an image
+source) or an image (:meth:`EditorModel.load_image`): the image is projected (:func:`cddfm3d.adapt.project`) into
+the generator of its domain -- the model's own generator for ``"human"``, the latent-consistently fine-tuned
+``mini/generator_<domain>`` for ``"toon"`` and ``"sketch"`` (CDDFM3D §3.4) -- and the projection's styles and noise
+maps become the source: the human world's T reads its styles, the human world's F^i edit them, and the domain's
+generator decodes every edit with the projection's noise maps (fine-tuning with the mapping and affines frozen
+leaves ``w -> s`` as it was, so T and F^i read and write the domain generator's StyleSpace as the human one's).
+Every source records the domain whose generator decodes it (:attr:`EditorModel.domain`). The domain generators are
+loaded once, when first used, and kept.
 
 **What is cached.** Per source: T(s), the noise maps, the source image and the source light's parameters. Per
 attribute (in ATTRIBUTES order): its delta (:meth:`FaceEditor.deltas` of its target) and the styles after its link
@@ -80,6 +84,11 @@ SEED_RANGE = (0, 2 ** 63 - 1)    # seeds torch.Generator.manual_seed takes witho
 HUMAN = "human"                  # the domain of the model's own generator
 DOMAIN_ASSET = "mini/generator_{domain}"   # the shipped generator of another domain (cddfm3d.adapt.ship)
 FAST_PROJECTION_STEPS = 30       # load_image's default steps in FAST mode (cddfm3d.fast_mode(): tests, CI notebooks)
+FAST_PIE_STEPS = 30              # load_photo's default PIE steps in FAST mode
+FAST_FIT_STEPS = 50              # load_photo's default 3DMM fit steps in FAST mode
+EMBEDDINGS = ("pie", "project")  # load_photo's embeddings: cddfm3d.adapt.pie_embed, cddfm3d.adapt.project (W+)
+PHOTO_SIZE = 128                 # load_photo's crop and fit resolution (cddfm3d.photo's default; reduced to G's)
+RESERVED_PIE_OPTIONS = ("G", "images", "steps", "editor", "perceptual", "progress", "seed")   # set by load_photo
 
 
 class EditorModel:
@@ -267,31 +276,19 @@ class EditorModel:
         for an unreadable file, a wrong type, dtype, shape or value range); :class:`cddfm3d.assets.AssetError` (a
         ``FileNotFoundError``) when the domain's generator asset is missing, naming the commands that make it, and
         the other asset errors of :func:`cddfm3d.assets.load`."""
-        from ..adapt.projection import SPACES, project
+        from ..adapt.projection import SPACES
 
         who = "EditorModel.load_image"
         self._check_domain(domain, who)
         if space not in SPACES:
             raise ValueError(f"{who}: space must be one of {list(SPACES)}, found {space!r}")
-        if steps is None:
-            steps = self.projection_steps()
-        elif isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"{who}: steps must be an int >= 1 or None (the default), found {steps!r}")
-        if not (isinstance(progress, bool) or callable(progress)):
-            raise ValueError(f"{who}: progress must be True, False or a callable progress(step, steps), found "
-                             f"{type(progress).__name__}")
+        steps = _check_steps(steps, self.projection_steps(), who)
+        _check_progress(progress, who)
         x, _ = generator_input(image, self.editor.G.resolution, who)    # every domain's G has this architecture
         editor = self._domain_editor(domain, who)
-        G = editor.G
-        distance = self._perceptual_distance()
-        if callable(progress):
-            distance = _StepReporter(distance, int(steps), progress)
-        with torch.enable_grad():
-            proj = project(G, x.to(editor.device), space=space, steps=int(steps), perceptual=distance,
-                           progress=progress is True)
+        proj = self._embed(editor, x, "project", steps, progress, space=space)
         with self._lock:
-            self._load(proj.styles.detach().clone(), None, noise=[n.detach().clone() for n in proj.noise],
-                       domain=domain, input_image=to_uint8(x), psnr=float(proj.psnr[0]))
+            self._load_embedding(proj, x, domain)
         return proj
 
     @staticmethod
@@ -303,9 +300,149 @@ class EditorModel:
 
         return steps(DEFAULT_STEPS, FAST_PROJECTION_STEPS)
 
+    def load_photo(self, photo, face="largest", embed: str = "pie", steps: int | None = None, fit_steps=None,
+                   progress: bool | Callable[[int, int], None] = False, detector: str = "hog", upsample: int = 0,
+                   pie_options: Mapping | None = None):
+        """Make a face of a photograph the source: detect it, align it as Deep3D does, read it in 3D (a 3DMM fit),
+        embed it into the model's own (``"human"``) generator and edit the embedding.
+
+        Steps (issue 13): :func:`cddfm3d.photo.photo_to_coefficients` detects the faces with dlib (``detector``,
+        ``upsample``), chooses ``face``, cuts it out by Deep3D's 5-point alignment at :data:`PHOTO_SIZE` (128) px
+        and fits the morphable model (the editor's, MiniFace by default) to the crop and its 68 dlib landmarks
+        (``fit_steps``): :attr:`photo_fit`, the photo's own 3D reading. The crop, reduced to the generator's
+        resolution R by area averaging (:func:`cddfm3d.ui.image_input.generator_input`; a Deep3D crop at any size
+        is framed like a mini-world render, :mod:`cddfm3d.photo.fit`), is :attr:`input_image`; it is embedded with
+        :func:`cddfm3d.adapt.pie_embed` (``embed="pie"``, this model's FaceEditor as the rig, so nothing is
+        reloaded; seed 0) or :func:`cddfm3d.adapt.project` in W+ (``embed="project"``, seed 0), both with the
+        perceptual distance :meth:`load_image` uses. The embedding's styles and noise maps become the source exactly
+        as for :meth:`load_image` (sliders from T(s), edits through the F^i, decoded with the embedding's noise maps,
+        a reset gives the embedding's image back bit for bit); :attr:`projection_psnr` is its PSNR against the
+        crop, and :attr:`photo_identity_distance` dlib's identity distance between the crop and the embedding.
+
+        **Out of domain.** The mini generator knows only the synthetic faces of its world, so a photograph is an
+        out-of-domain input for it: the embedding is a best effort (the picture nearest to the photo that the mini
+        generator can draw: on astronaut.png its colours, hair and smile, blurred), and the identity distance says
+        how far it is (:attr:`photo_identity_distance`). The 3DMM fit does not depend on the generator and reads the
+        real face. With a real-world editor (a generator trained on photographs, and T and F^i trained on it:
+        module docstring, "Worlds") the same call embeds the photo in its domain, provided the generator's faces
+        are framed as Deep3D's crops are (else align the photo to its framing and use :meth:`load_image`); give
+        ``pie_options`` the world's reconstruction network and morphable model (``recon=..., model=...``, or
+        ``read=``), since PIE's defaults are the mini world's.
+
+        Args:
+            photo: a path, the bytes of an image file, or a uint8 array [H, W(, 1|3|4)] (:func:`cddfm3d.photo.
+                read_photo`: grayscale, RGBA, 16-bit and EXIF-rotated files are read upright as RGB).
+            face: ``"largest"`` or an int index into the faces found, largest first (0 is the largest).
+            embed: ``"pie"`` (default) or ``"project"`` (:data:`EMBEDDINGS`).
+            steps: embedding steps, an int >= 2 for PIE (W then W+) or >= 1 for the projector; default
+                :meth:`photo_steps` (``embed``): 200 for PIE (about 25 s on one CPU core) and 300 for the projector
+                (about 14 s) in full mode, :data:`FAST_PIE_STEPS` / :data:`FAST_PROJECTION_STEPS` (30) in FAST mode.
+            fit_steps: the 3DMM fit's steps (an int >= 1, or (pose_steps, all_steps) as :func:`cddfm3d.face3d.fit`
+                takes); default :meth:`photo_fit_steps`: 300 (about 8 s on one core), :data:`FAST_FIT_STEPS` (50)
+                in FAST mode.
+            progress: ``False``, ``True`` (the fit's and the embedding's tqdm bars) or a callable
+                ``progress(step, steps)`` called at each embedding step (after the fit).
+            detector, upsample: as :func:`cddfm3d.photo.detect_faces` (``"hog"`` / ``"cnn"``; 0..3 doublings of
+                the photo before detection, for faces under about 80 px).
+            pie_options: further keyword arguments of :func:`cddfm3d.adapt.pie_embed` (``weights``, ``recon``,
+                ``model``, ``read``, ``identity``, ``attributes``, ``w_fraction``, ``lr``, ...) for ``embed="pie"``.
+
+        Returns the embedding: a :class:`~cddfm3d.adapt.pie.PIEResult` (``energies`` per term) or a
+        :class:`~cddfm3d.adapt.projection.ProjectionResult`.
+
+        Raises, with the source unchanged (the options before any work, the photo's errors before the fit and the
+        embedding): ``ValueError`` for an unknown ``embed`` (listing :data:`EMBEDDINGS`), bad ``steps`` /
+        ``fit_steps`` / ``progress``, ``pie_options`` that are not a mapping, name an argument set here or are
+        given with ``embed="project"``; :class:`cddfm3d.photo.NoFaceError` (a ``ValueError``) when no face is
+        found (e.g. a cat), :class:`cddfm3d.photo.FaceIndexError` for an index beyond the faces found, and the
+        photo's reading errors (``FileNotFoundError``, ``ValueError``); ``ImportError`` naming the pip package
+        when dlib or its model files are missing (:func:`cddfm3d.photo.models.require_dlib`); then
+        :func:`cddfm3d.adapt.pie_embed`'s errors for bad ``pie_options`` values."""
+        from ..photo import descriptor_distance, face_descriptor, photo_to_coefficients
+
+        who = "EditorModel.load_photo"
+        if embed not in EMBEDDINGS:
+            raise ValueError(f"{who}: embed must be one of {list(EMBEDDINGS)}, found {embed!r}")
+        steps = _check_steps(steps, self.photo_steps(embed), who, minimum=2 if embed == "pie" else 1)
+        fit_steps = _check_fit_steps(fit_steps, self.photo_fit_steps(), who)
+        _check_progress(progress, who)
+        options = _check_pie_options(pie_options, embed, who)
+        fm = self._face_model()
+        fitted = photo_to_coefficients(photo, face, size=PHOTO_SIZE, steps=fit_steps, model=fm,
+                                       device=self.editor.device, detector=detector, upsample=upsample,
+                                       progress=progress is True)
+        R = self.editor.G.resolution
+        x, _ = generator_input(fitted.crop, R, who)
+        result = self._embed(self.editor, x, embed, steps, progress, space="w+", pie_options=options)
+        # the fit's 68 landmarks, crop pixels (centres on integers) -> pixels of the R x R images
+        lm = (fitted.fit.landmarks[0].detach().double().cpu().numpy() + 0.5) * (R / PHOTO_SIZE) - 0.5
+        image = to_uint8(result.image.detach().cpu())
+        distance = descriptor_distance(face_descriptor(_hwc(to_uint8(x)), lm), face_descriptor(_hwc(image), lm))
+        render = to_uint8(generator_input(fitted.fit.image.detach().float().cpu().clamp(0, 1) * 2 - 1, R, who)[0])
+        with self._lock:
+            self._load_embedding(result, x, HUMAN, photo=_Photo(fitted, render, float(distance)))
+        return result
+
+    @staticmethod
+    def photo_steps(embed: str = "pie") -> int:
+        """:meth:`load_photo`'s default embedding steps for ``embed``: PIE's default
+        (:data:`cddfm3d.adapt.pie.DEFAULT_STEPS`, 200) or :data:`FAST_PIE_STEPS` (30) in FAST mode
+        (:func:`cddfm3d.fast_mode`); for ``"project"`` :meth:`projection_steps`. Raises ``ValueError`` for another
+        ``embed``."""
+        from ..adapt.pie import DEFAULT_STEPS
+        from ..config import steps
+
+        if embed not in EMBEDDINGS:
+            raise ValueError(f"EditorModel.photo_steps: embed must be one of {list(EMBEDDINGS)}, found {embed!r}")
+        return steps(DEFAULT_STEPS, FAST_PIE_STEPS) if embed == "pie" else EditorModel.projection_steps()
+
+    @staticmethod
+    def photo_fit_steps() -> int:
+        """:meth:`load_photo`'s default 3DMM fit steps: :data:`cddfm3d.photo.DEFAULT_STEPS` (300), or
+        :data:`FAST_FIT_STEPS` (50) in FAST mode."""
+        from ..config import steps
+        from ..photo import DEFAULT_STEPS
+
+        return steps(DEFAULT_STEPS, FAST_FIT_STEPS)
+
+    def _embed(self, editor: FaceEditor, x: torch.Tensor, embed: str, steps: int, progress,
+               space: str = "w+", pie_options: Mapping | None = None):
+        """``x`` [1, 3, R, R] embedded into ``editor.G`` by PIE (``embed="pie"``, ``editor`` as its rig) or the
+        projector in ``space``, seed 0, with :meth:`_perceptual_distance` (wrapped to call ``progress(step,
+        steps)`` when it is a callable). The one embedding call of :meth:`load_image` and :meth:`load_photo`."""
+        distance = self._perceptual_distance()
+        if callable(progress):
+            distance = _StepReporter(distance, int(steps), progress)
+        with torch.enable_grad():
+            if embed == "pie":
+                from ..adapt.pie import pie_embed
+
+                return pie_embed(editor.G, x.to(editor.device), steps=int(steps), editor=editor, perceptual=distance,
+                                 progress=progress is True, **(pie_options or {}))
+            from ..adapt import projection
+
+            return projection.project(editor.G, x.to(editor.device), space=space, steps=int(steps),
+                                      perceptual=distance, progress=progress is True)
+
+    def _load_embedding(self, result, x: torch.Tensor, domain: str, photo: _Photo | None = None) -> None:
+        """Make an embedding (a ProjectionResult of the image ``x`` [1, 3, R, R]) the source of ``domain``: its
+        styles and noise maps, ``x`` as the input, its PSNR. The one source-setting step of :meth:`load_image` and
+        :meth:`load_photo`."""
+        self._load(result.styles.detach().clone(), None, noise=[n.detach().clone() for n in result.noise],
+                   domain=domain, input_image=to_uint8(x), psnr=float(result.psnr[0]), photo=photo)
+
+    def _face_model(self):
+        """The morphable model of the coefficients (:attr:`render`, :meth:`load_photo`'s fit): the one given, or
+        the mini world's MiniFace on the editor's device, made once."""
+        if self._model is None:
+            from ..world.domains import mini_model
+
+            self._model = mini_model(self.editor.device)
+        return self._model
+
     @torch.no_grad()
     def _load(self, s: torch.Tensor, noise_seed: int | None, noise: list | None = None, domain: str = HUMAN,
-              input_image: torch.Tensor | None = None, psnr: float | None = None) -> None:
+              input_image: torch.Tensor | None = None, psnr: float | None = None, photo: _Photo | None = None) -> None:
         """Make ``s`` [1, D] the source, decoded by ``domain``'s generator with ``noise`` (maps) or, when it is
         None, the noise of ``noise_seed``."""
         ed = self._editors[domain]
@@ -314,7 +451,7 @@ class EditorModel:
         P = ed.predict(s)
         src = _Source(styles=s, noise_seed=noise_seed, noise=noise, P=P, image=ed.synthesize(s, noise=noise),
                       light=light_params(P[0, ATTRIBUTE_SLICES["light"]]) if "light" in self._order else None,
-                      domain=domain, decoder=ed, input_image=input_image, psnr=psnr)
+                      domain=domain, decoder=ed, input_image=input_image, psnr=psnr, photo=photo)
         self._src = src
         self._clear_all()
 
@@ -689,8 +826,8 @@ class EditorModel:
 
     @property
     def noise_seed(self) -> int | None:
-        """The source's noise seed; ``None`` for an image source (:meth:`load_image`), decoded with its
-        projection's noise maps."""
+        """The source's noise seed; ``None`` for an image or photo source (:meth:`load_image`,
+        :meth:`load_photo`), decoded with its embedding's noise maps."""
         with self._lock:
             return self._need().noise_seed
 
@@ -704,18 +841,53 @@ class EditorModel:
     @property
     def input_image(self) -> np.ndarray | None:
         """For an image source (:meth:`load_image`): the image as given, cropped and resized to the generator's
-        resolution, uint8 [R, R, 3] (a new array); ``None`` for a generated face or stored styles."""
+        resolution, uint8 [R, R, 3] (a new array); for a photo source (:meth:`load_photo`) the face's Deep3D crop
+        reduced to that size; ``None`` for a generated face or stored styles."""
         with self._lock:
             x = self._need().input_image
             return None if x is None else _hwc(x)
 
     @property
     def projection_psnr(self) -> float | None:
-        """For an image source: the PSNR in dB of the projection's image against :attr:`input_image`'s float
-        values (``10 log10(2**2 / MSE)`` on [-1, 1], :class:`~cddfm3d.adapt.projection.ProjectionResult`);
-        ``None`` otherwise."""
+        """For an image or photo source: the PSNR in dB of the projection's (or PIE embedding's) image against
+        :attr:`input_image`'s float values (``10 log10(2**2 / MSE)`` on [-1, 1],
+        :class:`~cddfm3d.adapt.projection.ProjectionResult`); ``None`` otherwise."""
         with self._lock:
             return self._need().psnr
+
+    @property
+    def photo_fit(self):
+        """For a photo source (:meth:`load_photo`): the photo's 3D reading, a :class:`cddfm3d.photo.PhotoFit`
+        (``coeffs`` [1, 257] of the editor's morphable model, ``fit`` with its render at :data:`PHOTO_SIZE` px,
+        ``aligned`` the 128-px Deep3D crop and its dlib landmarks, ``lm_px_before`` / ``lm_px_after`` the mean
+        landmark error in crop pixels); ``None`` for any other source."""
+        with self._lock:
+            photo = self._need().photo
+            return None if photo is None else photo.fit
+
+    @property
+    def photo_identity_distance(self) -> float | None:
+        """For a photo source: dlib's identity descriptor distance (:func:`cddfm3d.photo.descriptor_distance`;
+        below 0.6, :data:`cddfm3d.photo.SAME_PERSON_THRESHOLD`, dlib calls two faces one person) between
+        :attr:`input_image` (the aligned crop at the generator's resolution) and the embedding's image
+        (:attr:`source_image`). Both descriptors use the same 68 landmarks, the 3DMM fit's, scaled from the
+        128-px crop to R px (a 64-px image is too small for dlib's detector), so the distance measures the
+        embedding and not the landmarks. ``None`` for any other source.
+
+        Scale, on scikit-image's astronaut.png (one CPU thread): the 64-px crop against the 128-px crop 0.20 (what
+        the resolution alone costs), the mini world's generated faces of seeds 0-9 against the crop 0.71 to 0.83
+        (mean 0.78), the PIE embedding at the default 200 steps 0.64, the W+ projection at 300 steps 0.52."""
+        with self._lock:
+            photo = self._need().photo
+            return None if photo is None else photo.identity_distance
+
+    @property
+    def photo_render(self) -> np.ndarray | None:
+        """For a photo source: the render of :attr:`photo_fit`'s coefficients (black background), area-reduced to
+        the generator's resolution, uint8 [R, R, 3] (a new array); ``None`` for any other source."""
+        with self._lock:
+            photo = self._need().photo
+            return None if photo is None else _hwc(photo.render)
 
     @property
     def image(self) -> np.ndarray:
@@ -756,11 +928,7 @@ class EditorModel:
         if self._rows is None:
             from ..face3d.viz import reconstruction_rows
 
-            fm = self._model
-            if fm is None:
-                from ..world.domains import mini_model
-
-                fm = self._model = mini_model(self.editor.device)
+            fm = self._face_model()
             coeffs = self._coeffs().to(fm.mean_shape.device, fm.mean_shape.dtype)
             rows = reconstruction_rows(from_uint8(self._image).to(coeffs.device), coeffs, fm)
             self._rows = {"render": _hwc(to_uint8(rows["render"])),
@@ -784,19 +952,24 @@ class EditorModel:
             return self._reconstruction()["landmarks"].copy()
 
     def panel(self, show_landmarks: bool = False, show_render: bool = True, show_source: bool = True,
-              scale: int = 4, show_input: bool = True) -> np.ndarray:
-        """What the view shows, uint8 [H * scale, n * W * scale, 3]: [input |] source | edit | render side by side
-        (n = 1 to 4 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn as 3 x 3
-        green dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing else
-        changes). The input tile (:attr:`input_image`) comes first for an image source when ``show_input``; the
-        source is then the projection. Raises ``ValueError`` for a scale that is not an int in [1, 16]
-        (:func:`check_scale`), ``RuntimeError`` before a source is loaded."""
+              scale: int = 4, show_input: bool = True, show_fit: bool = True) -> np.ndarray:
+        """What the view shows, uint8 [H * scale, n * W * scale, 3]: [input | [fit |]] source | edit | render side
+        by side (n = 1 to 5 tiles, each upscaled ``scale`` times by pixel repetition), with the 68 landmarks drawn
+        as 3 x 3 green dots on the edit when ``show_landmarks`` (:func:`cddfm3d.face3d.viz.landmark_panel`; nothing
+        else changes). The input tile (:attr:`input_image`) comes first for an image or photo source when
+        ``show_input``; the source is then the projection (or PIE embedding). For a photo source the photo's 3DMM
+        fit (:attr:`photo_render`) follows the input when ``show_fit``: the photo's 3D reading next to the
+        embedding and, in the last tile, the render of T's reading of the (edited) embedding. Raises
+        ``ValueError`` for a scale that is not an int in [1, 16] (:func:`check_scale`), ``RuntimeError`` before a
+        source is loaded."""
         scale = check_scale(scale, "EditorModel.panel")
         with self._lock:
             src = self._need()
             tiles = []
             if show_input and src.input_image is not None:
                 tiles.append(_upscale(_hwc(src.input_image), scale))
+                if show_fit and src.photo is not None:
+                    tiles.append(_upscale(_hwc(src.photo.render), scale))
             if show_source:
                 tiles.append(_upscale(_hwc(src.image), scale))
             if show_landmarks:
@@ -908,6 +1081,17 @@ class _Source:
     decoder: FaceEditor
     input_image: torch.Tensor | None = None
     psnr: float | None = None
+    photo: _Photo | None = None
+
+
+@dataclass(slots=True)
+class _Photo:
+    """What :meth:`EditorModel.load_photo` adds to a source: the photo's 3DMM fit, its render at the generator's
+    resolution (uint8 [1, 3, R, R]) and dlib's identity distance between the crop and the embedding."""
+
+    fit: object              # cddfm3d.photo.PhotoFit
+    render: torch.Tensor
+    identity_distance: float
 
 
 class _StepReporter(PerceptualDistance):
@@ -928,6 +1112,54 @@ class _StepReporter(PerceptualDistance):
             self.count += 1
             self.report(self.count, self.steps)
         return d
+
+
+def _check_steps(steps, default: int, who: str, minimum: int = 1) -> int:
+    """``steps`` as an int >= ``minimum``, ``default`` for None; ``ValueError`` naming ``who`` otherwise."""
+    if steps is None:
+        return int(default)
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < minimum:
+        raise ValueError(f"{who}: steps must be an int >= {minimum} or None (the default), found {steps!r}")
+    return int(steps)
+
+
+def _check_fit_steps(steps, default: int, who: str):
+    """The 3DMM fit's steps: an int >= 1 or a pair of ints >= 0 with a sum >= 1 (:func:`cddfm3d.face3d.fit`),
+    ``default`` for None; ``ValueError`` naming ``who`` otherwise."""
+    if steps is None:
+        return int(default)
+
+    def whole(v) -> bool:
+        return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
+
+    if whole(steps) and steps >= 1:
+        return int(steps)
+    if isinstance(steps, (tuple, list)) and len(steps) == 2 and all(whole(v) and v >= 0 for v in steps) \
+            and sum(steps) >= 1:
+        return (int(steps[0]), int(steps[1]))
+    raise ValueError(f"{who}: fit_steps must be an int >= 1, a pair (pose_steps, all_steps) of ints >= 0 with a sum "
+                     f">= 1, or None (the default), found {steps!r}")
+
+
+def _check_progress(progress, who: str) -> None:
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"{who}: progress must be True, False or a callable progress(step, steps), found "
+                         f"{type(progress).__name__}")
+
+
+def _check_pie_options(options, embed: str, who: str) -> dict:
+    """``pie_options`` as a dict of :func:`cddfm3d.adapt.pie_embed` keyword arguments ({} for None)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{who}: pie_options must be a mapping of pie_embed keyword arguments, found "
+                         f"{type(options).__name__}")
+    if options and embed != "pie":
+        raise ValueError(f"{who}: pie_options are pie_embed's, given with embed={embed!r}")
+    taken = sorted(set(options) & set(RESERVED_PIE_OPTIONS))
+    if taken:
+        raise ValueError(f"{who}: pie_options may not set {taken}: load_photo sets {list(RESERVED_PIE_OPTIONS)}")
+    return dict(options)
 
 
 def _seed(value, what: str) -> int:
@@ -973,4 +1205,5 @@ def _block_multiple(clip: np.ndarray, block: int) -> np.ndarray:
     return clip[:, rows][:, :, cols]
 
 
-__all__ = ["EditorModel", "LATENCY_HISTORY", "MAX_SCALE", "WORLDS", "check_scale"]
+__all__ = ["EditorModel", "EMBEDDINGS", "FAST_FIT_STEPS", "FAST_PIE_STEPS", "FAST_PROJECTION_STEPS", "LATENCY_HISTORY",
+           "MAX_SCALE", "PHOTO_SIZE", "WORLDS", "check_scale"]

@@ -9,7 +9,8 @@
 
 Layout (top to bottom): the image ([input |] source | edit | 3DMM render, a PNG in an ``ipywidgets.Image``), the
 latency readout and message line, the seed box with "Load sample", the toggles, the "Load image" row (a file upload,
-the image's domain, the projection steps and "Project"), one tab per attribute with a slider and a
+the image's domain, the projection steps and "Project"), the "Load photo" row (face index, embedding, steps and
+"Load photo", on the same upload), one tab per attribute with a slider and a
 number box per control and a reset button, "Reset all", the "advanced" row (any coefficient of an attribute, raw
 3DMM units), the clip row (path, frames, "Save clip") and, once a clip is saved, the clip itself (a GIF in an
 ``ipywidgets.Image``, an MP4 in an ``ipywidgets.Video``) with a download link (the file's bytes as a ``data:`` URL).
@@ -26,6 +27,14 @@ generator is at hand, :meth:`~cddfm3d.ui.model.EditorModel.available_domains`) a
 300 steps on one busy CPU core), so the message line counts its steps while it runs (updated at most every
 :data:`PROGRESS_INTERVAL_S`; the kernel sends each update at once) and then gives the projection's PSNR; the sliders
 then show T of the projected styles, and the picture starts with the input, then the projection it edits.
+
+**Load photo.** The row under it takes the same upload as a photograph: "Load photo" calls the model's
+:meth:`~cddfm3d.ui.model.EditorModel.load_photo` with the face index (0: the largest), the embedding (PIE or the
+W+ projector) and its steps (default :meth:`~cddfm3d.ui.model.EditorModel.photo_steps`): dlib finds the face, the
+3DMM is fitted to it, and the aligned crop is embedded into the model's generator while the message line counts
+the steps; it then gives the fit's landmark error, the embedding's PSNR and dlib's identity distance between the
+crop and the embedding, and the picture shows the crop, its 3DMM fit, the embedding, the edit and its render. The
+mini generator knows only its synthetic faces: a photograph is out of its domain, and the embedding a best effort.
 
 The view keeps no state of its own besides the display options. Slider and number box events are throttled: while
 a slider is dragged the image is recomputed at most once per ``interval_ms`` (the first event at once, later ones
@@ -59,6 +68,7 @@ INTERVAL_MS = 40.0          # throttle of slider events: at most one image per 4
 MAX_SEED = 2 ** 31 - 1
 MAX_CLIP_FRAMES = 600
 MAX_PROJECTION_STEPS = 10000
+MAX_FACE_INDEX = 99          # the face box of "Load photo" (faces of a photo, largest first)
 PROGRESS_INTERVAL_S = 0.5   # the projection's progress on the message line: at most one update per this many seconds
 IMAGE_ACCEPT = "image/*,.png,.jpg,.jpeg"   # what the upload's file dialog offers
 MAX_CLIP_SHOW_BYTES = 20 * 2 ** 20   # a saved clip larger than this is neither shown nor offered for download in
@@ -111,6 +121,7 @@ class Editor:
     the edited face, which F^i moves only part of the way) and ``show_render`` (``ToggleButton``),
     ``advanced_attribute`` / ``advanced_index`` / ``advanced_value`` / ``advanced_apply``, ``seed`` /
     ``load_button``, ``upload`` (``FileUpload``) / ``domain`` (``Dropdown``) / ``project_steps`` / ``project_button``,
+    ``photo_face`` / ``photo_embed`` (``Dropdown``) / ``photo_steps`` / ``photo_button``,
     ``clip_path`` / ``clip_frames`` / ``clip_button``, the saved clip's ``clip_image`` (GIF) or
     ``clip_video`` (MP4) and ``clip_download`` (``HTML`` link), ``latency`` and ``message`` (``HTML``);
     ``message_text`` is the message line as plain text and ``updates`` counts image refreshes.
@@ -171,6 +182,23 @@ class Editor:
                                        tooltip="Project the uploaded image into the domain's generator and edit it")
         self.project_button.add_class("cddfm3d-project")
         self.project_button.on_click(lambda _: self._guarded(self._project))
+
+        self.photo_face = W.BoundedIntText(value=0, min=0, max=MAX_FACE_INDEX, description="face",
+                                           tooltip="Which face of the photo: 0 is the largest, then by size",
+                                           style={"description_width": "35px"}, layout=W.Layout(width="110px"))
+        self.photo_embed = W.Dropdown(options=[("PIE", "pie"), ("Project W+", "project")], value="pie",
+                                      description="embed", style={"description_width": "45px"},
+                                      layout=W.Layout(width="170px"))
+        self.photo_steps = W.BoundedIntText(value=model.photo_steps("pie"), min=2, max=MAX_PROJECTION_STEPS,
+                                            description="steps", style={"description_width": "40px"},
+                                            layout=W.Layout(width="130px"))
+        self.photo_embed.observe(lambda ch: self._guarded(self._on_embed, ch["new"]), names="value")
+        self.photo_button = W.Button(description="Load photo", icon="camera",
+                                     tooltip="Find a face in the uploaded photograph, fit the 3DMM to it and embed it "
+                                             "into the generator (the mini generator knows only synthetic faces: "
+                                             "a photo is out of its domain)")
+        self.photo_button.add_class("cddfm3d-load-photo")
+        self.photo_button.on_click(lambda _: self._guarded(self._load_photo))
 
         self.show_landmarks = W.ToggleButton(value=False, description=LANDMARKS_LABEL[False], icon="dot-circle-o",
                                              tooltip=LANDMARKS_TIP, layout=W.Layout(width="190px"))
@@ -234,6 +262,8 @@ class Editor:
             W.HBox([self.latency, self.message]),
             W.HBox([self.seed, self.load_button, self.show_landmarks, self.show_render]),
             W.HBox([self.upload, self.domain, self.project_steps, self.project_button]),
+            W.HBox([W.HTML("<b>or as a photo:</b>", layout=W.Layout(width="160px")), self.photo_face,
+                    self.photo_embed, self.photo_steps, self.photo_button]),
             self.tabs,
             self.reset_all,
             W.HBox([self.advanced_attribute, self.advanced_index, self.advanced_value, self.advanced_apply]),
@@ -429,13 +459,13 @@ class Editor:
             self.domain.options = domains
             self.domain.value = chosen if chosen in domains else domains[0]
 
-    def _uploaded(self) -> tuple[str, bytes]:
+    def _uploaded(self, who: str = "Project") -> tuple[str, bytes]:
         """(name, content) of the uploaded file (the last one). ipywidgets 8 holds a tuple of dicts with ``name``,
         ``type``, ``size``, ``content`` (memoryview) and ``last_modified``."""
         files = self.upload.value
         files = list(files.values()) if isinstance(files, dict) else list(files)    # ipywidgets 7: {name: {...}}
         if not files:
-            raise ValueError("Project: no image yet; choose a PNG or JPEG file with the 'Load image' button first")
+            raise ValueError(f"{who}: no image yet; choose a PNG or JPEG file with the 'Load image' button first")
         f = files[-1]
         return str(f.get("name") or "image"), bytes(f["content"])
 
@@ -467,6 +497,47 @@ class Editor:
         self._refresh()
         return (f"projected {where} ({steps} steps, {seconds:.1f} s): PSNR {self.model.projection_psnr:.1f} dB; "
                 f"the sliders start at T of its styles")
+
+    def _on_embed(self, embed: str) -> None:
+        """A new embedding method: its default steps in the steps box (PIE needs at least 2: W, then W+)."""
+        self.photo_steps.min = 2 if embed == "pie" else 1
+        self.photo_steps.value = self.model.photo_steps(embed)
+
+    def _load_photo(self) -> str:
+        """The uploaded file as a photograph (the model's ``load_photo``: the chosen face found, aligned, fitted by
+        the 3DMM and embedded), counting the embedding's steps on the message line, then show it and its sliders.
+        Returns the message: the fit's landmark error, the PSNR and dlib's identity distance."""
+        from ..photo import SAME_PERSON_THRESHOLD
+
+        self.flush()
+        name, content = self._uploaded("Load photo")
+        face, embed, steps = int(self.photo_face.value), self.photo_embed.value, int(self.photo_steps.value)
+        method = "PIE" if embed == "pie" else "W+ projection"
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def report(step: int, total: int) -> None:
+            now = time.perf_counter()
+            if step == total or now - last[0] >= PROGRESS_INTERVAL_S:
+                last[0] = now
+                self._say(f"embedding face {face} of {name} ({method}): step {step}/{total} ({now - t0:.0f} s)")
+
+        self._say(f"reading {name}: finding face {face} and fitting the 3DMM ({self.model.photo_fit_steps()} steps), "
+                  f"then the {method} ({steps} steps) ...")
+        self.photo_button.disabled = True
+        try:
+            self.model.load_photo(content, face=face, embed=embed, steps=steps, progress=report)
+        finally:
+            self.photo_button.disabled = False
+        seconds = time.perf_counter() - t0
+        self._sync_from_model()
+        self._refresh()
+        fit = self.model.photo_fit
+        return (f"loaded face {face} of {name} ({method}, {steps} steps, {seconds:.1f} s): 3DMM fit landmark error "
+                f"{fit.lm_px_before:.1f} -> {fit.lm_px_after:.1f} px; embedding PSNR "
+                f"{self.model.projection_psnr:.1f} dB, dlib identity distance {self.model.photo_identity_distance:.2f} "
+                f"(one person below {SAME_PERSON_THRESHOLD}); a photo is out of the mini generator's domain, so the "
+                f"embedding is a best effort")
 
     def _on_toggle(self) -> None:
         self.show_landmarks.description = LANDMARKS_LABEL[bool(self.show_landmarks.value)]
