@@ -3,13 +3,14 @@
     python benchmarks/bench_pie.py [--n 16] [--steps 300] [--methods ...] [--attributes pose expression light]
         [--cache out/bench_pie] [--threads 1]
 
-The targets are ``--n`` renders of the mini world (:func:`cddfm3d.world.render` of ``sample_coeffs(n, seed=1001)``,
+The targets are ``--n`` renders of the mini world (:func:`cddfm3d.world.render` of ``sample_coeffs(n, seed=2001)``,
 human domain, 64 px): their true coefficients are known and the generator never produced them. Each method embeds
 them into ``mini/generator`` with ``--steps`` steps:
 
 * ``project W``, ``project W+``, ``project S``: :func:`cddfm3d.adapt.project` (Image2StyleGAN-style projection);
-* ``PIE``: :func:`cddfm3d.adapt.pie_embed` with its default weights, and ``PIE - <energy>`` with one energy
-  switched off (weight 0).
+* ``PIE``: :func:`cddfm3d.adapt.pie_embed` with its default weights, ``PIE - <energy>`` with one energy switched
+  off (weight 0), and ``W -> W+ (synth only)`` with all four rig energies off (PIE's schedule without its rig: the
+  projector run in W, then in W+ from there).
 
 Each embedding is then scored by :func:`cddfm3d.adapt.evaluate_cross_domain` with the human generator as the
 "domain" generator: PSNR and perceptual distance of the embedding, and for each attribute of ``--attributes`` the
@@ -33,7 +34,7 @@ import torch
 from report import machine_line  # benchmarks/report.py
 
 ENERGY_OFF = ("identity", "edit", "invariance", "recognition")
-METHODS = ("project W", "project W+", "project S", "PIE", *(f"PIE - {e}" for e in ENERGY_OFF))
+METHODS = ("project W", "project W+", "project S", "W -> W+ (synth only)", "PIE", *(f"PIE - {e}" for e in ENERGY_OFF))
 
 
 def embed(method: str, G, editor, images, steps: int):
@@ -41,7 +42,10 @@ def embed(method: str, G, editor, images, steps: int):
 
     if method.startswith("project"):
         return project(G, images, space=method.split()[1].lower(), steps=steps, progress=False)
-    weights = {method.split(" - ")[1]: 0.0} if " - " in method else None
+    if method.startswith("W -> W+"):
+        weights = {e: 0.0 for e in ENERGY_OFF}
+    else:
+        weights = {method.split(" - ")[1]: 0.0} if " - " in method else None
     return pie_embed(G, images, steps=steps, weights=weights, editor=editor, progress=False)
 
 
@@ -68,14 +72,15 @@ def main() -> None:
     xd = CrossDomainEditor(editor, G)
     judge = assets.load("mini/recon_independent").eval()
     model = mini_model()
-    truth = sample_coeffs(args.n, seed=1001)
-    images = render(truth, "human", G.resolution, seed=1001).float()
+    truth = sample_coeffs(args.n, seed=2001)
+    images = render(truth, "human", G.resolution, seed=2001).float()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine_line('cpu', f'{args.threads} thread(s)')}\n")
     rows = []
     for method in args.methods:
-        f = cache / f"{method.replace(' ', '_').replace('+', 'plus')}_{args.n}_{args.steps}.pt"
+        slug = "".join(c if c.isalnum() else "_" for c in method.replace("+", "plus"))
+        f = cache / f"{slug}_{args.n}_{args.steps}.pt"
         if f.is_file():
             r, sec = torch.load(f, weights_only=False)
         else:

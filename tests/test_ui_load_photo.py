@@ -245,7 +245,7 @@ def test_default_steps_follow_fast_mode(monkeypatch):
     assert EditorModel.photo_steps("project") == model_module.FAST_PROJECTION_STEPS
     assert EditorModel.photo_fit_steps() == model_module.FAST_FIT_STEPS
     monkeypatch.setenv("CDDFM3D_FAST", "0")
-    assert EditorModel.photo_steps() == PIE_STEPS == 200 and EditorModel.photo_fit_steps() == FIT_STEPS_FULL == 300
+    assert EditorModel.photo_steps() == PIE_STEPS == 300 and EditorModel.photo_fit_steps() == FIT_STEPS_FULL == 300
     assert EditorModel.photo_steps("project") == EditorModel.projection_steps() == 300
     with pytest.raises(ValueError, match=r"embed must be one of \['pie', 'project'\], found 'w\+'"):
         EditorModel.photo_steps("w+")

@@ -48,10 +48,12 @@ from .projection import (ProjectionResult, _check_images, _check_int, _seeds, _s
                          initial_noise, optimise, w_statistics)
 
 ENERGIES = ("synth", "identity", "edit", "invariance", "recognition")
-DEFAULT_WEIGHTS = {"synth": 1.0, "identity": 1.0, "edit": 0.1, "invariance": 0.1, "recognition": 0.1}
+# Chosen on 6 renders (sample_coeffs seed 1001; the benchmark uses others) among rig weights 0.1 / 0.3 / 1 and
+# identity 1 / 100: 0.3 raised pose completion from 0.50 to 0.74 for 2.3 dB of PSNR, 1 cost 4.1 dB for no more.
+DEFAULT_WEIGHTS = {"synth": 1.0, "identity": 100.0, "edit": 0.3, "invariance": 0.3, "recognition": 0.3}
 EDIT_ATTRIBUTES = ("pose", "expression", "light")     # PIE's rig attributes (StyleRig: pose, expression, illumination)
 IDENTITY_ATTRIBUTES = ("shape", "albedo")
-DEFAULT_STEPS = 200
+DEFAULT_STEPS = 300
 W_FRACTION = 2 / 3
 POOL_SIZE = 16
 POOL_SEED = 0

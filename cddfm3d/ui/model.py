@@ -335,7 +335,7 @@ class EditorModel:
             face: ``"largest"`` or an int index into the faces found, largest first (0 is the largest).
             embed: ``"pie"`` (default) or ``"project"`` (:data:`EMBEDDINGS`).
             steps: embedding steps, an int >= 2 for PIE (W then W+) or >= 1 for the projector; default
-                :meth:`photo_steps` (``embed``): 200 for PIE (about 25 s on one CPU core) and 300 for the projector
+                :meth:`photo_steps` (``embed``): 300 for PIE (about 37 s on one CPU core) and 300 for the projector
                 (about 14 s) in full mode, :data:`FAST_PIE_STEPS` / :data:`FAST_PROJECTION_STEPS` (30) in FAST mode.
             fit_steps: the 3DMM fit's steps (an int >= 1, or (pose_steps, all_steps) as :func:`cddfm3d.face3d.fit`
                 takes); default :meth:`photo_fit_steps`: 300 (about 8 s on one core), :data:`FAST_FIT_STEPS` (50)
@@ -386,7 +386,7 @@ class EditorModel:
     @staticmethod
     def photo_steps(embed: str = "pie") -> int:
         """:meth:`load_photo`'s default embedding steps for ``embed``: PIE's default
-        (:data:`cddfm3d.adapt.pie.DEFAULT_STEPS`, 200) or :data:`FAST_PIE_STEPS` (30) in FAST mode
+        (:data:`cddfm3d.adapt.pie.DEFAULT_STEPS`, 300) or :data:`FAST_PIE_STEPS` (30) in FAST mode
         (:func:`cddfm3d.fast_mode`); for ``"project"`` :meth:`projection_steps`. Raises ``ValueError`` for another
         ``embed``."""
         from ..adapt.pie import DEFAULT_STEPS
