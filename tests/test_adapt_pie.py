@@ -224,3 +224,36 @@ def test_cuda_follows_the_generator(world):
                   progress=False)
     assert r.styles.device.type == "cuda" and r.image.device.type == "cuda"
     recon.to("cpu")
+
+
+@pytest.mark.slow
+def test_real_size_stand_in_runs_end_to_end():
+    """The real world's path at full size with random weights: an FFHQ-1024 config-f generator (9088 style
+    channels), T and F^i sized for it, a Deep3D ResNet-50 at 224 px read through the area reduction of
+    :func:`recon_reader` (MiniFace stands in for BFM's coefficients); two steps (one in W, one in W+)."""
+    from cddfm3d.editing.manipulator import LatentManipulator
+    from cddfm3d.editing.predictor import AttributePredictor
+    from cddfm3d.face3d.recon import ReconNet
+    from cddfm3d.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    G = Generator(1024).eval().requires_grad_(False)
+    assert G.style_dim == 9088
+    channels = [m.channels for m in G.style_layers]
+    T = AttributePredictor(G.style_dim, hidden=(256,)).eval().requires_grad_(False)
+    Fs = {a: LatentManipulator(a, channels, [3, 6], code_dim=8, hidden=16).eval().requires_grad_(False)
+          for a in ("pose", "expression", "light")}
+    for F in Fs.values():
+        with torch.no_grad():
+            for lin in F.net.out:
+                lin.weight.normal_(0, 1e-3)
+    recon = ReconNet("resnet50", image_size=224).eval().requires_grad_(False)
+    with torch.no_grad():
+        for head in recon.final_layers:
+            head.weight.normal_(0, 1e-3)
+        x = G(torch.randn(1, G.z_dim), noise="random").clamp(-1, 1)
+    r = pie_embed(G, x, steps=2, editor=FaceEditor(G, T, Fs), recon=recon, model=mini_model(), n_stats=64,
+                  pool_size=2, progress=False)
+    assert r.styles.shape == (1, 9088) and r.ws.shape == (1, 18, 512) and r.image.shape == (1, 3, 1024, 1024)
+    assert r.stages == [("w", 1), ("w+", 1)] and set(r.energies) == set(ENERGIES)
+    assert all(bool(torch.isfinite(v).all()) for v in r.energies.values())
