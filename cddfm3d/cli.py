@@ -340,6 +340,52 @@ def _finetune(args) -> int:
                     "fine-tuned EMA generator")
 
 
+def _invert(args) -> int:
+    """invert: image files (or photographs) -> PIE or the projector -> one embedding file and picture each."""
+    import imageio.v3 as iio
+    import torch
+
+    from . import assets
+    from .adapt.inversion import embed_image, read_input, save_embedding
+    from .images import to_uint8
+    from .stylegan2 import load_generator
+
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    src = args.generator
+    G = (load_generator(src, dev) if Path(src).is_file() else assets.load(src, dev)).eval()
+    editor = None
+    if args.method == "pie":
+        from .editing import FaceEditor
+
+        editor = FaceEditor.load("mini", dev, generator=G)
+    face = "largest" if args.face is None else args.face
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # every input is read (and its face found) before the first embedding starts
+    inputs = [(path, *read_input(path, G.resolution, args.photo, face, args.upsample)) for path in args.images]
+    summary = []
+    for path, x, landmarks in inputs:
+        r = embed_image(G, x.to(dev), args.method, args.space, args.steps, editor, args.seed,
+                        progress=not args.quiet)
+        stem = Path(path).stem
+        save_embedding(r, out / f"{stem}.safetensors", args.method, generator=src)
+        pair = to_uint8(torch.cat([x.to(r.image.device), r.image]).cpu())          # [2, 3, R, R]
+        iio.imwrite(out / f"{stem}.png", pair.permute(2, 0, 3, 1).reshape(G.resolution, -1, 3).numpy())
+        row = {"file": str(path), "embedding": str(out / f"{stem}.safetensors"), "method": args.method,
+               "space": r.space, "steps": r.steps, "psnr_db": round(float(r.psnr[0]), 3),
+               "perceptual": r.perceptual, "perceptual_distance": round(float(r.perceptual_distance[0]), 5),
+               "seconds": round(r.seconds, 2)}
+        if landmarks is not None:
+            from .photo import descriptor_distance, face_descriptor
+
+            a, b = (face_descriptor(im.permute(1, 2, 0).numpy(), landmarks) for im in pair)
+            row["dlib_distance"] = round(float(descriptor_distance(a, b)), 4)
+        summary.append(row)
+        print(json.dumps(row))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
 def _share(text: str) -> float:
     """A share in (0, 1]."""
     value = _float(0, strict=True)(text)
@@ -795,6 +841,29 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     from .adapt.finetuning import FREEZE_MODES
 
+    inv = sub.add_parser("invert", help="embed image files (or photographs: --photo) into a generator with PIE "
+                         "(default) or the StyleGAN2 projector; writes DIR/<name>.safetensors (styles, W+, noise "
+                         "maps, image), DIR/<name>.png (input | embedding) and DIR/summary.json")
+    inv.add_argument("images", nargs="+", type=_existing_file, metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    inv.add_argument("--out", type=_out_dir, required=True, help="output folder")
+    inv.add_argument("--method", default="pie", choices=["pie", "project"], help="pie: PIE's energies, W then W+ "
+                     "(default; the mini world's T, F^i and reconstruction network); project: the projector")
+    inv.add_argument("--space", default="w+", choices=["w", "w+", "s"], help="the projector's space (PIE ends in "
+                     "w+; default: w+)")
+    inv.add_argument("--steps", type=POSITIVE, default=None, help="optimisation steps (default: the method's, 300)")
+    inv.add_argument("--photo", action="store_true", help="photographs: detect the face (dlib), cut it out by "
+                     "Deep3D's 5-point alignment, and report dlib's identity distance to the embedding")
+    inv.add_argument("--face", type=_int_at_least(0), default=None, metavar="K", help="with --photo: the K-th "
+                     "largest face (0 = the largest, the default)")
+    inv.add_argument("--upsample", type=_int_at_least(0), default=0, metavar="N", help="with --photo: upsample the "
+                     "photo N times before detection (1 finds faces down to about 40 px; default: 0)")
+    inv.add_argument("--generator", default="mini/generator", help="an asset name or a generator file (default: "
+                     "mini/generator)")
+    inv.add_argument("--seed", type=SEED, default=0, help="random seed (noise maps, latent noise; default: 0)")
+    inv.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when "
+                     "available, else cpu)")
+    inv.add_argument("--quiet", action="store_true", help="no progress bars")
+    inv.set_defaults(func=_invert)
     ft = sub.add_parser("finetune", help="latent-consistent fine-tuning of a generator to another domain (mapping "
                         "and affines frozen, as the paper); multi-GPU: torchrun --nproc_per_node N -m cddfm3d "
                         "finetune ...")

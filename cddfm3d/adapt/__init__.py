@@ -16,6 +16,8 @@ Modules (names below are imported on first use):
   :mod:`.evaluation` (the pipeline scored against the true coefficients of held-out renders);
 * :mod:`.pie` (:func:`pie_embed`: PIE's embedding, the projector's energy plus the rig's identity, edit,
   invariance and recognition terms, optimised in W then W+, returning a :class:`PIEResult`);
+* :mod:`.inversion`: embedding files (:func:`save_embedding`, :func:`load_embedding`) and ``python -m cddfm3d
+  invert`` (image files or photographs -> PIE or the projector -> embedding files);
 * :mod:`.ship`: ``python -m cddfm3d ship-domain``.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ _LAZY = {"project": "projection", "ProjectionResult": "projection", "PerceptualD
          "consistency_table": "consistency", "CrossDomainEditor": "cross_domain",
          "CrossDomainResult": "cross_domain", "evaluate_cross_domain": "evaluation",
          "cross_domain_table": "evaluation", "ship_domain_generator": "ship",
-         "pie_embed": "pie", "PIEResult": "pie"}
+         "pie_embed": "pie", "PIEResult": "pie", "save_embedding": "inversion", "load_embedding": "inversion"}
 
 
 def __getattr__(name: str):
