@@ -22,6 +22,10 @@ embedding's image and the target, relative to two random faces.
 
 Embeddings are cached per method in ``--cache`` (rerun to resume; delete the folder after changing the code).
 Prints a markdown table (paste it into benchmarks/README.md with the command).
+
+``--time``: instead, the wall time of one 64-px embedding with the default steps (the issue's budget: 60 s on 2 CPU
+cores), PIE against the W+ projector measured in the same run, at each of ``--thread-counts`` (best of
+``--repeats``; the first call's asset loading is left out).
 """
 from __future__ import annotations
 
@@ -57,8 +61,13 @@ def main() -> None:
     p.add_argument("--attributes", nargs="+", default=["pose", "expression", "light"])
     p.add_argument("--cache", default="out/bench_pie")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--time", action="store_true")
+    p.add_argument("--thread-counts", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.time:
+        return timing(args)
 
     from cddfm3d import assets
     from cddfm3d.adapt import CrossDomainEditor, evaluate_cross_domain
@@ -111,6 +120,33 @@ def main() -> None:
         ml = sum(e[a]["leakage_mean"] for a in attrs) / len(attrs)
         print(f"| {method} | {sec:.1f} | {ev['psnr']:.2f} | {perc:.3f} | {ident:.3f} | " + " | ".join(cells)
               + f" | {mc:.3f} | {ml:.3f} |")
+
+
+def timing(args) -> None:
+    from cddfm3d import assets
+    from cddfm3d.adapt import pie, pie_embed, project
+    from cddfm3d.adapt.projection import DEFAULT_STEPS
+    from cddfm3d.editing import FaceEditor
+    from cddfm3d.world import render, sample_coeffs
+
+    G = assets.load("mini/generator").eval()
+    editor = FaceEditor.load("mini", generator=G)
+    x = render(sample_coeffs(1, seed=2001), "human", G.resolution, seed=2001).float()
+    pie_embed(G, x, steps=2, editor=editor, progress=False)                 # warm-up: assets, caches
+    print(f"machine: {machine_line('cpu', 'threads as below')}\n")
+    print(f"| threads | PIE ({pie.DEFAULT_STEPS} steps) s | W+ projection ({DEFAULT_STEPS} steps) s | ratio |")
+    print("|---:|---:|---:|---:|")
+    for n in args.thread_counts:
+        torch.set_num_threads(n)
+        t_pie, t_proj = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            pie_embed(G, x, editor=editor, progress=False)
+            t_pie.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            project(G, x, space="w+", progress=False)
+            t_proj.append(time.perf_counter() - t0)
+        print(f"| {n} | {min(t_pie):.1f} | {min(t_proj):.1f} | {min(t_pie) / min(t_proj):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
