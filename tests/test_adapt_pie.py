@@ -190,11 +190,28 @@ def test_batch_equals_separate_embeddings(world):
     ({"w_fraction": 1.0}, r"w_fraction must be a number in \(0, 1\)"),
     ({"attributes": ("pose", "hair")}, "attributes must be a non-empty sequence"),
     ({"pool_size": 1}, "pool_size must be an int >= 2"),
+    ({"lr": -1.0}, "lr must be a finite number >= 0, found -1.0"),
+    ({"pixel_weight": -1.0}, "pixel_weight must be a finite number >= 0, found -1.0"),
+    ({"noise_weight": float("nan")}, "noise_weight must be a finite number >= 0, found nan"),
+    ({"initial_noise_factor": -2.0}, "initial_noise_factor must be a finite number >= 0, found -2.0"),
 ])
 def test_errors_name_the_argument(world, kwargs, match):
     G, editor, recon, model, images = world
     with pytest.raises(ValueError, match=match):
         pie_embed(G, images, editor=editor, recon=recon, model=model, progress=False, **kwargs)
+
+
+def test_an_enclosing_no_grad_block_changes_nothing(world):
+    """The optimisation needs gradients: called inside ``torch.no_grad()`` (a notebook's evaluation block) both
+    embeddings run as outside it instead of failing in autograd."""
+    G, editor, recon, model, images = world
+    kw = dict(steps=2, n_stats=200, seed=3, progress=False)
+    pie_kw = dict(editor=editor, recon=recon, model=model, weights={"edit": 0, "invariance": 0, "recognition": 0})
+    outside = pie_embed(G, images[:1], **kw, **pie_kw), project(G, images[:1], **kw)
+    with torch.no_grad():
+        inside = pie_embed(G, images[:1], **kw, **pie_kw), project(G, images[:1], **kw)
+    for a, b in zip(outside, inside, strict=True):
+        assert torch.equal(a.styles, b.styles) and torch.equal(a.image, b.image)
 
 
 def test_images_are_checked_before_any_work(world):

@@ -44,8 +44,8 @@ from ..config import device_of
 from ..editing import ATTRIBUTE_SLICES
 from ..face3d.measures import ATTRIBUTES, attribute_distance
 from ..images import to_range
-from .projection import (ProjectionResult, _check_images, _check_int, _seeds, _start_ws, choose_perceptual, finish,
-                         initial_noise, optimise, w_statistics)
+from .projection import (ProjectionResult, _check_images, _check_int, _check_nonnegative, _seeds, _start_ws,
+                         choose_perceptual, finish, initial_noise, optimise, w_statistics)
 
 ENERGIES = ("synth", "identity", "edit", "invariance", "recognition")
 # Chosen on 6 renders (sample_coeffs seed 1001; the benchmark uses others) among rig weights 0.1 / 0.3 / 1 and
@@ -238,11 +238,15 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
         pool_size, pool_seed: the random faces v of ``edit`` / ``invariance`` (>= 2 faces).
 
     Returns a :class:`PIEResult`. Raises ``ValueError`` (before any work) for bad images (shape, dtype, range), steps,
-    weights, w_fraction, attributes, pool size, seeds or init_ws, naming the argument, expected and found."""
+    weights, lr, pixel_weight, noise_weight, initial_noise_factor, w_fraction, attributes, pool size or seeds, and
+    (after the rig's networks and the W statistics are loaded) for bad init_ws, naming the argument, expected and
+    found."""
     t0 = time.perf_counter()
     _check_int("steps", steps, 2)
     _check_images(G, images)
     weights = _check_weights(weights)
+    _check_nonnegative(lr=lr, pixel_weight=pixel_weight, noise_weight=noise_weight,
+                       initial_noise_factor=initial_noise_factor)
     if isinstance(w_fraction, bool) or not isinstance(w_fraction, (int, float)) or not 0 < w_fraction < 1:
         raise ValueError(f"pie_embed: w_fraction must be a number in (0, 1), found {w_fraction!r}")
     _check_int("pool_size", pool_size, 2)

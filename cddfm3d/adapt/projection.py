@@ -175,6 +175,14 @@ def _check_images(G, images) -> None:
                          f".clamp(-1, 1); 0..255 values: x / 127.5 - 1)")
 
 
+def _check_nonnegative(**values) -> None:
+    """Each keyword a finite number >= 0 (the projector's lr, pixel_weight, noise_weight, initial_noise_factor);
+    ``ValueError`` naming the first that is not."""
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, found {value!r}")
+
+
 def _check_int(name: str, value, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an int >= {lo}, found {value!r}")
@@ -240,10 +248,8 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
         raise ValueError(f"space must be one of {SPACES}, found {space!r}")
     _check_int("steps", steps, 1)
     _check_images(G, images)
-    for name, value in (("lr", lr), ("pixel_weight", pixel_weight), ("noise_weight", noise_weight),
-                        ("initial_noise_factor", initial_noise_factor)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, found {value!r}")
+    _check_nonnegative(lr=lr, pixel_weight=pixel_weight, noise_weight=noise_weight,
+                       initial_noise_factor=initial_noise_factor)
     for name, value in (("noise_ramp_length", noise_ramp_length), ("lr_rampup_length", lr_rampup_length),
                         ("lr_rampdown_length", lr_rampdown_length)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
@@ -286,6 +292,7 @@ def initial_noise(G, gens: Sequence[torch.Generator], device) -> list[torch.Tens
     return noise
 
 
+@torch.enable_grad()
 def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space: str, steps: int, ws0: torch.Tensor,
              noise: list[torch.Tensor], gens: Sequence[torch.Generator], sigma: float, *, lr: float,
              pixel_weight: float, noise_weight: float, initial_noise_factor: float, noise_ramp_length: float,
@@ -298,7 +305,8 @@ def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space:
     step (latent noise included, with gradient), the synthesised image [B, 3, H, W], the noise maps and the progress
     t in [0, 1), and returns {name: per-image value [B]} already weighted; their sum joins the loss and each is
     recorded in the history under its name. ``synth_weight`` multiplies the image terms (perceptual + pixel);
-    1 (the projector) leaves them exactly as they are. Used by :func:`cddfm3d.adapt.pie.pie_embed`."""
+    1 (the projector) leaves them exactly as they are. Used by :func:`cddfm3d.adapt.pie.pie_embed`. Runs with
+    gradients on, also inside an enclosing ``torch.no_grad()`` block."""
     dev = target.device
     with torch.no_grad():
         if space == "w":
