@@ -876,7 +876,7 @@ class EditorModel:
 
         Scale, on scikit-image's astronaut.png (one CPU thread): the 64-px crop against the 128-px crop 0.20 (what
         the resolution alone costs), the mini world's generated faces of seeds 0-9 against the crop 0.71 to 0.83
-        (mean 0.78), the PIE embedding at the default 200 steps 0.64, the W+ projection at 300 steps 0.52."""
+        (mean 0.78), the PIE embedding at 200 steps (the default is 300) 0.64, the W+ projection at 300 steps 0.52."""
         with self._lock:
             photo = self._need().photo
             return None if photo is None else photo.identity_distance
