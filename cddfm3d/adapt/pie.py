@@ -21,7 +21,7 @@ The embedding minimises, per image I, over the latent and the noise maps (the pr
   Each step edits one attribute, cycling through ``attributes``; image b uses pool face (step + seed_b) mod n.
 * ``recognition``: identity features of the input against the embedding and its edit, Ψ(I) vs Ψ(G(s)) and vs
   Ψ(G(s_e)) (PIE's E_recog with λ_rw = λ_rŵ). The default Ψ is R's identity, the ``shape`` and ``albedo``
-  attributes (mean of d_j / c_j); ``identity=callable`` replaces it with any differentiable face-recognition network
+  attributes (mean of d_j / c_j); ``recognizer=callable`` replaces it with any differentiable face-recognition network
   images [B, 3, H, W] in [-1, 1] -> features [B, K] (then the squared Euclidean distance). dlib's descriptor is not
   differentiable, so it measures photographs' embeddings (:mod:`cddfm3d.photo`) but cannot be optimised here.
 
@@ -33,6 +33,7 @@ decaying latent noise, the noise maps carried from the first stage to the second
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ class PIEResult(ProjectionResult):
 
     Attributes:
         energies: {energy: [steps, B]} the unweighted per-step value of each active term of :data:`ENERGIES`
-            (a switched-off term is absent); ``history`` holds the weighted ones under the same names.
+            (a switched-off term is absent; ``synth`` is always there, whatever its weight); ``history`` holds the
+            weighted ones under the same names.
         weights: the weight of every term of :data:`ENERGIES` (0 = off).
         stages: [("w", steps_w), ("w+", steps_wplus)].
         attributes: the edit attributes of ``edit`` / ``invariance`` / ``identity``.
@@ -110,18 +112,19 @@ class PIEEnergies:
         weights: {energy: weight} for ENERGIES[1:].
         seeds: the per-image seeds (pool face order).
         attributes: the edit attributes.
-        identity: None (R's shape and albedo) or a differentiable features function (module docstring).
+        recognizer: None (R's shape and albedo) or a differentiable face-recognition features function (module
+            docstring).
         pool_size, pool_seed: the random faces v.
     """
 
     def __init__(self, editor, read, model, target: torch.Tensor, weights: Mapping[str, float], seeds: Sequence[int],
-                 attributes: Sequence[str] = EDIT_ATTRIBUTES, identity: Callable | None = None,
+                 attributes: Sequence[str] = EDIT_ATTRIBUTES, recognizer: Callable | None = None,
                  pool_size: int = POOL_SIZE, pool_seed: int = POOL_SEED):
         self.editor, self.read, self.model = editor, read, model
         self.weights = dict(weights)
         self.attributes = tuple(attributes)
         self.seeds = [int(s) for s in seeds]
-        self.identity = identity
+        self.recognizer = recognizer
         self.step = 0
         G = editor.G
         dev = device_of(G)
@@ -130,7 +133,7 @@ class PIEEnergies:
         if any(self.weights.get(k, 0) > 0 for k in ("edit", "invariance", "recognition")):
             with torch.no_grad():
                 self.R_input = read(target)
-                self.psi_input = None if identity is None else identity(target)
+                self.psi_input = None if recognizer is None else recognizer(target)
                 z = torch.randn(pool_size, G.z_dim, generator=torch.Generator().manual_seed(int(pool_seed))).to(dev)
                 s_pool = G.flatten_styles(G.w_to_styles(G.mapping(z)))
                 g = torch.Generator().manual_seed(int(pool_seed) + 1)
@@ -141,8 +144,12 @@ class PIEEnergies:
                 self.scale = {a: float(attribute_distance(model, self.pool[i], self.pool[k], a).double().mean())
                               for a in ATTRIBUTES}
         self.masks = {}
-        for a in self.attributes:
-            net = editor.manipulators[a].net
+        for a in self.attributes if self.weights.get("identity", 0) > 0 else ():
+            net = getattr(editor.manipulators[a], "net", None)
+            if not all(hasattr(net, k) for k in ("edit_layers", "offsets", "style_std", "p_dim")):
+                raise ValueError(f"pie_embed: the identity energy needs every F^i to be a LatentManipulator (its layer "
+                                 f"set and style spread); the F^i of {a!r} is a {type(editor.manipulators[a]).__name__}"
+                                 f". Switch the term off with weights={{'identity': 0}}")
             mask = torch.zeros(net.style_dim, dtype=torch.bool, device=dev)
             for layer in net.edit_layers:
                 mask[net.offsets[layer]:net.offsets[layer + 1]] = True
@@ -152,9 +159,9 @@ class PIEEnergies:
         return attribute_distance(self.model, a, b, attribute).float() / self.scale[attribute]
 
     def _recognition(self, images: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        if self.identity is None:
+        if self.recognizer is None:
             return sum(self._d(R, self.R_input, a) for a in IDENTITY_ATTRIBUTES) / len(IDENTITY_ATTRIBUTES)
-        return (self.identity(images) - self.psi_input).square().sum(1)
+        return (self.recognizer(images) - self.psi_input).square().sum(1)
 
     def energies(self, s: torch.Tensor, image: torch.Tensor, noise: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Unweighted per-image energies {name: [B]} of flat styles ``s`` [B, D] (with gradient) whose image is
@@ -185,7 +192,7 @@ class PIEEnergies:
                 others = [j for j in ATTRIBUTES if j != a]
                 out["invariance"] = sum(self._d(R_e, self.R_input, j) for j in others) / len(others)
             if w.get("recognition", 0) > 0:
-                R_0 = self.read(image) if self.identity is None else None
+                R_0 = self.read(image) if self.recognizer is None else None
                 out["recognition"] = 0.5 * (self._recognition(image, R_0) + self._recognition(img_e, R_e))
         self.step += 1
         return out
@@ -202,7 +209,7 @@ def _check_weights(weights) -> dict[str, float]:
         raise ValueError(f"pie_embed: unknown energies {sorted(unknown)} in weights; expected names from {ENERGIES}")
     out = dict(DEFAULT_WEIGHTS)
     for k, v in weights.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"pie_embed: the weight of {k!r} must be a finite number >= 0, found {v!r}")
         out[k] = float(v)
     return out
@@ -210,7 +217,7 @@ def _check_weights(weights) -> dict[str, float]:
 
 def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: Mapping[str, float] | None = None,
               w_fraction: float = W_FRACTION, editor=None, recon=None, model=None, read: Callable | None = None,
-              identity: Callable | None = None, attributes: Sequence[str] = EDIT_ATTRIBUTES, perceptual="auto",
+              recognizer: Callable | None = None, attributes: Sequence[str] = EDIT_ATTRIBUTES, perceptual="auto",
               lr: float = 0.1, pixel_weight: float = 1.0, noise_weight: float = 1e5,
               initial_noise_factor: float = 0.05, init_ws: torch.Tensor | None = None, n_stats: int = 10000,
               pool_size: int = POOL_SIZE, pool_seed: int = POOL_SEED, seed: int | Sequence[int] = 0,
@@ -230,7 +237,8 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
             ``FaceEditor.load("mini", generator=G)``.
         recon, model: R and its morphable model; default the shipped ``mini/recon`` and MiniFace.
         read: images -> coefficients instead of :func:`recon_reader` (``recon``), e.g. one that aligns photographs.
-        identity: a differentiable face-recognition features function for ``recognition`` (default R's identity).
+        recognizer: a differentiable face-recognition features function for ``recognition`` (images [B, 3, H, W]
+            in [-1, 1] -> [B, K]; default R's identity: shape and albedo).
         attributes: the edit attributes (names from :data:`cddfm3d.face3d.measures.ATTRIBUTES`, each with an F^i).
         perceptual, lr, pixel_weight, noise_weight, initial_noise_factor, init_ws, n_stats, seed, progress: as
             :func:`cddfm3d.adapt.project` (``init_ws`` starts the W stage: [B, w_dim] or [B, num_ws, w_dim] with
@@ -272,7 +280,7 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
     ws0 = _start_ws(G, init_ws, mean_w, B, "w")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise = initial_noise(G, gens, dev)
-    rig = PIEEnergies(editor, read, model, target, weights, seeds, attributes, identity, pool_size, pool_seed) \
+    rig = PIEEnergies(editor, read, model, target, weights, seeds, attributes, recognizer, pool_size, pool_seed) \
         if rig_on else None
 
     def extra(s, image, noise_maps, t):
