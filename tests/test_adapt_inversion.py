@@ -83,10 +83,8 @@ def test_invert_command_pie_equals_a_direct_call(G, render_png, tmp_path, capsys
     assert json.loads((tmp_path / "summary.json").read_text())[0]["embedding"].endswith("face.safetensors")
 
 
-def test_invert_command_on_a_photograph(tmp_path, capsys):
-    pytest.importorskip("dlib", reason="the photo extra (dlib-bin) is not installed")
-    skimage = pytest.importorskip("skimage", reason="scikit-image (the test photographs) is not installed")
-    data = os.path.join(os.path.dirname(skimage.__file__), "data")
+def test_invert_command_on_a_photograph(photo, photo_data, tmp_path, capsys):
+    data = str(photo_data)
     rc = main(["invert", os.path.join(data, "astronaut.png"), "--photo", "--method", "project", "--steps", "2",
                "--out", str(tmp_path), "--quiet"])
     assert rc == 0

@@ -9,9 +9,7 @@ framing, and the fit's starting error for the fit.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,29 +20,9 @@ from cddfm3d.face3d import align_image, align_landmarks, extract_5p
 from cddfm3d.images import to_uint8
 from cddfm3d.world import mini_model, render, sample_coeffs
 
-DLIB_REASON = "cddfm3d.photo needs dlib and face-recognition-models: pip install 'cddfm3d[photo]'"
-
-
-def _skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None:
-        pytest.skip("the test photographs come with scikit-image: pip install 'cddfm3d[photo]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
 @pytest.fixture(scope="module")
-def photo():
-    pytest.importorskip("dlib", reason=DLIB_REASON)
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip(DLIB_REASON)
-    import cddfm3d.photo as photo
-
-    return photo
-
-
-@pytest.fixture(scope="module")
-def astronaut_path():
-    return _skimage_data() / "astronaut.png"
+def astronaut_path(photo_data):
+    return photo_data / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +233,8 @@ def test_photo_to_coefficients_short_fit(photo, astronaut_path, astronaut):
     assert np.linalg.norm(projected - r.landmarks, axis=1).mean() == pytest.approx(r.lm_px_after, rel=1e-3)
 
 
-def test_bad_photographs_are_named(photo, tmp_path):
-    cat = _skimage_data() / "chelsea.png"
+def test_bad_photographs_are_named(photo, photo_data, tmp_path):
+    cat = photo_data / "chelsea.png"
     assert photo.detect_faces(cat) == []
     with pytest.raises(photo.NoFaceError, match=r"no face found in 'chelsea.png' \(451x300\) by dlib's HOG frontal "
                                                 r"face detector \(upsample=0\); .*upsample=1"):

@@ -11,7 +11,6 @@ the crop's reduction, and dlib's descriptors recomputed with the landmarks scale
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -29,34 +28,14 @@ from cddfm3d.ui.image_input import to_resolution
 
 STEPS = 4            # embedding steps in this file (PIE: 3 in W, 1 in W+)
 FIT_STEPS = 10       # 3DMM fit steps
-DLIB_REASON = "the photo front end needs dlib and face-recognition-models: pip install 'cddfm3d[photo]'"
-
-
-def _skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None:
-        pytest.skip("the test photographs come with scikit-image: pip install 'cddfm3d[photo]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+@pytest.fixture(scope="module")
+def astronaut(photo, photo_data) -> Path:
+    return photo_data / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
-def photo():
-    pytest.importorskip("dlib", reason=DLIB_REASON)
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip(DLIB_REASON)
-    import cddfm3d.photo as photo
-
-    return photo
-
-
-@pytest.fixture(scope="module")
-def astronaut(photo) -> Path:
-    return _skimage_data() / "astronaut.png"
-
-
-@pytest.fixture(scope="module")
-def chelsea(photo) -> Path:
-    return _skimage_data() / "chelsea.png"
+def chelsea(photo, photo_data) -> Path:
+    return photo_data / "chelsea.png"
 
 
 @pytest.fixture(scope="module")
