@@ -277,5 +277,5 @@ def test_the_view_loads_an_uploaded_photo_with_progress_then_the_distance(m, ast
     before = m.source_styles
     upload(editor, "chelsea.png", chelsea.read_bytes())
     editor.photo_button.click()
-    assert editor.message_text.startswith("NoFaceError: no face found in the given image bytes")
+    assert editor.message_text.startswith("NoFaceError: chelsea.png: no face found in the given image bytes")
     assert torch.equal(m.source_styles, before) and not editor.photo_button.disabled

@@ -478,14 +478,7 @@ class Editor:
         domain, steps = self.domain.value, int(self.project_steps.value)
         where = f"{name} into the {domain} generator"
         t0 = time.perf_counter()
-        last = [t0]
-
-        def report(step: int, total: int) -> None:
-            now = time.perf_counter()
-            if step == total or now - last[0] >= PROGRESS_INTERVAL_S:
-                last[0] = now
-                self._say(f"projecting {where}: step {step}/{total} ({now - t0:.0f} s)")
-
+        report = self._step_reporter(f"projecting {where}", t0)
         self._say(f"projecting {where}: {steps} steps ...")
         self.project_button.disabled = True
         try:
@@ -498,6 +491,19 @@ class Editor:
         return (f"projected {where} ({steps} steps, {seconds:.1f} s): PSNR {self.model.projection_psnr:.1f} dB; "
                 f"the sliders start at T of its styles")
 
+    def _step_reporter(self, what: str, t0: float):
+        """A ``progress(step, total)`` callback that writes ``what: step k/n (t s)`` on the message line, at most
+        every :data:`PROGRESS_INTERVAL_S` seconds and at the last step."""
+        last = [t0]
+
+        def report(step: int, total: int) -> None:
+            now = time.perf_counter()
+            if step == total or now - last[0] >= PROGRESS_INTERVAL_S:
+                last[0] = now
+                self._say(f"{what}: step {step}/{total} ({now - t0:.0f} s)")
+
+        return report
+
     def _on_embed(self, embed: str) -> None:
         """A new embedding method: its default steps in the steps box (PIE needs at least 2: W, then W+)."""
         self.photo_steps.min = 2 if embed == "pie" else 1
@@ -507,26 +513,21 @@ class Editor:
         """The uploaded file as a photograph (the model's ``load_photo``: the chosen face found, aligned, fitted by
         the 3DMM and embedded), counting the embedding's steps on the message line, then show it and its sliders.
         Returns the message: the fit's landmark error, the PSNR and dlib's identity distance."""
-        from ..photo import SAME_PERSON_THRESHOLD
+        from ..photo import SAME_PERSON_THRESHOLD, FaceIndexError, NoFaceError
 
         self.flush()
         name, content = self._uploaded("Load photo")
         face, embed, steps = int(self.photo_face.value), self.photo_embed.value, int(self.photo_steps.value)
         method = "PIE" if embed == "pie" else "W+ projection"
         t0 = time.perf_counter()
-        last = [t0]
-
-        def report(step: int, total: int) -> None:
-            now = time.perf_counter()
-            if step == total or now - last[0] >= PROGRESS_INTERVAL_S:
-                last[0] = now
-                self._say(f"embedding face {face} of {name} ({method}): step {step}/{total} ({now - t0:.0f} s)")
-
+        report = self._step_reporter(f"embedding face {face} of {name} ({method})", t0)
         self._say(f"reading {name}: finding face {face} and fitting the 3DMM ({self.model.photo_fit_steps()} steps), "
                   f"then the {method} ({steps} steps) ...")
         self.photo_button.disabled = True
         try:
             self.model.load_photo(content, face=face, embed=embed, steps=steps, progress=report)
+        except (NoFaceError, FaceIndexError) as e:      # the model got bytes: name the uploaded file
+            raise type(e)(f"{name}: {e}") from None
         finally:
             self.photo_button.disabled = False
         seconds = time.perf_counter() - t0
