@@ -256,3 +256,14 @@ def test_bad_photographs_are_named(photo, photo_data, tmp_path):
         photo.align_photo(cat, size=16)
     with pytest.raises(TypeError, match=r"unexpected option\(s\) \['step'\]"):
         photo.photo_to_coefficients(cat, step=3)
+
+
+def test_fit_options_are_checked_before_the_photo_is_read(photo, tmp_path):
+    """A bad fit option is reported by photo_to_coefficients itself, before the (here missing) file is opened."""
+    missing = tmp_path / "nope.jpg"
+    with pytest.raises(ValueError, match=r"photo_to_coefficients: fit: steps must be >= 1, found 0"):
+        photo.photo_to_coefficients(missing, steps=0)
+    with pytest.raises(ValueError, match=r"photo_to_coefficients: fit: lr must be > 0, found -1"):
+        photo.photo_to_coefficients(missing, lr=-1.0)
+    with pytest.raises(FileNotFoundError):
+        photo.photo_to_coefficients(missing, steps=5)

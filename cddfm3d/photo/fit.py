@@ -133,7 +133,7 @@ def photo_to_coefficients(photo, face="largest", size: int = DEFAULT_SIZE, steps
         detector, upsample, threshold: as :func:`~cddfm3d.photo.detect_faces`.
         progress: show the fit's tqdm bar.
         fit_options: passed on to :func:`cddfm3d.face3d.fit` (``lr``, ``weights``, ``fit_groups``, ``init``,
-            ``mask``).
+            ``mask``, ``renderer``); ``steps`` and these are checked before the photo is read.
 
     Returns :class:`PhotoFit`. Raises as :func:`align_photo` and :func:`cddfm3d.face3d.fit`.
     """
@@ -141,6 +141,12 @@ def photo_to_coefficients(photo, face="largest", size: int = DEFAULT_SIZE, steps
     if bad:
         raise TypeError(f"photo_to_coefficients: unexpected option(s) {bad}; fit options are lr, weights, "
                         f"fit_groups, init, mask, renderer")
+    from ..face3d.fitting import _check_options
+
+    try:    # the fit's options are checked before the photo is read and its face found
+        _check_options(steps, fit_options.get("lr", 0.05), fit_options.get("weights"), fit_options.get("fit_groups"))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"photo_to_coefficients: {e}") from None
     aligned = align_photo(photo, face, size, detector, upsample, threshold)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if model is None:
