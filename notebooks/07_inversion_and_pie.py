@@ -27,8 +27,8 @@
 #   alignment, the 3DMM fit, the embedding, the dlib identity distance, and edits — and say why the mini
 #   generator cannot embed a real face faithfully.
 #
-# **Runtime.** About 2–3 minutes in FAST mode on one thread of a 2-core machine: 4 held-out renders and 80
-# optimisation steps per embedding, where the method's defaults are 300 (projection) and 200 (PIE) steps; full
+# **Runtime.** About 1.5 minutes in FAST mode on one thread of a 2-core machine: 4 held-out renders and 80
+# optimisation steps per embedding, where both methods default to 300 steps; full
 # mode embeds 16 renders with 300 steps each (about 15 minutes). No GPU needed.
 #
 # **What is live and what is shipped.** Every embedding, fit and score is computed here. The networks are the
