@@ -298,3 +298,26 @@ def test_real_size_stand_in_runs_end_to_end():
     assert r.styles.shape == (1, 9088) and r.ws.shape == (1, 18, 512) and r.image.shape == (1, 3, 1024, 1024)
     assert r.stages == [("w", 1), ("w+", 1)] and set(r.energies) == set(ENERGIES)
     assert all(bool(torch.isfinite(v).all()) for v in r.energies.values())
+
+
+def test_ffhq_reader_is_the_pairs_first_self_alignment_round_and_passes_gradients():
+    """framing "ffhq" reads a crop at FFHQ's frontal 5 points: the labels of round 0 of the real pairs'
+    self-alignment (label_images(align="self", rounds=0)), differentiable in the pixels."""
+    from cddfm3d.editing.labels import label_images
+    from cddfm3d.face3d.recon import ReconNet
+
+    torch.manual_seed(0)
+    recon = ReconNet("small", image_size=64, width=8).eval().requires_grad_(False)
+    with torch.no_grad():
+        for head in recon.final_layers:
+            head.weight.normal_(0, 1e-2)
+    x = (torch.rand(2, 3, 256, 256) * 2 - 1).requires_grad_(True)
+    got = recon_reader(recon, "ffhq")(x)
+    ref = label_images(recon, x.detach(), mini_model(), align="self", rounds=0)[0]
+    torch.testing.assert_close(got.detach(), ref, rtol=1e-5, atol=1e-6)
+    got[:, 224:227].sum().backward()                                  # pose depends on the pixels of the crop
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    corner = x.grad[:, :, :8, :8]                                     # outside FFHQ's face crop: no influence
+    assert float(corner.abs().sum()) == 0
+    with pytest.raises(ValueError, match=r"framing must be one of \('whole', 'ffhq'\)"):
+        recon_reader(recon, "deep3d")

@@ -83,21 +83,48 @@ class PIEResult(ProjectionResult):
     w_ws: torch.Tensor | None = None
 
 
-def recon_reader(recon) -> Callable[[torch.Tensor], torch.Tensor]:
+READ_FRAMINGS = ("whole", "ffhq")
+
+
+def recon_reader(recon, framing: str = "whole") -> Callable[[torch.Tensor], torch.Tensor]:
     """R as a differentiable function: images [B, 3, H, W] in [-1, 1] -> coefficients [B, 257] of the
-    reconstruction network ``recon`` (a :class:`cddfm3d.face3d.ReconNet` in eval mode), the image converted to its
-    ``input_range`` and area-resampled to its ``image_size`` when H differs (the mini world: 64 = 64). For a real
-    generator whose framing is not Deep3D's, pass a reader that aligns first."""
+    reconstruction network ``recon`` (a :class:`cddfm3d.face3d.ReconNet` in eval mode).
+
+    ``framing``:
+
+    * ``"whole"`` (the mini world, whose generator draws Deep3D-framed faces): the whole image, converted to R's
+      ``input_range`` and area-resampled (bilinear when enlarging) to its ``image_size`` when H differs;
+    * ``"ffhq"`` (a real FFHQ generator with Deep3DFaceRecon): Deep3D's 5-point alignment
+      (:func:`cddfm3d.face3d.align.align_tensor`, differentiable in the pixels) at the 5 points where FFHQ's
+      alignment puts a frontal face (:func:`cddfm3d.editing.labels.ffhq_template_5p`), i.e. round 0 of the pairs'
+      self-alignment (:func:`cddfm3d.editing.labels.self_align`) with fixed points, so that the crop does not move
+      between optimisation steps. FFHQ-aligned photographs (:func:`cddfm3d.photo.align_photo` with
+      ``framing="ffhq"``) and the generator's faces are framed alike; turned heads are read from a slightly
+      shifted crop.
+
+    Raises ``ValueError`` for another framing."""
+    if framing not in READ_FRAMINGS:
+        raise ValueError(f"recon_reader: framing must be one of {READ_FRAMINGS}, found {framing!r}")
     size = recon.image_size
 
-    def read(images: torch.Tensor) -> torch.Tensor:
+    def read_whole(images: torch.Tensor) -> torch.Tensor:
         x = images
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
                               **({} if x.shape[-1] > size else {"align_corners": False}))
         return recon(to_range(x, recon.input_range), check=False).float()
 
-    return read
+    def read_ffhq(images: torch.Tensor) -> torch.Tensor:
+        from ..editing.labels import ffhq_template_5p
+        from ..face3d.align import align_tensor, default_rescale
+
+        unit = to_range(images, "0_1")
+        b, _, h, w = unit.shape
+        pts = torch.as_tensor(ffhq_template_5p(h, w), dtype=torch.float64, device=unit.device).expand(b, 5, 2)
+        crops, _, _ = align_tensor(unit, pts.clone(), size=size, rescale=default_rescale(size))
+        return recon((crops if recon.input_range == "0_1" else crops * 2.0 - 1.0).float(), check=False).float()
+
+    return read_whole if framing == "whole" else read_ffhq
 
 
 class PIEEnergies:
@@ -236,7 +263,8 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
         editor: a :class:`cddfm3d.editing.FaceEditor` whose G is ``G`` (T and the F^i of ``attributes``); default
             ``FaceEditor.load("mini", generator=G)``.
         recon, model: R and its morphable model; default the shipped ``mini/recon`` and MiniFace.
-        read: images -> coefficients instead of :func:`recon_reader` (``recon``), e.g. one that aligns photographs.
+        read: images -> coefficients, differentiable; default :func:`recon_reader` of ``recon``, framing "whole"
+            when the generator's resolution is R's input size (the mini world), else "ffhq" (a real generator).
         recognizer: a differentiable face-recognition features function for ``recognition`` (images [B, 3, H, W]
             in [-1, 1] -> [B, K]; default R's identity: shape and albedo).
         attributes: the edit attributes (names from :data:`cddfm3d.face3d.measures.ATTRIBUTES`, each with an F^i).
@@ -317,11 +345,12 @@ def _defaults(G, editor, recon, model, read, dev):
     elif editor.G is not G:
         raise ValueError("pie_embed: editor.G must be the generator being embedded into (G)")
     if read is None:
-        read = recon_reader((assets.load("mini/recon", dev) if recon is None else recon).eval())
+        recon = (assets.load("mini/recon", dev) if recon is None else recon).eval()
+        read = recon_reader(recon, "whole" if G.resolution == recon.image_size else "ffhq")
     if model is None:
         model = mini_model(dev)
     return editor, read, model
 
 
-__all__ = ["pie_embed", "PIEResult", "PIEEnergies", "recon_reader", "ENERGIES", "DEFAULT_WEIGHTS",
+__all__ = ["pie_embed", "PIEResult", "PIEEnergies", "recon_reader", "READ_FRAMINGS", "ENERGIES", "DEFAULT_WEIGHTS",
            "EDIT_ATTRIBUTES", "DEFAULT_STEPS", "W_FRACTION"]
