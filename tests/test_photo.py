@@ -267,3 +267,144 @@ def test_fit_options_are_checked_before_the_photo_is_read(photo, tmp_path):
         photo.photo_to_coefficients(missing, lr=-1.0)
     with pytest.raises(FileNotFoundError):
         photo.photo_to_coefficients(missing, steps=5)
+
+
+# ------------------------------------------------------------------------------------------- FFHQ framing
+# References: FFHQ's rule recomputed here in float64 from the photo's landmarks (eye and mouth means, x, y, centre),
+# a rotated copy of the photo (Pillow, 20 degrees), cubic convolution (a = -1, the kernel of Pillow's transforms)
+# written out in numpy at the mapped positions, and block means of a finer crop for the antialiased small crops.
+
+def _ffhq_rule(lm):
+    """(centre c, half-side vector x, y = rot90(x)) of FFHQ's alignment, float64, from 68 landmarks."""
+    lm = np.asarray(lm, np.float64)
+    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_avg = 0.5 * (eye_left + eye_right)
+    eye_to_eye, eye_to_mouth = eye_right - eye_left, 0.5 * (lm[48] + lm[54]) - eye_avg
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    x *= max(2.0 * np.hypot(*eye_to_eye), 1.8 * np.hypot(*eye_to_mouth)) / np.hypot(*x)
+    return eye_avg + 0.1 * eye_to_mouth, x, np.array([-x[1], x[0]])
+
+
+def _cubic_samples(image, points, a=-1.0):
+    """Cubic convolution (Keys' kernel with parameter a) of a uint8 [H, W, 3] image at photo points [N, 2] (pixel
+    centres on integers), indices clamped to the image (edge padding), float64 [N, 3]."""
+    def kernel(t):
+        t = np.abs(t)
+        return np.where(t < 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
+                        np.where(t < 2, a * (t**3 - 5 * t**2 + 8 * t - 4), 0.0))
+    h, w = image.shape[:2]
+    out = []
+    for x, y in points:
+        xs, ys = np.floor(x) + np.arange(-1, 3), np.floor(y) + np.arange(-1, 3)
+        patch = image[np.clip(ys, 0, h - 1).astype(int)][:, np.clip(xs, 0, w - 1).astype(int)].astype(np.float64)
+        out.append(np.einsum("i,j,ijc->c", kernel(y - ys), kernel(x - xs), patch))
+    return np.array(out)
+
+
+def _eye_angle(lm):
+    d = lm[42:48].mean(0) - lm[36:42].mean(0)
+    return np.degrees(np.arctan2(d[1], d[0]))
+
+
+def test_ffhq_framing_follows_the_rule(photo, astronaut):
+    image, face = astronaut
+    size = 256
+    a = photo.align_photo(image, size=size, framing="ffhq")
+    assert photo.FRAMINGS == ("deep3d", "ffhq") and a.framing == "ffhq"
+    assert a.crop.shape == (size, size, 3) and a.crop.dtype == np.uint8 and a.crop.flags.writeable
+    c, x, y = _ffhq_rule(face.landmarks)
+    np.testing.assert_allclose(a.trans_params, [c - x - y, c - x + y, c + x + y, c + x - y], atol=1e-9)
+    # the crop is the similarity taking c to the crop's centre, x to (size / 2, 0) and y to (0, size / 2)
+    rel = face.landmarks - c
+    want = (size - 1) / 2 + (size / 2) * np.stack([rel @ x, rel @ y], 1) / (x @ x)
+    np.testing.assert_allclose(a.landmarks, want, atol=1e-9)
+    # so the rule applied to the crop's own landmarks gives the crop: centre in the middle, x horizontal, |x| = S/2
+    c2, x2, _ = _ffhq_rule(a.landmarks)
+    np.testing.assert_allclose(c2, [(size - 1) / 2] * 2, atol=1e-9)
+    np.testing.assert_allclose(x2, [size / 2, 0.0], atol=1e-9)
+    np.testing.assert_allclose(a.to_photo(a.landmarks), face.landmarks, atol=1e-6)
+    np.testing.assert_allclose(a.to_crop(face.landmarks), a.landmarks, atol=1e-9)
+    deep3d = photo.align_photo(image, size=64)                         # the default framing keeps its own maps
+    assert deep3d.framing == "deep3d" and deep3d.trans_params.shape == (5,)
+    np.testing.assert_allclose(deep3d.to_crop(face.landmarks), deep3d.landmarks, atol=1e-9)
+    # pixels: Pillow's bicubic at the mapped positions (rounding only), a few levels from bilinear-like error
+    uv = np.random.default_rng(0).integers(0, size, (300, 2))
+    ref = _cubic_samples(image, a.to_photo(uv.astype(np.float64)))
+    err = np.abs(np.clip(np.round(ref), 0, 255) - a.crop[uv[:, 1], uv[:, 0]])
+    assert err.max() <= 2, err.max()
+    with pytest.raises(ValueError, match=r"align_photo: framing must be one of \('deep3d', 'ffhq'\), found 'FFHQ'"):
+        photo.align_photo(image, framing="FFHQ")
+    with pytest.raises(ValueError, match=r"framing must be one of"):          # checked before the file is read
+        photo.align_photo("no/such/file.jpg", framing=None)
+
+
+def _quad_point(quad, uv, size):
+    """Photo points of crop pixels uv [N, 2]: the crop's pixel squares tile the quad (TL, BL, BR, TR)."""
+    tl, bl, tr = quad[0], quad[1], quad[3]
+    f = (np.asarray(uv, np.float64) + 0.5) / size
+    return tl + f[:, :1] * (tr - tl) + f[:, 1:] * (bl - tl)
+
+
+def test_ffhq_framing_undoes_a_rotation(photo, astronaut):
+    image, face = astronaut
+    a = photo.align_photo(image, size=256, framing="ffhq")
+    rotated = np.asarray(Image.fromarray(image).rotate(20, resample=Image.BICUBIC, expand=True))
+    b = photo.align_photo(rotated, size=256, framing="ffhq")
+    assert abs(_eye_angle(b.face.landmarks) - _eye_angle(face.landmarks) + 20) < 1.5     # turned by 20 degrees
+    assert abs(_eye_angle(b.landmarks) - _eye_angle(a.landmarks)) < 1 and abs(_eye_angle(a.landmarks)) < 3
+    d = np.linalg.norm(b.landmarks - a.landmarks, axis=1)
+    assert d.mean() < 1.5, d.mean()                                        # dlib's points move by a pixel or so
+    for part in (slice(36, 42), slice(42, 48), slice(48, 68)):             # eyes and mouth: means of several points
+        assert np.linalg.norm(b.landmarks[part].mean(0) - a.landmarks[part].mean(0)) < 2
+    assert np.abs(b.crop.astype(np.float64) - a.crop).mean() < 12          # the same picture, resampled twice
+
+
+def test_ffhq_framing_pads_with_edges_and_antialiases_small_crops(photo, astronaut):
+    from cddfm3d.photo.ffhq import ffhq_align
+
+    image, face = astronaut
+    big = ffhq_align(image, face.landmarks, 256)
+    assert big.reduce == 1
+    # the photo cut 60 rows below the quad's top: the crop is the same where the photo is, edge padding above
+    cut = ffhq_align(image[60:], face.landmarks - [0, 60], 256)
+    np.testing.assert_allclose(cut.quad, big.quad - [0, 60], atol=1e-9)
+    grid = np.stack(np.meshgrid(np.arange(256), np.arange(256)), -1).reshape(-1, 2)
+    in_cut = _quad_point(cut.quad, grid, 256)
+    inside, outside = in_cut[:, 1] > 2.5, in_cut[:, 1] < -2.5          # beyond the kernel's reach of the cut
+    assert inside.sum() > 10000 and outside.sum() > 1000
+    pixels, pixels_big = cut.image.reshape(-1, 3), big.image.reshape(-1, 3)
+    assert np.abs(pixels[inside].astype(int) - pixels_big[inside]).max() <= 1
+    pick = np.flatnonzero(outside)[::53]
+    ref = _cubic_samples(image[60:], in_cut[pick])                     # clamped indices: the top row repeated
+    assert np.abs(np.clip(np.round(ref), 0, 255) - pixels[pick]).max() <= 2
+    # small crops: box-reduced first; close to the block means of the fine crop, unlike a plain bicubic transform
+    side = np.linalg.norm(big.quad[3] - big.quad[0])
+    for size in (64, 32):
+        small = ffhq_align(image, face.landmarks, size)
+        k = 256 // size
+        assert small.reduce == int(side // size) > 1
+        means = big.image.astype(np.float64).reshape(size, k, size, k, 3).mean((1, 3))
+        naive = np.asarray(Image.fromarray(image).transform(
+            (size, size), Image.Transform.QUAD, tuple((big.quad + 0.5).ravel()), resample=Image.Resampling.BICUBIC))
+        err, err_naive = np.abs(small.image - means).mean(), np.abs(naive - means).mean()
+        assert err < 0.6 * err_naive and err < 4.0, (size, err, err_naive)
+
+
+def test_ffhq_align_names_bad_landmarks(astronaut):
+    from cddfm3d.photo.ffhq import ffhq_align, ffhq_quad
+
+    image, face = astronaut
+    with pytest.raises(ValueError, match=r"ffhq_align: expected the 68 iBUG landmarks \[68, 2\].*found \(5, 2\)"):
+        ffhq_align(image, face.landmarks5, 64)
+    nan = face.landmarks.copy()
+    nan[40] = np.nan
+    with pytest.raises(ValueError, match=r"landmarks given to ffhq_align contain NaN/Inf \(points \[40\]\)"):
+        ffhq_align(image, nan, 64)
+    with pytest.raises(ValueError, match=r"given to ffhq_align are collapsed to one point"):
+        ffhq_align(image, np.zeros((68, 2)), 64)
+    far = face.landmarks[30] + 30 * (face.landmarks - face.landmarks[30])     # a face 30 x as big about its nose
+    with pytest.raises(ValueError, match=r"ffhq_align: the landmarks give a crop square of side .* more than 8 x "
+                                         r"the 512x512 photo"):
+        ffhq_align(image, far, 64)
+    with pytest.raises(ValueError, match=r"ffhq_quad: expected the 68 iBUG landmarks"):
+        ffhq_quad(face.landmarks[:, :1])

@@ -12,6 +12,11 @@ within 0.5 px at 64 px and its scale within 2 %; over the world's priors the ali
 shift, while each face's identity and expression move its 5 points and so its crop by up to about +-10 % in
 scale, as in Deep3D). The coefficients do not depend on the crop size (the camera scales with it); a crop at 128 px
 reduced to 64 px (e.g. :func:`cddfm3d.ui.image_input.to_resolution`) is the mini generator's framing.
+
+A real FFHQ StyleGAN2 generator was trained on FFHQ-aligned faces instead: ``align_photo(..., framing="ffhq",
+size=1024)`` cuts the face out by FFHQ's rule (:mod:`cddfm3d.photo.ffhq`) for embedding a photograph into such a
+generator. The framing only matters for embedding: :func:`photo_to_coefficients` always fits the morphable model
+to the Deep3D crop, the framing its camera assumes.
 """
 from __future__ import annotations
 
@@ -22,23 +27,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..face3d.align import align_image, unalign_landmarks
+from ..face3d.align import align_image, align_landmarks, unalign_landmarks
 from ..face3d.fitting import FitResult, fit
 from .detect import Face, _find_face
+from .ffhq import crop_to_photo, ffhq_align, photo_to_crop
 
 DEFAULT_SIZE = 128      # fit resolution: the issue's trial (MiniFace at 128 px); the mini generator is 64 px
 DEFAULT_STEPS = 300     # Adam steps of the fit (12 % pose stage, then every coefficient)
+FRAMINGS = ("deep3d", "ffhq")   # align_photo's crops: Deep3D's 5-point alignment (the world's), FFHQ's alignment
 
 
 @dataclass
 class AlignedFace:
-    """A face of a photograph cut out by Deep3D's alignment.
+    """A face of a photograph cut out by Deep3D's or FFHQ's alignment (``framing``, one of :data:`FRAMINGS`).
 
-    crop: uint8 RGB [S, S, 3] (S = size; the area outside the photo is black). landmarks: [68, 2] float64, the
-    face's dlib landmarks mapped into the crop (x right, y down, pixels). trans_params: [5] float64 Deep3D's
-    ``[w0, h0, s', t_x, t_y]`` (photo width and height, scale, template origin with y up). face: the
-    :class:`~cddfm3d.photo.Face` in the photo. photo: the upright RGB photo [H, W, 3] uint8. source: how the
-    photo was given (file name or array size).
+    crop: uint8 RGB [S, S, 3] (S = size; the area outside the photo is black for ``"deep3d"``, the nearest photo
+    pixel for ``"ffhq"``). landmarks: [68, 2] float64, the face's dlib landmarks mapped into the crop (x right,
+    y down, pixels). trans_params: for ``"deep3d"`` [5] float64 Deep3D's ``[w0, h0, s', t_x, t_y]`` (photo width
+    and height, scale, template origin with y up); for ``"ffhq"`` [4, 2] float64 FFHQ's quad in photo pixels
+    (corners top-left, bottom-left, bottom-right, top-right of the crop, :func:`cddfm3d.photo.ffhq.ffhq_quad`).
+    face: the :class:`~cddfm3d.photo.Face` in the photo. photo: the upright RGB photo [H, W, 3] uint8. source: how
+    the photo was given (file name or array size). framing: ``"deep3d"`` or ``"ffhq"``.
     """
 
     crop: np.ndarray
@@ -47,6 +56,7 @@ class AlignedFace:
     face: Face
     photo: np.ndarray
     source: str = ""
+    framing: str = "deep3d"
 
     @property
     def size(self) -> int:
@@ -57,9 +67,19 @@ class AlignedFace:
         return torch.from_numpy(self.crop).permute(2, 0, 1)[None].float().div(255.0).to(device)
 
     def to_photo(self, points) -> np.ndarray:
-        """Crop pixel coordinates [..., K, 2] (y down) -> photo pixel coordinates (the inverse of the alignment's
-        landmark map, :func:`cddfm3d.face3d.align.unalign_landmarks`)."""
+        """Crop pixel coordinates [..., K, 2] (y down) -> photo pixel coordinates, float64 (the inverse of the
+        alignment's landmark map: :func:`cddfm3d.face3d.align.unalign_landmarks` for ``"deep3d"``,
+        :func:`cddfm3d.photo.ffhq.crop_to_photo` for ``"ffhq"``)."""
+        if self.framing == "ffhq":
+            return crop_to_photo(points, self.trans_params, self.size)
         return unalign_landmarks(np.asarray(points, np.float64), self.trans_params, self.size)
+
+    def to_crop(self, points) -> np.ndarray:
+        """Photo pixel coordinates [..., K, 2] (y down) -> crop pixel coordinates, float64 (the alignment's
+        landmark map; :attr:`landmarks` is ``to_crop(face.landmarks)``)."""
+        if self.framing == "ffhq":
+            return photo_to_crop(points, self.trans_params, self.size)
+        return align_landmarks(np.asarray(points, np.float64), self.trans_params, self.size)
 
 
 def _check_size(size, who: str) -> int:
@@ -69,18 +89,28 @@ def _check_size(size, who: str) -> int:
 
 
 def align_photo(photo, face="largest", size: int = DEFAULT_SIZE, detector: str = "hog", upsample: int = 0,
-                threshold: float = 0.0) -> AlignedFace:
+                threshold: float = 0.0, *, framing: str = "deep3d") -> AlignedFace:
     """Detect the faces of ``photo`` (a path, image bytes or a uint8 array), choose one (``face``: ``"largest"``
-    or an index, largest first) and cut it out by Deep3D's alignment at ``size`` x ``size`` px.
+    or an index, largest first) and cut it out at ``size`` x ``size`` px.
+
+    ``framing``: ``"deep3d"`` (default): Deep3D's 5-point alignment, the mini world's framing and what the 3DMM
+    fit needs; ``"ffhq"``: FFHQ's alignment (:mod:`cddfm3d.photo.ffhq`), the framing of a real FFHQ generator, for
+    embedding the photo into one (``size`` = the generator's resolution, 1024 for FFHQ).
 
     Raises :class:`~cddfm3d.photo.NoFaceError` (a ``ValueError``) when no face is found,
-    :class:`~cddfm3d.photo.FaceIndexError` for an index out of range, ``ValueError`` for bad options or a bad
-    photo, ``FileNotFoundError`` for a missing file, ``ImportError`` without dlib or its model files."""
+    :class:`~cddfm3d.photo.FaceIndexError` for an index out of range, ``ValueError`` for bad options (an unknown
+    framing lists :data:`FRAMINGS`) or a bad photo, ``FileNotFoundError`` for a missing file, ``ImportError``
+    without dlib or its model files."""
     size = _check_size(size, "align_photo")
+    if not isinstance(framing, str) or framing not in FRAMINGS:
+        raise ValueError(f"align_photo: framing must be one of {FRAMINGS}, found {framing!r}")
     image, source, chosen = _find_face(photo, face, detector, upsample, threshold, "align_photo")
+    if framing == "ffhq":
+        al = ffhq_align(image, chosen.landmarks, size)
+        return AlignedFace(al.image, al.landmarks, al.quad, chosen, image, source, framing)
     al = align_image(image, chosen.landmarks, size=size)
     crop = np.array(al.image.convert("RGB"), np.uint8)  # a writable copy
-    return AlignedFace(crop, al.landmarks, al.trans_params, chosen, image, source)
+    return AlignedFace(crop, al.landmarks, al.trans_params, chosen, image, source, framing)
 
 
 @dataclass
@@ -119,7 +149,9 @@ def photo_to_coefficients(photo, face="largest", size: int = DEFAULT_SIZE, steps
                           device=None, detector: str = "hog", upsample: int = 0, threshold: float = 0.0,
                           progress: bool = False, **fit_options) -> PhotoFit:
     """A photograph's face as morphable-model coefficients, in one call: :func:`align_photo` then
-    :func:`cddfm3d.face3d.fit` of ``model`` to the crop with the aligned 68 landmarks.
+    :func:`cddfm3d.face3d.fit` of ``model`` to the crop with the aligned 68 landmarks. The crop is always
+    Deep3D-framed (the model's camera assumes that framing); ``align_photo(..., framing="ffhq")`` is for embedding
+    the photo into a real FFHQ generator, not for this fit.
 
     Args:
         photo: a path, the bytes of an image file, or a uint8 array [H, W(, 1|3|4)] (grayscale, RGBA, 16-bit and
@@ -162,4 +194,5 @@ def photo_to_coefficients(photo, face="largest", size: int = DEFAULT_SIZE, steps
                     float(result.initial_losses["lm_px"]), float(result.losses["lm_px"]), seconds)
 
 
-__all__ = ["DEFAULT_SIZE", "DEFAULT_STEPS", "AlignedFace", "PhotoFit", "align_photo", "photo_to_coefficients"]
+__all__ = ["DEFAULT_SIZE", "DEFAULT_STEPS", "FRAMINGS", "AlignedFace", "PhotoFit", "align_photo",
+           "photo_to_coefficients"]
