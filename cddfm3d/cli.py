@@ -359,10 +359,12 @@ def _invert(args) -> int:
 
         editor = FaceEditor.load("mini", dev, generator=G)
     face = "largest" if args.face is None else args.face
+    framing = args.framing if args.framing != "auto" else ("deep3d" if src.startswith("mini/") else "ffhq")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # every input is read (and its face found) before the first embedding starts
-    inputs = [(path, *read_input(path, G.resolution, args.photo, face, args.upsample)) for path in args.images]
+    inputs = [(path, *read_input(path, G.resolution, args.photo, face, args.upsample, framing))
+              for path in args.images]
     summary = []
     for path, x, landmarks in inputs:
         r = embed_image(G, x.to(dev), args.method, args.space, args.steps, editor, args.seed,
@@ -380,6 +382,7 @@ def _invert(args) -> int:
 
             a, b = (face_descriptor(im.permute(1, 2, 0).numpy(), landmarks) for im in pair)
             row["dlib_distance"] = round(float(descriptor_distance(a, b)), 4)
+            row["framing"] = framing
         summary.append(row)
         print(json.dumps(row))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -857,6 +860,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      "largest face (0 = the largest, the default)")
     inv.add_argument("--upsample", type=_int_at_least(0), default=0, metavar="N", help="with --photo: upsample the "
                      "photo N times before detection (1 finds faces down to about 40 px; default: 0)")
+    inv.add_argument("--framing", default="auto", choices=["auto", "deep3d", "ffhq"], help="with --photo: how "
+                     "the face is cut out: deep3d (Deep3D's alignment, the mini world's framing), ffhq (FFHQ's, a "
+                     "real generator's); auto (default): deep3d for the mini/ assets, ffhq for a generator file")
     inv.add_argument("--generator", default="mini/generator", help="an asset name or a generator file (default: "
                      "mini/generator)")
     inv.add_argument("--seed", type=SEED, default=0, help="random seed (noise maps, latent noise; default: 0)")

@@ -90,6 +90,12 @@ def test_invert_command_on_a_photograph(photo, photo_data, tmp_path, capsys):
     assert rc == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 < row["dlib_distance"] < 2 and (tmp_path / "astronaut.safetensors").is_file()
+    assert row["framing"] == "deep3d"                         # the mini generator: Deep3D's crop
+    rc = main(["invert", os.path.join(data, "astronaut.png"), "--photo", "--framing", "ffhq", "--method", "project",
+               "--steps", "1", "--out", str(tmp_path / "ffhq"), "--quiet"])
+    assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["framing"] == "ffhq"
+    left = iio.imread(tmp_path / "ffhq" / "astronaut.png")[:, :64]
+    assert (left == photo.align_photo(os.path.join(data, "astronaut.png"), size=64, framing="ffhq").crop).all()
     rc = main(["invert", os.path.join(data, "chelsea.png"), "--photo", "--out", str(tmp_path / "cat"), "--quiet"])
     assert rc == 2 and "no face found in 'chelsea.png'" in capsys.readouterr().err
     assert not (tmp_path / "cat" / "chelsea.safetensors").exists()

@@ -102,21 +102,24 @@ def embed_image(G, x: torch.Tensor, method: str = "pie", space: str = "w+", step
     return project(G, x, space=space, steps=DEFAULT_STEPS if steps is None else steps, seed=seed, progress=progress)
 
 
-def read_input(path, resolution: int, photo: bool, face="largest", upsample: int = 0
+def read_input(path, resolution: int, photo: bool, face="largest", upsample: int = 0, framing: str = "deep3d"
                ) -> tuple[torch.Tensor, np.ndarray | None]:
-    """The generator input [1, 3, R, R] in [-1, 1] of an image file, and (photographs) the aligned crop's 68
-    landmarks at R px. ``photo``: detect the face with dlib (``face``: "largest" or an index; ``upsample``: the
-    detector's upsampling, 1 finds faces down to about 40 px) and cut it out by
-    Deep3D's alignment (:func:`cddfm3d.photo.align_photo`, 128 px, then area-reduced to R); otherwise the whole
-    image, centre-cropped to a square (:func:`cddfm3d.ui.image_input.generator_input`). Raises the readers' errors
-    (``FileNotFoundError``, ``ValueError``, :class:`cddfm3d.photo.NoFaceError`, ...)."""
+    """The generator input [1, 3, R, R] in [-1, 1] of an image file, and (photographs) the crop's 68 landmarks at
+    R px. ``photo``: detect the face with dlib (``face``: "largest" or an index; ``upsample``: the detector's
+    upsampling, 1 finds faces down to about 40 px) and cut it out (:func:`cddfm3d.photo.align_photo`) with
+    ``framing`` "deep3d" (the mini world's: Deep3D's 5-point alignment at 128 px, area-reduced to R) or "ffhq" (a
+    real FFHQ generator's: FFHQ's alignment, at R); otherwise the whole image, centre-cropped to a square
+    (:func:`cddfm3d.ui.image_input.generator_input`). Raises the readers' errors (``FileNotFoundError``,
+    ``ValueError``, :class:`cddfm3d.photo.NoFaceError`, ...)."""
     from ..ui.image_input import generator_input
 
     if not photo:
         return generator_input(path, resolution, "invert")[0], None
     from ..photo import align_photo
 
-    aligned = align_photo(path, face=face, upsample=upsample)
+    size = resolution if framing == "ffhq" else None
+    aligned = align_photo(path, face=face, upsample=upsample, framing=framing,
+                          **({} if size is None else {"size": size}))
     x = generator_input(aligned.crop, resolution, "invert")[0]
     scale = resolution / aligned.size
     return x, (np.asarray(aligned.landmarks) + 0.5) * scale - 0.5
