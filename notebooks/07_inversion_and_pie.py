@@ -375,9 +375,13 @@ for name, r, on_renders in (("projection W+", photo_proj, proj), ("PIE", photo_p
 # them (printed above) agrees only roughly with the photo's own 3DMM fit.
 #
 # The method is not the limit, the generator is. With `WORLD = "real"` — your FFHQ StyleGAN2 (`real/generator`,
-# notebook 00) with T and the F^i trained on it — the same `pie_embed` call embeds a photograph properly, given
-# the crop at the generator's resolution and a reader `read=` that frames it as the reconstruction network expects
-# (FFHQ's crop is not Deep3D's). No FFHQ weights ship with the package, so this notebook does not run that path.
+# notebook 00) with T and the F^i trained on it — the same calls embed a photograph properly: cut the face out as
+# FFHQ's faces were (`photo.align_photo(path, size=1024, framing="ffhq")`), and `pie_embed(G, x, editor=...,
+# recon=deep3d, model=bfm)` reads the generator's 1024-px faces through Deep3D's alignment at FFHQ's frontal points
+# (`cddfm3d.adapt.pie.recon_reader(recon, "ffhq")`, chosen when the generator's size is not the network's);
+# `python -m cddfm3d invert photo.jpg --photo --generator ffhq.pt --method project --out DIR` does the projector's
+# half from the shell. No FFHQ weights ship with the package, so this notebook does not run that path (the tests run
+# it on random-weight stand-ins at full size).
 
 # %% [markdown]
 # **Identity.** dlib's face recognition network maps a face to a 128-D descriptor; two faces closer than 0.6
