@@ -268,10 +268,11 @@ def test_cuda_follows_the_generator(world):
 
 
 @pytest.mark.slow
-def test_real_size_stand_in_runs_end_to_end():
-    """The real world's path at full size with random weights: an FFHQ-1024 config-f generator (9088 style
-    channels), T and F^i sized for it, a Deep3D ResNet-50 at 224 px read through the area reduction of
-    :func:`recon_reader` (MiniFace stands in for BFM's coefficients); two steps (one in W, one in W+)."""
+def test_real_size_stand_in_runs_end_to_end(photo, photo_data):
+    """The real world's path at full size with random weights, from a photograph: astronaut.png cut out by FFHQ's
+    alignment at 1024 px, an FFHQ-1024 config-f generator (9088 style channels), T and F^i sized for it, a Deep3D
+    ResNet-50 at 224 px reading through FFHQ's frontal 5 points (the default reader for a generator larger than
+    the network; MiniFace stands in for BFM's coefficients); two steps (one in W, one in W+)."""
     from cddfm3d.editing.manipulator import LatentManipulator
     from cddfm3d.editing.predictor import AttributePredictor
     from cddfm3d.face3d.recon import ReconNet
@@ -292,7 +293,8 @@ def test_real_size_stand_in_runs_end_to_end():
     with torch.no_grad():
         for head in recon.final_layers:
             head.weight.normal_(0, 1e-3)
-        x = G(torch.randn(1, G.z_dim), noise="random").clamp(-1, 1)
+    crop = photo.align_photo(photo_data / "astronaut.png", size=1024, framing="ffhq").crop
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
     r = pie_embed(G, x, steps=2, editor=FaceEditor(G, T, Fs), recon=recon, model=mini_model(), n_stats=64,
                   pool_size=2, progress=False)
     assert r.styles.shape == (1, 9088) and r.ws.shape == (1, 18, 512) and r.image.shape == (1, 3, 1024, 1024)
