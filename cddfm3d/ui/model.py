@@ -325,7 +325,8 @@ class EditorModel:
         how far it is (:attr:`photo_identity_distance`). The 3DMM fit does not depend on the generator and reads the
         real face. With a real-world editor (a generator trained on photographs, and T and F^i trained on it:
         module docstring, "Worlds") the same call embeds the photo in its domain, provided the generator's faces
-        are framed as Deep3D's crops are (else align the photo to its framing and use :meth:`load_image`); give
+        are framed as Deep3D's crops are (an FFHQ generator's are not: cut the face out with
+        ``cddfm3d.photo.align_photo(photo, size=R, framing="ffhq").crop`` and give it to :meth:`load_image`); give
         ``pie_options`` the world's reconstruction network and morphable model (``recon=..., model=...``, or
         ``read=``), since PIE's defaults are the mini world's.
 
