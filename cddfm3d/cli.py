@@ -95,6 +95,8 @@ def _existing_dir(text: str) -> str:
 
 
 def _existing_file(text: str) -> str:
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file (give its files, e.g. {text}/*.png)")
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
     return text
@@ -353,13 +355,29 @@ def _invert(args) -> int:
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     src = args.generator
     G = (load_generator(src, dev) if Path(src).is_file() else assets.load(src, dev)).eval()
+    if not args.photo:
+        given = [o for o, v in (("--face", args.face), ("--upsample", args.upsample or None),
+                                ("--framing", None if args.framing == "auto" else args.framing)) if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} only apply to photographs: add --photo (the face is then found "
+                             f"and cut out), or leave them out (the whole image is embedded)")
+    stems = [Path(p).stem for p in args.images]
+    clash = sorted({t for t in stems if stems.count(t) > 1})
+    if clash:
+        raise ValueError(f"the inputs' outputs would overwrite each other: more than one image named {clash} "
+                         f"(DIR/<name>.safetensors); rename or invert them into separate --out folders")
+    mini = G.config == assets.load("mini/generator").config       # the mini world's architecture (any weights)
     editor = None
     if args.method == "pie":
         from .editing import FaceEditor
 
+        if not mini:
+            raise ValueError(f"--method pie uses the mini world's T and F^i, which do not fit the generator {src} "
+                             f"(another architecture); use --method project, or call cddfm3d.adapt.pie_embed from "
+                             f"Python with T and F^i trained on it (FaceEditor(G, T, manipulators))")
         editor = FaceEditor.load("mini", dev, generator=G)
     face = "largest" if args.face is None else args.face
-    framing = args.framing if args.framing != "auto" else ("deep3d" if src.startswith("mini/") else "ffhq")
+    framing = args.framing if args.framing != "auto" else ("deep3d" if mini else "ffhq")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # every input is read (and its face found) before the first embedding starts
@@ -844,9 +862,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     from .adapt.finetuning import FREEZE_MODES
 
-    inv = sub.add_parser("invert", help="embed image files (or photographs: --photo) into a generator with PIE "
-                         "(default) or the StyleGAN2 projector; writes DIR/<name>.safetensors (styles, W+, noise "
-                         "maps, image), DIR/<name>.png (input | embedding) and DIR/summary.json")
+    invert_help = ("embed image files (or photographs: --photo) into a generator with PIE (default) or the StyleGAN2 "
+                   "projector; writes DIR/<name>.safetensors (styles, W+, noise maps, image: "
+                   "cddfm3d.adapt.load_embedding), DIR/<name>.png (input | embedding) and DIR/summary.json")
+    inv = sub.add_parser("invert", help=invert_help, description=invert_help[0].upper() + invert_help[1:] + ". "
+                         "Without --photo an image is centre-cropped to a square and resized to the generator's "
+                         "resolution. Inputs must have distinct file names (their outputs are named after them).")
     inv.add_argument("images", nargs="+", type=_existing_file, metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     inv.add_argument("--out", type=_out_dir, required=True, help="output folder")
     inv.add_argument("--method", default="pie", choices=["pie", "project"], help="pie: PIE's energies, W then W+ "
@@ -862,7 +883,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      "photo N times before detection (1 finds faces down to about 40 px; default: 0)")
     inv.add_argument("--framing", default="auto", choices=["auto", "deep3d", "ffhq"], help="with --photo: how "
                      "the face is cut out: deep3d (Deep3D's alignment, the mini world's framing), ffhq (FFHQ's, a "
-                     "real generator's); auto (default): deep3d for the mini/ assets, ffhq for a generator file")
+                     "real generator's); auto (default): deep3d for a generator of the mini world's architecture, "
+                     "ffhq for any other")
     inv.add_argument("--generator", default="mini/generator", help="an asset name or a generator file (default: "
                      "mini/generator)")
     inv.add_argument("--seed", type=SEED, default=0, help="random seed (noise maps, latent noise; default: 0)")

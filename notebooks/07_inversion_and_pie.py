@@ -119,7 +119,7 @@ display(Markdown(f"For {K} of the {N} renders, rows: held-out render (target); p
 viz.show(torch.cat([x[:K].cpu() for x in (images, proj.image, pie.image, w_stage)]), nrow=K, scale=2)
 
 # %% [markdown]
-# **Reading.** Both reconstruct the renders closely; PIE pays a little reconstruction (a dB or two of PSNR) for its
+# **Reading.** Both reconstruct the renders closely; PIE pays a little reconstruction (about 2 dB of PSNR) for its
 # other energies and for spending two thirds of its steps in W, which cannot fit as freely as W+. The W-stage row
 # shows how much W alone already gets.
 
@@ -265,7 +265,8 @@ display(viz.table([{"embedding": name, **{k: float(v.mean()) for k, v in sc.item
 # embedding gets another render's **true** pose, expression or light (a swap edit through T and F^i), and the
 # edited image is read by `mini/recon_independent`. **completion**: 1 = the edited image shows the target (from the
 # embedding's own reading; "vs truth" from the true source); **leakage**: how far the other attributes moved,
-# relative to two random faces (0 = not at all).
+# relative to two random faces (0 = not at all). "T(s) EV (mean)": how much of the renders' true coefficients T
+# reads from the embedding (explained variance averaged over the five attributes; 1 = all of it).
 
 # %%
 ATTRS = ("pose", "expression", "light")

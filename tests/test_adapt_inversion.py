@@ -105,3 +105,23 @@ def test_invert_command_refuses_pie_in_another_space(render_png, tmp_path, capsy
     rc = main(["invert", str(render_png), "--out", str(tmp_path), "--space", "s", "--quiet"])
     assert rc == 2 and "space must be 'w+' for method 'pie'" in capsys.readouterr().err
     assert main(["invert", str(tmp_path / "nope.png"), "--out", str(tmp_path)]) == 2
+
+
+def test_invert_command_names_misuse_before_any_work(G, render_png, tmp_path, capsys):
+    from cddfm3d.stylegan2 import Generator, save_generator
+
+    assert main(["invert", str(tmp_path), "--out", str(tmp_path / "o")]) == 2           # a folder
+    assert "is a folder, not a file" in capsys.readouterr().err
+    assert main(["invert", str(render_png), "--face", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--face only apply to photographs: add --photo" in capsys.readouterr().err
+    copy = tmp_path / "b" / render_png.name
+    copy.parent.mkdir()
+    copy.write_bytes(render_png.read_bytes())
+    assert main(["invert", str(render_png), str(copy), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "more than one image named ['face']" in capsys.readouterr().err
+    other = tmp_path / "g16.safetensors"                                   # another architecture than the mini G
+    save_generator(Generator(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8}),
+                   other)
+    assert main(["invert", str(render_png), "--generator", str(other), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--method pie uses the mini world's T and F^i, which do not fit" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

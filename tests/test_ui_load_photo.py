@@ -208,6 +208,7 @@ def test_bad_options_are_refused_before_any_work(m, astronaut, monkeypatch):
         (dict(progress="yes"), r"progress must be True, False or a callable progress\(step, steps\)"),
         (dict(pie_options=[1]), "pie_options must be a mapping of pie_embed keyword arguments, found list"),
         (dict(pie_options={"seed": 3}), r"pie_options may not set \['seed'\]"),
+        (dict(pie_options={"identity": 1}), r"pie_options \[.identity.\] are not pie_embed arguments; it takes"),
         (dict(embed="project", pie_options={"lr": 0.01}), "pie_options are pie_embed's, given with embed='project'"),
     ]
     for kwargs, message in cases:
