@@ -591,7 +591,8 @@ class EditorModel:
 
     def _need(self) -> _Source:
         if self._src is None:
-            raise RuntimeError("EditorModel: no source face yet; call load_sample(seed) or load_styles(s) first")
+            raise RuntimeError("EditorModel: no source face yet; call load_sample(seed), load_styles(s), "
+                               "load_image(image) or load_photo(photo) first")
         return self._src
 
     # ------------------------------------------------------------------------------------------ controls
