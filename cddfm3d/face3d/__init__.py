@@ -9,6 +9,7 @@ from .morphable import LAYOUT, N_COEFFS, SLICES, FaceOutput, MorphableModel
 from .align import (TEMPLATE_5P, Aligned, align_image, align_landmarks, align_tensor, extract_5p, pos, pos_torch,
                     unalign_landmarks)
 from .fitting import FitResult, fit
+from .arcface import ArcFaceRecognizer, IResNet, load_arcface
 from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, identity_loss, landmark_loss, landmark_weights,
                      photometric_loss, reflectance_loss)
 from .recon import ReconCheckpointError, ReconNet
@@ -28,6 +29,7 @@ __all__ = [
     "ReconNet", "ReconCheckpointError", "TEMPLATE_5P", "Aligned", "extract_5p", "pos", "pos_torch", "align_image",
     "align_tensor", "align_landmarks", "unalign_landmarks", "DEEP3D_WEIGHTS", "photometric_loss", "landmark_loss",
     "landmark_weights", "coeff_reg_loss", "gamma_loss", "reflectance_loss", "identity_loss", "fit", "FitResult",
+    "ArcFaceRecognizer", "IResNet", "load_arcface",
 ]
 
 # asset kinds of this package's types: cddfm3d.assets.load picks the loader by the entry's kind
