@@ -272,9 +272,11 @@ def test_real_size_stand_in_runs_end_to_end(photo, photo_data):
     """The real world's path at full size with random weights, from a photograph: astronaut.png cut out by FFHQ's
     alignment at 1024 px, an FFHQ-1024 config-f generator (9088 style channels), T and F^i sized for it, a Deep3D
     ResNet-50 at 224 px reading through FFHQ's frontal 5 points (the default reader for a generator larger than
-    the network; MiniFace stands in for BFM's coefficients); two steps (one in W, one in W+)."""
+    the network; MiniFace stands in for BFM's coefficients), ArcFace IResNet-100 as the recognition network; two
+    steps (one in W, one in W+)."""
     from cddfm3d.editing.manipulator import LatentManipulator
     from cddfm3d.editing.predictor import AttributePredictor
+    from cddfm3d.face3d.arcface import ArcFaceRecognizer, IResNet
     from cddfm3d.face3d.recon import ReconNet
     from cddfm3d.stylegan2 import Generator
 
@@ -295,8 +297,9 @@ def test_real_size_stand_in_runs_end_to_end(photo, photo_data):
             head.weight.normal_(0, 1e-3)
     crop = photo.align_photo(photo_data / "astronaut.png", size=1024, framing="ffhq").crop
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    rec = ArcFaceRecognizer(IResNet("r100"))                      # the real world's recognition network (random)
     r = pie_embed(G, x, steps=2, editor=FaceEditor(G, T, Fs), recon=recon, model=mini_model(), n_stats=64,
-                  pool_size=2, progress=False)
+                  pool_size=2, recognizer=rec, progress=False)
     assert r.styles.shape == (1, 9088) and r.ws.shape == (1, 18, 512) and r.image.shape == (1, 3, 1024, 1024)
     assert r.stages == [("w", 1), ("w+", 1)] and set(r.energies) == set(ENERGIES)
     assert all(bool(torch.isfinite(v).all()) for v in r.energies.values())
