@@ -396,10 +396,10 @@ def _invert(args) -> int:
                "perceptual": r.perceptual, "perceptual_distance": round(float(r.perceptual_distance[0]), 5),
                "seconds": round(r.seconds, 2)}
         if landmarks is not None:
-            from .photo import descriptor_distance, face_descriptor
+            from .photo import identity_distance
 
-            a, b = (face_descriptor(im.permute(1, 2, 0).numpy(), landmarks) for im in pair)
-            row["dlib_distance"] = round(float(descriptor_distance(a, b)), 4)
+            a, b = (im.permute(1, 2, 0).numpy() for im in pair)
+            row["dlib_distance"] = round(identity_distance(a, b, landmarks), 4)
             row["framing"] = framing
         summary.append(row)
         print(json.dumps(row))

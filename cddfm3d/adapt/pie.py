@@ -115,14 +115,10 @@ def recon_reader(recon, framing: str = "whole") -> Callable[[torch.Tensor], torc
         return recon(to_range(x, recon.input_range), check=False).float()
 
     def read_ffhq(images: torch.Tensor) -> torch.Tensor:
-        from ..editing.labels import ffhq_template_5p
-        from ..face3d.align import align_tensor, default_rescale
+        from ..editing.labels import ffhq_points, read_aligned
 
         unit = to_range(images, "0_1")
-        b, _, h, w = unit.shape
-        pts = torch.as_tensor(ffhq_template_5p(h, w), dtype=torch.float64, device=unit.device).expand(b, 5, 2)
-        crops, _, _ = align_tensor(unit, pts.clone(), size=size, rescale=default_rescale(size))
-        return recon((crops if recon.input_range == "0_1" else crops * 2.0 - 1.0).float(), check=False).float()
+        return read_aligned(recon, unit, ffhq_points(unit))[0]
 
     return read_whole if framing == "whole" else read_ffhq
 

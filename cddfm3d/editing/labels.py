@@ -59,6 +59,23 @@ def ffhq_template_5p(height: int, width: int | None = None) -> np.ndarray:
     return (p - centre) * scale + np.array([(width - 1) / 2.0, (height - 1) / 2.0])
 
 
+def ffhq_points(images: torch.Tensor) -> torch.Tensor:
+    """:func:`ffhq_template_5p` for every image of ``images`` [B, C, H, W]: [B, 5, 2] float64 on their device."""
+    b, _, h, w = images.shape
+    return torch.as_tensor(ffhq_template_5p(h, w), dtype=torch.float64, device=images.device).expand(b, 5, 2).clone()
+
+
+def read_aligned(recon, unit: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reconstruction network's coefficients [B, 257] (float32) of the Deep3D crops (:func:`align_tensor` at
+    ``recon.image_size``, 102 px/dm scaled) of images ``unit`` [B, 3, H, W] in [0, 1] at ``points`` [B, 5 | 68, 2]
+    (pixels, y down), and the crops' ``trans_params`` [B, 5]. Differentiable in the pixels (runs in the caller's
+    grad mode): one round of :func:`self_align`, and PIE's reader of real generators."""
+    size = recon.image_size
+    crops, _, tp = align_tensor(unit, points, size=size, rescale=default_rescale(size))
+    x = crops if recon.input_range == "0_1" else crops * 2.0 - 1.0
+    return recon(x.float(), check=False).float(), tp
+
+
 def project_landmarks(model, coeffs: torch.Tensor, image_size: int) -> torch.Tensor:
     """The 68 landmarks [B, 68, 2] (pixels of an ``image_size`` image, y down) of coefficients [B, 257]: the same
     numbers as ``model(coeffs, image_size=image_size).landmarks``, computed on the 68 keypoint vertices only
@@ -120,12 +137,10 @@ def self_align(recon, images: torch.Tensor, model, rounds: int = SELF_ALIGN_ROUN
     unit = to_range(images, "0_1")          # aligned in [0, 1]: the area outside the image is black, as Deep3D's
     b, _, h, w = unit.shape
     size = recon.image_size
-    pts = torch.as_tensor(ffhq_template_5p(h, w), dtype=torch.float64, device=unit.device).expand(b, 5, 2).clone()
+    pts = ffhq_points(unit)
     rec = {"coeffs": [], "landmarks": [], "points": [], "tp": [], "kept": [torch.zeros(b, dtype=torch.bool)]}
     for r in range(rounds + 1):
-        crops, _, tp = align_tensor(unit, pts, size=size, rescale=default_rescale(size))
-        x = crops if recon.input_range == "0_1" else crops * 2.0 - 1.0
-        coeffs = recon(x.float(), check=False).float()
+        coeffs, tp = read_aligned(recon, unit, pts)
         lm_crop = project_landmarks(model, coeffs, size)                              # [B, 68, 2], crop pixels
         landmarks = unalign_landmarks(lm_crop.double(), tp.double())                 # full-image pixels
         for key, value in (("coeffs", coeffs), ("landmarks", landmarks), ("points", pts), ("tp", tp)):

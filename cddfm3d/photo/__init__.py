@@ -11,13 +11,13 @@ detector does (``ImportError`` naming the pip package otherwise).
 """
 from .detect import DETECTORS, Face, FaceIndexError, NoFaceError, choose_face, detect_faces, find_face
 from .fit import DEFAULT_SIZE, DEFAULT_STEPS, FRAMINGS, AlignedFace, PhotoFit, align_photo, photo_to_coefficients
-from .identity import SAME_PERSON_THRESHOLD, descriptor_distance, face_descriptor
+from .identity import SAME_PERSON_THRESHOLD, descriptor_distance, face_descriptor, identity_distance
 from .models import INSTALL_HINT, MODEL_FILES, model_path
 from .reading import read_photo
 
 __all__ = [
     "read_photo", "DETECTORS", "Face", "NoFaceError", "FaceIndexError", "detect_faces", "choose_face", "find_face",
     "AlignedFace", "align_photo", "PhotoFit", "photo_to_coefficients", "DEFAULT_SIZE", "DEFAULT_STEPS",
-    "FRAMINGS", "face_descriptor", "descriptor_distance", "SAME_PERSON_THRESHOLD", "model_path", "MODEL_FILES",
-    "INSTALL_HINT",
+    "FRAMINGS", "face_descriptor", "descriptor_distance", "identity_distance", "SAME_PERSON_THRESHOLD", "model_path",
+    "MODEL_FILES", "INSTALL_HINT",
 ]

@@ -73,4 +73,18 @@ def descriptor_distance(a, b) -> np.ndarray | float:
     return float(d) if d.ndim == 0 else d
 
 
-__all__ = ["CHIP_PADDING", "DESCRIPTOR_DIM", "SAME_PERSON_THRESHOLD", "descriptor_distance", "face_descriptor"]
+def identity_distance(image_a, image_b, landmarks, landmarks_size: int | None = None) -> float:
+    """dlib's identity distance between two images of one face framed alike (a photo crop and its embedding), both
+    described at the same 68 ``landmarks`` [68, 2] (pixels, y down, centres on integers): images too small for the
+    detector still get descriptors, and the distance measures the pixels, not the landmarks. ``landmarks_size``:
+    the side of the image the landmarks were found in (e.g. a 128-px crop) when it differs from ``image_a``'s;
+    they are rescaled about pixel centres, ``(x + 0.5) * S / landmarks_size - 0.5``. Raises as
+    :func:`face_descriptor`."""
+    lm = np.asarray(landmarks, np.float64)
+    if landmarks_size is not None:
+        lm = (lm + 0.5) * (np.asarray(image_a).shape[0] / landmarks_size) - 0.5
+    return float(descriptor_distance(face_descriptor(image_a, lm), face_descriptor(image_b, lm)))
+
+
+__all__ = ["CHIP_PADDING", "DESCRIPTOR_DIM", "SAME_PERSON_THRESHOLD", "descriptor_distance", "face_descriptor",
+           "identity_distance"]

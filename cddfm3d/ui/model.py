@@ -360,7 +360,7 @@ class EditorModel:
         photo's reading errors (``FileNotFoundError``, ``ValueError``); ``ImportError`` naming the pip package
         when dlib or its model files are missing (:func:`cddfm3d.photo.models.require_dlib`); then
         :func:`cddfm3d.adapt.pie_embed`'s errors for bad ``pie_options`` values."""
-        from ..photo import descriptor_distance, face_descriptor, photo_to_coefficients
+        from ..photo import identity_distance, photo_to_coefficients
 
         who = "EditorModel.load_photo"
         if embed not in EMBEDDINGS:
@@ -376,10 +376,9 @@ class EditorModel:
         R = self.editor.G.resolution
         x, _ = generator_input(fitted.crop, R, who)
         result = self._embed(self.editor, x, embed, steps, progress, space="w+", pie_options=options)
-        # the fit's 68 landmarks, crop pixels (centres on integers) -> pixels of the R x R images
-        lm = (fitted.fit.landmarks[0].detach().double().cpu().numpy() + 0.5) * (R / PHOTO_SIZE) - 0.5
         image = to_uint8(result.image.detach().cpu())
-        distance = descriptor_distance(face_descriptor(_hwc(to_uint8(x)), lm), face_descriptor(_hwc(image), lm))
+        distance = identity_distance(_hwc(to_uint8(x)), _hwc(image), fitted.fit.landmarks[0].detach().cpu().numpy(),
+                                     landmarks_size=PHOTO_SIZE)       # the fit's 68 landmarks, in the crop's pixels
         render = to_uint8(generator_input(fitted.fit.image.detach().float().cpu().clamp(0, 1) * 2 - 1, R, who)[0])
         with self._lock:
             self._load_embedding(result, x, HUMAN, photo=_Photo(fitted, render, float(distance)))
