@@ -166,17 +166,14 @@ class PIEEnergies:
                 i, k = torch.triu_indices(pool_size, pool_size, 1)
                 self.scale = {a: float(attribute_distance(model, self.pool[i], self.pool[k], a).double().mean())
                               for a in ATTRIBUTES}
-        self.masks = {}
+        self.columns = {}
         for a in self.attributes if self.weights.get("identity", 0) > 0 else ():
             net = getattr(editor.manipulators[a], "net", None)
-            if not all(hasattr(net, k) for k in ("edit_layers", "offsets", "style_std", "p_dim")):
+            if not all(hasattr(net, k) for k in ("edited_columns", "style_std", "p_dim")):
                 raise ValueError(f"pie_embed: the identity energy needs every F^i to be a LatentManipulator (its layer "
                                  f"set and style spread); the F^i of {a!r} is a {type(editor.manipulators[a]).__name__}"
                                  f". Switch the term off with weights={{'identity': 0}}")
-            mask = torch.zeros(net.style_dim, dtype=torch.bool, device=dev)
-            for layer in net.edit_layers:
-                mask[net.offsets[layer]:net.offsets[layer + 1]] = True
-            self.masks[a] = (mask, net.style_std.to(dev))
+            self.columns[a] = (net.edited_columns(dev), net.style_std.to(dev))
 
     def _d(self, a: torch.Tensor, b: torch.Tensor, attribute: str) -> torch.Tensor:
         return attribute_distance(self.model, a, b, attribute).float() / self.scale[attribute]
@@ -195,9 +192,9 @@ class PIEEnergies:
             terms = []
             for a in self.attributes:
                 net = ed.manipulators[a].net
-                mask, std = self.masks[a]
+                cols, std = self.columns[a]
                 ds = net(s, s.new_zeros(len(s), net.p_dim))
-                terms.append((ds / std)[:, mask].square().mean(1))
+                terms.append((ds / std)[:, cols].square().mean(1))
             out["identity"] = sum(terms) / len(terms)
         edit_on = any(w.get(k, 0) > 0 for k in ("edit", "invariance"))
         if edit_on or w.get("recognition", 0) > 0:

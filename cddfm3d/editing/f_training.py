@@ -232,8 +232,7 @@ class FTrainer(ScheduledRun):
         self.net = LatentManipulator(config.attribute, layer_channels, config.edit_layers, style_mean=tr.mean(0),
                                      style_std=std, p_scale=p_scale, code_dim=config.code_dim,
                                      activation=config.activation).to(self.device)
-        off = self.net.net.offsets
-        self.edited = torch.cat([torch.arange(off[k], off[k + 1]) for k in config.edit_layers]).to(self.device)
+        self.edited = self.net.net.edited_columns(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.rng = torch.Generator().manual_seed(config.seed)   # the same on every rank: one global batch
         self.track(net=self.net, opt=self.opt, rng=self.rng)

@@ -111,6 +111,12 @@ class StyleManipulator(nn.Module):
     def style_dim(self) -> int:
         return self.offsets[-1]
 
+    def edited_columns(self, device=None) -> torch.Tensor:
+        """The flat-style columns this network writes (those of ``edit_layers``), increasing: int64 [E] on ``device``
+        (default CPU)."""
+        return torch.cat([torch.arange(self.offsets[k], self.offsets[k + 1])
+                          for k in sorted(self.edit_layers)]).to(device)
+
     def forward(self, s: torch.Tensor, dp: torch.Tensor) -> torch.Tensor:
         """Offsets ds [B, D] (zero outside ``edit_layers``) for flat styles s [B, D] and dP [B, p_dim]."""
         if s.ndim != 2 or s.shape[1] != self.style_dim:
