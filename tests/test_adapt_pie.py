@@ -326,3 +326,13 @@ def test_ffhq_reader_is_the_pairs_first_self_alignment_round_and_passes_gradient
     assert float(corner.abs().sum()) == 0
     with pytest.raises(ValueError, match=r"framing must be one of \('whole', 'ffhq'\)"):
         recon_reader(recon, "deep3d")
+
+
+def test_on_step_counts_both_stages(world):
+    G, editor, recon, model, images = world
+    calls = []
+    r = pie_embed(G, images[:1], steps=5, weights=RIG_OFF, n_stats=100, progress=False,
+                  on_step=lambda k, n: calls.append((k, n)))
+    assert calls == [(k, 5) for k in range(1, 6)] and r.stages == [("w", 3), ("w+", 2)]
+    with pytest.raises(ValueError, match="on_step must be None or a callable"):
+        pie_embed(G, images[:1], steps=5, on_step=3, progress=False)

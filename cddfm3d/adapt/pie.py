@@ -46,7 +46,7 @@ from ..editing import ATTRIBUTE_SLICES
 from ..face3d.measures import ATTRIBUTES, attribute_distance
 from ..images import to_range
 from .projection import (ProjectionResult, _check_images, _check_int, _check_nonnegative, _seeds, _start_ws,
-                         choose_perceptual, finish, initial_noise, optimise, w_statistics)
+                         check_on_step, choose_perceptual, finish, initial_noise, optimise, w_statistics)
 
 ENERGIES = ("synth", "identity", "edit", "invariance", "recognition")
 # Chosen on 6 renders (sample_coeffs seed 1001; the benchmark uses others) among rig weights 0.1 / 0.3 / 1 and
@@ -241,7 +241,7 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
               lr: float = 0.1, pixel_weight: float = 1.0, noise_weight: float = 1e5,
               initial_noise_factor: float = 0.05, init_ws: torch.Tensor | None = None, n_stats: int = 10000,
               pool_size: int = POOL_SIZE, pool_seed: int = POOL_SEED, seed: int | Sequence[int] = 0,
-              progress: bool = True) -> PIEResult:
+              progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> PIEResult:
     """Embed ``images`` into ``G`` with PIE's energies and its W -> W+ schedule (module docstring).
 
     Args:
@@ -261,9 +261,9 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
         recognizer: a differentiable face-recognition features function for ``recognition`` (images [B, 3, H, W]
             in [-1, 1] -> [B, K]; default R's identity: shape and albedo).
         attributes: the edit attributes (names from :data:`cddfm3d.face3d.measures.ATTRIBUTES`, each with an F^i).
-        perceptual, lr, pixel_weight, noise_weight, initial_noise_factor, init_ws, n_stats, seed, progress: as
+        perceptual, lr, pixel_weight, noise_weight, initial_noise_factor, init_ws, n_stats, seed, progress, on_step: as
             :func:`cddfm3d.adapt.project` (``init_ws`` starts the W stage: [B, w_dim] or [B, num_ws, w_dim] with
-            one w in every layer).
+            one w in every layer; ``on_step(step, steps)`` counts both stages, step = 1 .. steps).
         pool_size, pool_seed: the random faces v of ``edit`` / ``invariance`` (>= 2 faces).
 
     Returns a :class:`PIEResult`. Raises ``ValueError`` (before any work) for bad images (shape, dtype, range), steps,
@@ -276,6 +276,7 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
     weights = _check_weights(weights)
     _check_nonnegative(lr=lr, pixel_weight=pixel_weight, noise_weight=noise_weight,
                        initial_noise_factor=initial_noise_factor)
+    check_on_step(on_step)
     if isinstance(w_fraction, bool) or not isinstance(w_fraction, (int, float)) or not 0 < w_fraction < 1:
         raise ValueError(f"pie_embed: w_fraction must be a number in (0, 1), found {w_fraction!r}")
     _check_int("pool_size", pool_size, 2)
@@ -312,9 +313,13 @@ def pie_embed(G, images: torch.Tensor, steps: int = DEFAULT_STEPS, *, weights: M
     common = dict(lr=lr, pixel_weight=pixel_weight, noise_weight=noise_weight,
                   initial_noise_factor=initial_noise_factor, noise_ramp_length=0.75, lr_rampup_length=0.05,
                   lr_rampdown_length=0.25, progress=progress, extra=extra, synth_weight=weights["synth"])
-    run_w = optimise(G, target, dist, prepared, "w", steps_w, ws0, noise, gens, sigma, desc="PIE (W)", **common)
+    def stage_steps(offset: int):
+        return None if on_step is None else (lambda k: on_step(offset + k, steps))
+
+    run_w = optimise(G, target, dist, prepared, "w", steps_w, ws0, noise, gens, sigma, desc="PIE (W)",
+                     on_step=stage_steps(0), **common)
     run = optimise(G, target, dist, prepared, "w+", steps_p, run_w.ws, run_w.noise, gens, sigma, desc="PIE (W+)",
-                   **common)
+                   on_step=stage_steps(steps_w), **common)
     history = {k: torch.cat([run_w.history[k], run.history[k]]) for k in run.history}
     synth = weights["synth"] * (history["perceptual"] + pixel_weight * history["mse"])
     history["synth"] = synth

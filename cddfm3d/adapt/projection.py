@@ -183,6 +183,12 @@ def _check_nonnegative(**values) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, found {value!r}")
 
 
+def check_on_step(on_step) -> None:
+    """``on_step`` must be None or a callable ``on_step(step, steps)``; ``ValueError`` otherwise."""
+    if on_step is not None and not callable(on_step):
+        raise ValueError(f"on_step must be None or a callable on_step(step, steps), found {type(on_step).__name__}")
+
+
 def _check_int(name: str, value, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an int >= {lo}, found {value!r}")
@@ -222,7 +228,7 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
             lr: float = 0.1, pixel_weight: float = 1.0, noise_weight: float = 1e5, initial_noise_factor: float = 0.05,
             noise_ramp_length: float = 0.75, lr_rampup_length: float = 0.05, lr_rampdown_length: float = 0.25,
             init_ws: torch.Tensor | None = None, n_stats: int = 10000, seed: int | Sequence[int] = 0,
-            progress: bool = True) -> ProjectionResult:
+            progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> ProjectionResult:
     """Project ``images`` into generator ``G`` (see the module docstring for the method).
 
     Args:
@@ -240,6 +246,8 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
         n_stats: z samples for the mean w and σ.
         seed: int (image i uses seed + i) or one int per image.
         progress: tqdm bar.
+        on_step: optional ``on_step(step, steps)`` called after each optimisation step (step = 1 .. steps), e.g. to
+            show progress in a user interface.
 
     Returns a :class:`ProjectionResult`. Raises ValueError for images of another shape, dtype or range, an unknown
     space or perceptual distance, steps < 1, a bad seed or init_ws, naming the argument, expected and found.
@@ -250,6 +258,7 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
     _check_images(G, images)
     _check_nonnegative(lr=lr, pixel_weight=pixel_weight, noise_weight=noise_weight,
                        initial_noise_factor=initial_noise_factor)
+    check_on_step(on_step)
     for name, value in (("noise_ramp_length", noise_ramp_length), ("lr_rampup_length", lr_rampup_length),
                         ("lr_rampdown_length", lr_rampdown_length)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
@@ -268,7 +277,8 @@ def project(G, images: torch.Tensor, space: str = "w+", steps: int = DEFAULT_STE
     run = optimise(G, target, dist, prepared, space, steps, ws0, noise, gens, sigma, lr=lr, pixel_weight=pixel_weight,
                    noise_weight=noise_weight, initial_noise_factor=initial_noise_factor,
                    noise_ramp_length=noise_ramp_length, lr_rampup_length=lr_rampup_length,
-                   lr_rampdown_length=lr_rampdown_length, progress=progress, desc=f"project ({space})")
+                   lr_rampdown_length=lr_rampdown_length, progress=progress, desc=f"project ({space})",
+                   on_step=None if on_step is None else (lambda k: on_step(k, steps)))
     return finish(G, run, target, dist, prepared, space, steps, seeds, t0)
 
 
@@ -297,7 +307,8 @@ def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space:
              noise: list[torch.Tensor], gens: Sequence[torch.Generator], sigma: float, *, lr: float,
              pixel_weight: float, noise_weight: float, initial_noise_factor: float, noise_ramp_length: float,
              lr_rampup_length: float, lr_rampdown_length: float, progress: bool, desc: str,
-             extra: Callable | None = None, synth_weight: float = 1.0) -> _Run:
+             extra: Callable | None = None, synth_weight: float = 1.0,
+             on_step: Callable[[int], None] | None = None) -> _Run:
     """One optimisation stage of the projector (module docstring) from the W+ latent ``ws0`` [B, num_ws, w_dim] and
     the noise maps ``noise`` (copied; the caller's are not changed), with the latent noise drawn from ``gens``.
 
@@ -305,8 +316,9 @@ def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space:
     step (latent noise included, with gradient), the synthesised image [B, 3, H, W], the noise maps and the progress
     t in [0, 1), and returns {name: per-image value [B]} already weighted; their sum joins the loss and each is
     recorded in the history under its name. ``synth_weight`` multiplies the image terms (perceptual + pixel);
-    1 (the projector) leaves them exactly as they are. Used by :func:`cddfm3d.adapt.pie.pie_embed`. Runs with
-    gradients on, also inside an enclosing ``torch.no_grad()`` block."""
+    1 (the projector) leaves them exactly as they are. Used by :func:`cddfm3d.adapt.pie.pie_embed`.
+    ``on_step(k)`` is called after step k = 1 .. ``steps``. Runs with gradients on, also inside an enclosing
+    ``torch.no_grad()`` block."""
     dev = target.device
     with torch.no_grad():
         if space == "w":
@@ -364,6 +376,8 @@ def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space:
             hist.setdefault(key, []).append(v.detach())
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{float(per_image.detach().mean()):.4f}")
+        if on_step is not None:
+            on_step(step + 1)
 
     with torch.no_grad():
         styles = G.flatten_styles(styles_of(latent, None)).detach().clone()

@@ -66,7 +66,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapt.perceptual import PerceptualDistance
 from ..editing import ATTRIBUTE_SLICES, ATTRIBUTES
 from ..editing.face_editor import FaceEditor
 from ..editing.pairs import noise_for
@@ -88,7 +87,8 @@ FAST_PIE_STEPS = 30              # load_photo's default PIE steps in FAST mode
 FAST_FIT_STEPS = 50              # load_photo's default 3DMM fit steps in FAST mode
 EMBEDDINGS = ("pie", "project")  # load_photo's embeddings: cddfm3d.adapt.pie_embed, cddfm3d.adapt.project (W+)
 PHOTO_SIZE = 128                 # load_photo's crop and fit resolution (cddfm3d.photo's default; reduced to G's)
-RESERVED_PIE_OPTIONS = ("G", "images", "steps", "editor", "perceptual", "progress", "seed")   # set by load_photo
+# set by load_photo
+RESERVED_PIE_OPTIONS = ("G", "images", "steps", "editor", "perceptual", "progress", "on_step", "seed")
 
 
 class EditorModel:
@@ -409,21 +409,20 @@ class EditorModel:
     def _embed(self, editor: FaceEditor, x: torch.Tensor, embed: str, steps: int, progress,
                space: str = "w+", pie_options: Mapping | None = None):
         """``x`` [1, 3, R, R] embedded into ``editor.G`` by PIE (``embed="pie"``, ``editor`` as its rig) or the
-        projector in ``space``, seed 0, with :meth:`_perceptual_distance` (wrapped to call ``progress(step,
-        steps)`` when it is a callable). The one embedding call of :meth:`load_image` and :meth:`load_photo`."""
+        projector in ``space``, seed 0, with :meth:`_perceptual_distance`; ``progress(step, steps)`` is called after
+        each step when it is a callable. The one embedding call of :meth:`load_image` and :meth:`load_photo`."""
         distance = self._perceptual_distance()
-        if callable(progress):
-            distance = _StepReporter(distance, int(steps), progress)
+        on_step = progress if callable(progress) else None
         with torch.enable_grad():
             if embed == "pie":
                 from ..adapt.pie import pie_embed
 
                 return pie_embed(editor.G, x.to(editor.device), steps=int(steps), editor=editor, perceptual=distance,
-                                 progress=progress is True, **(pie_options or {}))
+                                 progress=progress is True, on_step=on_step, **(pie_options or {}))
             from ..adapt import projection
 
             return projection.project(editor.G, x.to(editor.device), space=space, steps=int(steps),
-                                      perceptual=distance, progress=progress is True)
+                                      perceptual=distance, progress=progress is True, on_step=on_step)
 
     def _load_embedding(self, result, x: torch.Tensor, domain: str, photo: _Photo | None = None) -> None:
         """Make an embedding (a ProjectionResult of the image ``x`` [1, 3, R, R]) the source of ``domain``: its
@@ -1094,26 +1093,6 @@ class _Photo:
     fit: object              # cddfm3d.photo.PhotoFit
     render: torch.Tensor
     identity_distance: float
-
-
-class _StepReporter(PerceptualDistance):
-    """``inner`` (a perceptual distance, same name and values) that calls ``report(step, steps)`` after each of the
-    first ``steps`` distances it computes: :func:`cddfm3d.adapt.project` computes one per optimisation step (then
-    one for its result), so this reports the projection's progress through its ``perceptual`` argument."""
-
-    def __init__(self, inner: PerceptualDistance, steps: int, report: Callable[[int, int], None]):
-        super().__init__()
-        self.inner, self.name, self.steps, self.report, self.count = inner, inner.name, steps, report, 0
-
-    def prepare(self, targets: torch.Tensor) -> list[torch.Tensor]:
-        return self.inner.prepare(targets)
-
-    def distance(self, images: torch.Tensor, prepared: list[torch.Tensor]) -> torch.Tensor:
-        d = self.inner.distance(images, prepared)
-        if self.count < self.steps:
-            self.count += 1
-            self.report(self.count, self.steps)
-        return d
 
 
 def _check_steps(steps, default: int, who: str, minimum: int = 1) -> int:
