@@ -194,7 +194,7 @@ def _ship_domain(args) -> int:
     from .adapt.ship import ship_domain_generator
 
     report = ship_domain_generator(args.run, args.domain, args.train_data, args.heldout, n_fd=args.n_fd,
-                                   n_consistency=args.n_consistency,
+                                   n_consistency=args.n_consistency, precision=args.precision,
                                    ship_command="python -m cddfm3d " + shlex.join(args.argv))
     print(json.dumps(report, indent=2))
     return 0
@@ -727,6 +727,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
     d.set_defaults(func=_demo)
 
+    from .adapt.delta import DELTA_PRECISIONS
     from .world.domains import DOMAINS, MAX_SIZE, MIN_SIZE
 
     w = sub.add_parser("make-world", help="render a mini-world dataset (sharded, resumable)")
@@ -791,7 +792,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     sd = sub.add_parser("ship-domain", help="evaluate a latent-consistent finetune run (FD against the domain's "
                         "renders, latent consistency with mini/generator) and ship it as mini/generator_<domain> "
-                        "(float16 changes of mini/generator)")
+                        "(float16 or int8 changes of mini/generator)")
     sd.add_argument("--domain", required=True, choices=[d for d in DOMAINS if d != "human"],
                     help="the domain the run was fine-tuned to (its mini/recon_<domain> must be shipped)")
     sd.add_argument("--run", type=_existing_dir, required=True, help="finetune run folder")
@@ -802,6 +803,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(default: 2000)")
     sd.add_argument("--n-consistency", type=_int_at_least(2), default=1000, help="latents of the consistency "
                     "measure (default: 1000)")
+    sd.add_argument("--precision", choices=DELTA_PRECISIONS, default="float16", help="storage of the changes: "
+                    "float16, or int8 with one scale per output channel (half the size; default: float16)")
     sd.set_defaults(func=_ship_domain)
 
     from .face3d.measures import ATTRIBUTES

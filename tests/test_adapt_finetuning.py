@@ -231,3 +231,59 @@ def test_generator_delta_refuses_other_base(base_file, tmp_path, monkeypatch):
         save_generator_delta(other, base, "x", "0", tmp_path / "e.safetensors")
     with pytest.raises(FileNotFoundError):
         load_generator_delta(tmp_path / "missing.safetensors", base=base)
+
+
+def test_generator_delta_int8_rows_within_their_bound(base_file, tmp_path):
+    """int8 storage: each weight's error is at most half its row's quantisation step (max |change| of the row /
+    254, plus float32 rounding of the sum), 1-D and 0-D changes stay float16, and the file is smaller."""
+    from cddfm3d.serialization import read_safetensors
+
+    base = load_generator(base_file)
+    tr = finetune(inverted(), ft_config(base_file), tmp_path / "run", progress=False, max_steps=3)
+    f16 = save_generator_delta(tr.G_ema, base, "mini/generator", "0" * 64, tmp_path / "h.safetensors")
+    info = save_generator_delta(tr.G_ema, base, "mini/generator", "0" * 64, tmp_path / "q.safetensors",
+                                precision="int8")
+    assert info["precision"] == "int8" and info["changed"] == f16["changed"]
+    assert (tmp_path / "q.safetensors").stat().st_size < 0.6 * (tmp_path / "h.safetensors").stat().st_size
+    tensors, meta = read_safetensors(tmp_path / "q.safetensors")
+    assert meta["precision"] == "int8"
+    G = load_generator_delta(tmp_path / "q.safetensors", base=base)
+    worst = 0.0
+    for k, v in tr.G_ema.state_dict().items():
+        b, got = base.state_dict()[k], G.state_dict()[k]
+        if torch.equal(v, b):
+            assert torch.equal(got, v) and "delta." + k not in tensors, k
+            continue
+        change = (v - b).double()
+        err = (got.double() - v.double()).abs()
+        if change.ndim >= 2:
+            assert tensors["delta." + k].dtype == torch.int8 and tensors["scale." + k].shape == (change.shape[0],)
+            row_max = change.reshape(change.shape[0], -1).abs().amax(1)
+            bound = row_max / 254 * (1 + 1e-6) + v.double().abs().reshape(v.shape[0], -1).amax(1) * 2 ** -23
+            assert (err.reshape(err.shape[0], -1) <= bound[:, None] + 1e-12).all(), k
+        else:
+            assert tensors["delta." + k].dtype == torch.float16, k
+            assert (err <= change.abs() * 2 ** -11 + v.double().abs() * 2 ** -23 + 1e-12).all(), k
+        worst = max(worst, float(err.max()))
+    assert worst == pytest.approx(info["max_abs_error"], rel=1e-6, abs=1e-12)
+    assert latent_inconsistency(base, G) == []
+    with pytest.raises(ValueError, match="precision must be one of"):
+        save_generator_delta(tr.G_ema, base, "x", "0", tmp_path / "e.safetensors", precision="int4")
+
+
+def test_generator_delta_int8_refuses_missing_or_stray_scales(base_file, tmp_path):
+    from cddfm3d.serialization import read_safetensors, save_safetensors
+
+    base = load_generator(base_file)
+    tr = finetune(inverted(), ft_config(base_file), tmp_path / "run", progress=False, max_steps=2)
+    save_generator_delta(tr.G_ema, base, "mini/generator", "0" * 64, tmp_path / "q.safetensors", precision="int8")
+    tensors, meta = read_safetensors(tmp_path / "q.safetensors")
+    key = next(k for k, v in tensors.items() if v.dtype == torch.int8)
+    no_scale = {k: v for k, v in tensors.items() if k != "scale." + key[len("delta."):]}
+    save_safetensors(no_scale, tmp_path / "a.safetensors", meta)
+    with pytest.raises(CheckpointError, match="needs 'scale"):
+        load_generator_delta(tmp_path / "a.safetensors", base=base)
+    stray = {k: v for k, v in tensors.items() if k != key}
+    save_safetensors(stray, tmp_path / "b.safetensors", meta)
+    with pytest.raises(CheckpointError, match="scale of no stored difference"):
+        load_generator_delta(tmp_path / "b.safetensors", base=base)

@@ -9,17 +9,21 @@ images of the shipped (delta-loaded) generator:
   generator before fine-tuning, against the same renders) and the ratio to the floor;
 * ``consistency_<attribute>_ev`` / ``_relative_distance``: :func:`cddfm3d.adapt.consistency.latent_consistency`
   against the human generator (read by ``mini/recon`` and ``mini/recon_<domain>``), and its noise ceiling;
-* the run's length (``train_kimg``, ``train_steps``) and ``max_abs_weight_error`` of the float16 delta.
+* the run's length (``train_kimg``, ``train_steps``), its freeze mode (``freeze``, ``freeze_g_blocks``), the
+  delta's ``precision`` and its ``max_abs_weight_error``.
 
 Only latent-consistent runs (``w -> s`` bitwise the human generator's) are shipped: a train-everything generator
 would break T and F^i, which read the human generator's StyleSpace.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from .. import assets
 from ..face3d.measures import ATTRIBUTES
@@ -30,7 +34,7 @@ from ..world.domains import DOMAINS, mini_model
 from ..world.quality import feature_stats, frechet_distance, generate, recon_features
 from ..world.ship import _train_log_tail
 from .consistency import latent_consistency
-from .delta import load_generator_delta, save_generator_delta
+from .delta import DELTA_PRECISIONS, load_generator_delta, save_generator_delta
 from .finetuning import latent_inconsistency
 
 BASE = "mini/generator"
@@ -42,15 +46,33 @@ def domain_generator_name(domain: str) -> str:
     return f"mini/generator_{domain}"
 
 
+def _freeze_mode(run: Path) -> tuple[str, int]:
+    """(freeze, freeze_g_blocks) of a finetune run, from its checkpoint's config."""
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ship-domain: {ckpt} does not exist (a finetune run folder holds one)")
+    cfg = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"])
+    return str(cfg.get("freeze", "affine")), int(cfg.get("freeze_g_blocks", 0) or 0)
+
+
+def _frozen_words(freeze: str, blocks: int) -> str:
+    if freeze == "freeze-g":
+        return (f"its mapping, affines and lowest {blocks} synthesis blocks frozen (FreezeG; latent-consistent like "
+                f"the paper's fine-tuning)")
+    return "its mapping and affines frozen (the paper's latent-consistent fine-tuning)"
+
+
 def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: int = 2000,
-                          n_consistency: int = 1000, seed: int = 0, ship_command: str = "") -> dict:
+                          n_consistency: int = 1000, seed: int = 0, ship_command: str = "",
+                          precision: str = "float16") -> dict:
     """Evaluate ``run_dir``'s ``generator.safetensors`` (a ``finetune`` run of ``mini/generator``) against the
-    domain's renders and ship it (module docstring). ``train_data``: the dataset it was fine-tuned on (its
-    renders are the FD floor's second set); ``heldout_data``: a dataset of the domain made with another seed.
-    Returns the metrics. Raises ``ValueError`` for the human domain, a generator that is not latent-consistent
-    with the shipped ``mini/generator``, too few renders or held-out data of the training seed;
-    ``FileNotFoundError`` for missing files (the run's ``commands.txt`` included) or a missing
-    ``mini/recon_<domain>``."""
+    domain's renders and ship it (module docstring) as a delta of ``precision`` (``"float16"`` or ``"int8"``,
+    :mod:`cddfm3d.adapt.delta`). ``train_data``: the dataset it was fine-tuned on (its renders are the FD floor's
+    second set); ``heldout_data``: a dataset of the domain made with another seed. Returns the metrics. Raises
+    ``ValueError`` for the human domain, a generator that is not latent-consistent with the shipped
+    ``mini/generator``, too few renders, held-out data of the training seed or an unknown precision;
+    ``FileNotFoundError`` for missing files (the run's ``commands.txt`` and ``checkpoint.pt`` included) or a
+    missing ``mini/recon_<domain>``."""
     t0 = time.perf_counter()
     if domain not in DOMAINS or domain == "human":
         raise ValueError(f"ship-domain: domain must be one of {[d for d in DOMAINS if d != 'human']}, found "
@@ -63,6 +85,9 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
         raise ValueError(f"ship-domain: {run / 'generator.safetensors'} changes w -> s of the shipped {BASE} "
                          f"({len(changed)} tensors, e.g. {changed[:3]}): only a latent-consistent fine-tuning "
                          f"(finetune --freeze affine or freeze-g) can share T and the F^i; ship that one")
+    if precision not in DELTA_PRECISIONS:
+        raise ValueError(f"ship-domain: precision must be one of {DELTA_PRECISIONS}, found {precision!r}")
+    freeze, freeze_blocks = _freeze_mode(run)
     cmds = rebuild_commands(train_data) + rebuild_commands(run) + rebuild_commands(heldout_data)
     train = WorldDataset(train_data, domain, limit=n_fd)
     held = WorldDataset(heldout_data, domain, limit=n_fd)
@@ -79,7 +104,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / dest.name
-        info = save_generator_delta(G_run, base, BASE, assets.entry(BASE)["sha256"], staged)
+        info = save_generator_delta(G_run, base, BASE, assets.entry(BASE)["sha256"], staged, precision=precision)
         assets.check_budget(dest, staged.stat().st_size, "ship-domain")
         shutil.copyfile(staged, dest)
     G = load_generator_delta(dest, base=base)
@@ -92,7 +117,8 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     metrics = {"domain": domain, "n_fd": n_fd, "fd_domain_features": fd, "fd_floor": floor,
                "fd_ratio_to_floor": fd / max(floor, 1e-12), "fd_human_generator": fd_human,
                "n_consistency": n_consistency, "w_to_s_identical": cons["w_to_s_identical"],
-               "max_abs_weight_error": info["max_abs_error"], "tensors_changed": info["changed"]}
+               "max_abs_weight_error": info["max_abs_error"], "tensors_changed": info["changed"],
+               "precision": precision, "freeze": freeze, "freeze_g_blocks": freeze_blocks}
     for a in ATTRIBUTES:
         for key in ("ev", "ev_centred", "correlation", "relative_distance"):
             metrics[f"consistency_{a}_{key}"] = cons["consistency"][a][key]
@@ -101,8 +127,8 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     assets.register(
         domain_generator_name(domain), dest, KIND, G.config,
         "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,
-        description=f"mini/generator fine-tuned to the {domain} domain with its mapping and affines frozen (the "
-                    f"paper's latent-consistent fine-tuning), stored as float16 changes of mini/generator")
+        description=f"mini/generator fine-tuned to the {domain} domain with {_frozen_words(freeze, freeze_blocks)}, "
+                    f"stored as {precision} changes of mini/generator")
     return {"metrics": metrics, "seconds": time.perf_counter() - t0}
 
 
