@@ -336,7 +336,8 @@ def _finetune(args) -> int:
                          snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, lr=args.lr, augment=args.augment,
                          ada_target=args.ada_target, ada_kimg=args.ada_kimg, seed=args.seed, init_generator=init,
                          init_discriminator=args.init_discriminator, d_warmup_steps=args.d_warmup_steps,
-                         freeze=args.freeze, freeze_g_blocks=args.freeze_g_blocks, n_images=args.n_images)
+                         freeze=args.freeze, freeze_g_blocks=args.freeze_g_blocks, train_rgb=args.train_rgb,
+                         n_images=args.n_images)
     dataset = _training_images(args.data, args.resolution, args.domain)
     return _run_gan(args, finetune, cfg, dataset, min(len(dataset), args.n_images or len(dataset)),
                     "fine-tuned EMA generator")
@@ -907,6 +908,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(FreezeG); none: train everything (the official code)")
     ft.add_argument("--freeze-g-blocks", type=_int_at_least(0), default=0, metavar="K",
                     help="with --freeze freeze-g: number of lowest-resolution synthesis blocks frozen")
+    ft.add_argument("--train-rgb", action="store_true", help="with --freeze freeze-g: the frozen blocks' tRGB "
+                    "layers (not their affines) still train, so the style's colours adapt at every resolution")
     ft.add_argument("--n-images", type=POSITIVE, default=None, metavar="N", help="fine-tune from the first N "
                     "images of the dataset only (default: all)")
     _gan_options(ft, kimg=20.0, snapshot_kimg=2.0, augment="ada", d_warmup_steps=200)

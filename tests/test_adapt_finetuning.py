@@ -97,6 +97,25 @@ def test_freeze_g_keeps_lowest_blocks(base_file, tmp_path):
                if k.startswith("synthesis_network.b16.") and ".affine." not in k)
 
 
+def test_freeze_g_train_rgb_moves_only_the_frozen_blocks_trgb(base_file, tmp_path):
+    """train_rgb: in the frozen blocks exactly the tRGB weights and biases train; their convolutions, the constant
+    and every affine (tRGB's included) stay bitwise; the flag is refused without freeze-g."""
+    base = load_generator(base_file)
+    names = [n for n, _ in base.named_parameters()]
+    plain = set(frozen_parameter_names(base, "freeze-g", 2))
+    rgb = set(frozen_parameter_names(base, "freeze-g", 2, train_rgb=True))
+    low_rgb = {n for n in names if n.startswith(("synthesis_network.b4.torgb.", "synthesis_network.b8.torgb."))
+               and ".affine." not in n}
+    assert low_rgb and rgb == plain - low_rgb
+    tr = finetune(inverted(), ft_config(base_file, freeze="freeze-g", freeze_g_blocks=2, train_rgb=True), tmp_path,
+                  progress=False, max_steps=3)
+    changed = {k for k, v in base.state_dict().items() if not torch.equal(v, tr.G.state_dict()[k])}
+    assert low_rgb <= changed
+    assert not changed & rgb and latent_inconsistency(base, tr.G_ema) == []
+    with pytest.raises(ValueError, match="train_rgb"):
+        frozen_parameter_names(base, "affine", train_rgb=True)
+
+
 def test_n_images_draws_only_the_first_images(base_file, tmp_path):
     class Recording(torch.utils.data.Dataset):
         def __init__(self):

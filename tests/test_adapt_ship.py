@@ -46,7 +46,7 @@ def made(tmp_path_factory):
           "--d-warmup-steps", 1, "--device", "cpu"]
     cmds["ft"] = run(ft + ["--out", t / "ft"])
     cmds["ft_all"] = run(ft + ["--out", t / "ft_all", "--freeze", "none"])
-    cmds["ft_fg"] = run(ft + ["--out", t / "ft_fg", "--freeze", "freeze-g", "--freeze-g-blocks", 4])
+    cmds["ft_fg"] = run(ft + ["--out", t / "ft_fg", "--freeze", "freeze-g", "--freeze-g-blocks", 4, "--train-rgb"])
     return t, cmds
 
 
@@ -102,14 +102,14 @@ def test_ship_domain_writes_a_delta_with_metrics_of_the_shipped_file(made, world
             assert m[f"noise_ceiling_{a}_{key}"] == pytest.approx(cons["noise_ceiling"][a][key], rel=1e-6,
                                                                   abs=1e-9), (a, key)
     assert m["w_to_s_identical"] is True and m["train_steps"] == 2
-    assert (m["precision"], m["freeze"], m["freeze_g_blocks"]) == ("float16", "affine", 0)
+    assert (m["precision"], m["freeze"], m["freeze_g_blocks"], m["train_rgb"]) == ("float16", "affine", 0, False)
     assert "mapping and affines frozen" in e["description"] and "float16 changes" in e["description"]
 
 
 def test_ship_domain_int8_freeze_g_stores_only_the_trained_block(made, world):
-    """A FreezeG run (lowest 4 of 5 blocks frozen) shipped with --precision int8: the file holds only the 64-px
-    block's changes, weights as int8 with per-row scales; the loaded generator is the run's within the recorded
-    error, and the manifest names the freeze mode and precision."""
+    """A FreezeG run (lowest 4 of 5 blocks frozen, their tRGB layers trained) shipped with --precision int8: the
+    file holds only the 64-px block's and the tRGB layers' changes, weights as int8 with per-row scales; the loaded
+    generator is the run's within the recorded error, and the manifest names the freeze mode and precision."""
     t, cmds = made
     ship = run(["ship-domain", "--domain", "toon", "--run", t / "ft_fg", "--train-data", t / "train",
                 "--heldout", t / "heldout", "--n-fd", N, "--n-consistency", 4, "--precision", "int8"])
@@ -117,7 +117,10 @@ def test_ship_domain_int8_freeze_g_stores_only_the_trained_block(made, world):
     tensors, meta = read_safetensors(world / e["file"])
     assert meta["precision"] == "int8"
     changed = {k[len("delta."):] for k in tensors if k.startswith("delta.")}
-    assert changed and all(k.startswith("synthesis_network.b64.") and ".affine." not in k for k in changed)
+    assert changed and all((k.startswith("synthesis_network.b64.") or ".torgb." in k) and ".affine." not in k
+                           for k in changed)
+    assert {k for k in changed if ".torgb." in k} == {f"synthesis_network.b{r}.torgb.{p}" for r in (4, 8, 16, 32, 64)
+                                                      for p in ("weight", "bias")}
     assert {k[len("scale."):] for k in tensors if k.startswith("scale.")} == {
         k for k in changed if tensors["delta." + k].ndim >= 2}
     assert {str(tensors["delta." + k].dtype) for k in changed} == {"torch.int8", "torch.float16"}
@@ -127,8 +130,9 @@ def test_ship_domain_int8_freeze_g_stores_only_the_trained_block(made, world):
                                                          strict=True))
     assert err == pytest.approx(e["metrics"]["max_abs_weight_error"], rel=1e-6, abs=1e-12) and err > 0
     m = e["metrics"]
-    assert (m["precision"], m["freeze"], m["freeze_g_blocks"]) == ("int8", "freeze-g", 4)
-    assert "lowest 4 synthesis blocks frozen (FreezeG" in e["description"] and "int8 changes" in e["description"]
+    assert (m["precision"], m["freeze"], m["freeze_g_blocks"], m["train_rgb"]) == ("int8", "freeze-g", 4, True)
+    assert "lowest 4 synthesis blocks frozen (FreezeG, their tRGB layers trained" in e["description"]
+    assert "int8 changes" in e["description"]
     assert e["command"].splitlines() == [cmds["train"], cmds["ft_fg"], cmds["heldout"], ship]
 
 

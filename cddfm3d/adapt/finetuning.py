@@ -12,7 +12,10 @@ Freeze modes (:data:`FREEZE_MODES`):
 * ``"affine"`` (the paper, default): the mapping network and all affines (convolution and tRGB layers) are frozen;
   every synthesis weight, bias, noise strength and the constant input train.
 * ``"freeze-g"``: also the lowest ``freeze_g_blocks`` synthesis blocks (the constant input with them) are frozen
-  (FreezeG, Kim 2020: coarse structure kept, textures adapted); an ablation.
+  (FreezeG, Kim 2020: coarse structure kept, textures adapted). With ``train_rgb`` the frozen blocks' tRGB layers
+  (their 1x1 colour projections and biases, not their affines) still train: in StyleGAN2's skip generator every
+  block adds its own tRGB image, so a style with other colours (a grey pencil sketch) needs them, while the frozen
+  convolutions keep the face's geometry. Still latent-consistent: ``w -> s`` is untouched.
 * ``"none"``: train everything, as the official code does; an ablation that breaks the shared ``w -> s``.
 
 Training is StyleGAN2's (:class:`cddfm3d.stylegan2.training.GANTrainer`: non-saturating loss, lazy R1, EMA,
@@ -34,18 +37,20 @@ from ..stylegan2.training import GANTrainer, TrainConfig
 FREEZE_MODES = ("affine", "freeze-g", "none")
 
 
-def frozen_parameter_names(G: Generator, freeze: str = "affine", freeze_g_blocks: int = 0) -> list[str]:
+def frozen_parameter_names(G: Generator, freeze: str = "affine", freeze_g_blocks: int = 0,
+                           train_rgb: bool = False) -> list[str]:
     """Names of ``G``'s parameters (``G.named_parameters()``) that fine-tuning mode ``freeze`` keeps fixed.
 
     ``"affine"``: ``mapping_network.*`` and every ``*.affine.*`` (the ``w -> s`` map, tRGB affines included).
     ``"freeze-g"``: those and the synthesis blocks of the ``freeze_g_blocks`` lowest resolutions (4, 8, ... px;
-    the constant input with the 4-px block). ``"none"``: nothing. Raises ``ValueError`` for an unknown mode, a
-    block count outside [1, number of blocks] with ``"freeze-g"`` or a non-zero block count with another mode."""
+    the constant input with the 4-px block), less their tRGB weights and biases when ``train_rgb``. ``"none"``:
+    nothing. Raises ``ValueError`` for an unknown mode, a block count outside [1, number of blocks] with
+    ``"freeze-g"``, or a non-zero block count or ``train_rgb`` with another mode."""
     if freeze not in FREEZE_MODES:
         raise ValueError(f"freeze must be one of {FREEZE_MODES}, found {freeze!r}")
-    if freeze != "freeze-g" and freeze_g_blocks:
-        raise ValueError(f"freeze_g_blocks is {freeze_g_blocks!r}: it applies only with freeze='freeze-g', found "
-                         f"freeze={freeze!r}")
+    if freeze != "freeze-g" and (freeze_g_blocks or train_rgb):
+        raise ValueError(f"freeze_g_blocks is {freeze_g_blocks!r} and train_rgb {train_rgb!r}: they apply only with "
+                         f"freeze='freeze-g', found freeze={freeze!r}")
     names = [n for n, _ in G.named_parameters()]
     if freeze == "none":
         return []
@@ -58,7 +63,8 @@ def frozen_parameter_names(G: Generator, freeze: str = "affine", freeze_g_blocks
             raise ValueError(f"freeze_g_blocks must be an int in [1, {len(resolutions)}] (the generator's blocks "
                              f"{resolutions}) with freeze='freeze-g', found {k!r}")
         prefixes = tuple(f"synthesis_network.b{r}." for r in resolutions[:k]) + ("synthesis_network.const",)
-        frozen += [n for n in names if n.startswith(prefixes) and n not in frozen]
+        frozen += [n for n in names if n.startswith(prefixes) and n not in frozen
+                   and not (train_rgb and ".torgb." in n)]
     return frozen
 
 
@@ -76,13 +82,15 @@ def latent_inconsistency(G_base: Generator, G: Generator) -> list[str]:
 @dataclass
 class FinetuneConfig(TrainConfig):
     """:class:`~cddfm3d.stylegan2.training.TrainConfig` plus what fine-tuning adds. ``init_generator`` (the human
-    generator's file) is required; ``freeze``/``freeze_g_blocks`` as :func:`frozen_parameter_names`; ``n_images``:
+    generator's file) is required; ``freeze``/``freeze_g_blocks``/``train_rgb`` as :func:`frozen_parameter_names`;
+    ``n_images``:
     train on the first N images of the dataset only (``None``: all). Defaults differ from train-gan where
     fine-tuning needs it: a 200-step discriminator warm-up (a fresh D must first tell the domains apart) and
     ADA, whose probability stays at 0 while D does not overfit."""
 
     freeze: str = "affine"
     freeze_g_blocks: int = 0
+    train_rgb: bool = False
     n_images: int | None = None
     d_warmup_steps: int = 200
     augment: str = "ada"
@@ -93,7 +101,7 @@ class FinetuneTrainer(GANTrainer):
     the EMA. Exports ``generator.safetensors`` (the EMA generator, full) and ``discriminator.safetensors``."""
 
     name = "finetune"
-    arch_keys = GANTrainer.arch_keys + ("freeze", "freeze_g_blocks", "n_images")
+    arch_keys = GANTrainer.arch_keys + ("freeze", "freeze_g_blocks", "train_rgb", "n_images")
 
     def __init__(self, config: FinetuneConfig, out_dir, device=None):
         if not config.init_generator:
@@ -103,7 +111,7 @@ class FinetuneTrainer(GANTrainer):
         super().__init__(config, out_dir, device)
 
     def frozen_generator_parameters(self) -> list[str]:
-        return frozen_parameter_names(self.G, self.cfg.freeze, self.cfg.freeze_g_blocks)
+        return frozen_parameter_names(self.G, self.cfg.freeze, self.cfg.freeze_g_blocks, self.cfg.train_rgb)
 
     def train(self, dataset: Dataset, progress: bool = True, max_steps: int | None = None) -> dict:
         n = self.cfg.n_images

@@ -9,8 +9,8 @@ images of the shipped (delta-loaded) generator:
   generator before fine-tuning, against the same renders) and the ratio to the floor;
 * ``consistency_<attribute>_ev`` / ``_relative_distance``: :func:`cddfm3d.adapt.consistency.latent_consistency`
   against the human generator (read by ``mini/recon`` and ``mini/recon_<domain>``), and its noise ceiling;
-* the run's length (``train_kimg``, ``train_steps``), its freeze mode (``freeze``, ``freeze_g_blocks``), the
-  delta's ``precision`` and its ``max_abs_weight_error``.
+* the run's length (``train_kimg``, ``train_steps``), its freeze mode (``freeze``, ``freeze_g_blocks``,
+  ``train_rgb``), the delta's ``precision`` and its ``max_abs_weight_error``.
 
 Only latent-consistent runs (``w -> s`` bitwise the human generator's) are shipped: a train-everything generator
 would break T and F^i, which read the human generator's StyleSpace.
@@ -46,19 +46,20 @@ def domain_generator_name(domain: str) -> str:
     return f"mini/generator_{domain}"
 
 
-def _freeze_mode(run: Path) -> tuple[str, int]:
-    """(freeze, freeze_g_blocks) of a finetune run, from its checkpoint's config."""
+def _freeze_mode(run: Path) -> tuple[str, int, bool]:
+    """(freeze, freeze_g_blocks, train_rgb) of a finetune run, from its checkpoint's config."""
     ckpt = run / "checkpoint.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"ship-domain: {ckpt} does not exist (a finetune run folder holds one)")
     cfg = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"])
-    return str(cfg.get("freeze", "affine")), int(cfg.get("freeze_g_blocks", 0) or 0)
+    return str(cfg.get("freeze", "affine")), int(cfg.get("freeze_g_blocks", 0) or 0), bool(cfg.get("train_rgb"))
 
 
-def _frozen_words(freeze: str, blocks: int) -> str:
+def _frozen_words(freeze: str, blocks: int, train_rgb: bool) -> str:
     if freeze == "freeze-g":
-        return (f"its mapping, affines and lowest {blocks} synthesis blocks frozen (FreezeG; latent-consistent like "
-                f"the paper's fine-tuning)")
+        rgb = ", their tRGB layers trained" if train_rgb else ""
+        return (f"its mapping, affines and lowest {blocks} synthesis blocks frozen (FreezeG{rgb}; latent-consistent "
+                f"like the paper's fine-tuning)")
     return "its mapping and affines frozen (the paper's latent-consistent fine-tuning)"
 
 
@@ -87,7 +88,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
                          f"(finetune --freeze affine or freeze-g) can share T and the F^i; ship that one")
     if precision not in DELTA_PRECISIONS:
         raise ValueError(f"ship-domain: precision must be one of {DELTA_PRECISIONS}, found {precision!r}")
-    freeze, freeze_blocks = _freeze_mode(run)
+    freeze, freeze_blocks, train_rgb = _freeze_mode(run)
     cmds = rebuild_commands(train_data) + rebuild_commands(run) + rebuild_commands(heldout_data)
     train = WorldDataset(train_data, domain, limit=n_fd)
     held = WorldDataset(heldout_data, domain, limit=n_fd)
@@ -118,7 +119,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
                "fd_ratio_to_floor": fd / max(floor, 1e-12), "fd_human_generator": fd_human,
                "n_consistency": n_consistency, "w_to_s_identical": cons["w_to_s_identical"],
                "max_abs_weight_error": info["max_abs_error"], "tensors_changed": info["changed"],
-               "precision": precision, "freeze": freeze, "freeze_g_blocks": freeze_blocks}
+               "precision": precision, "freeze": freeze, "freeze_g_blocks": freeze_blocks, "train_rgb": train_rgb}
     for a in ATTRIBUTES:
         for key in ("ev", "ev_centred", "correlation", "relative_distance"):
             metrics[f"consistency_{a}_{key}"] = cons["consistency"][a][key]
@@ -127,8 +128,9 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     assets.register(
         domain_generator_name(domain), dest, KIND, G.config,
         "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,
-        description=f"mini/generator fine-tuned to the {domain} domain with {_frozen_words(freeze, freeze_blocks)}, "
-                    f"stored as {precision} changes of mini/generator")
+        description=f"mini/generator fine-tuned to the {domain} domain with "
+                    f"{_frozen_words(freeze, freeze_blocks, train_rgb)}, stored as {precision} changes of "
+                    f"mini/generator")
     return {"metrics": metrics, "seconds": time.perf_counter() - t0}
 
 
