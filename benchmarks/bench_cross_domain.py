@@ -3,7 +3,8 @@ out-of-domain renders scored against their true coefficients.
 
     python benchmarks/bench_cross_domain.py --domain toon --heldout out/world/heldout \
         --generator "affine=mini/generator_toon" --generator "none=out/adapt/x/generator.safetensors" \
-        [--n-consistency 1000] [--n 24] [--steps 300] [--spaces w+ s] [--attributes pose expression]
+        [--n-consistency 1000] [--n 24] [--steps 300] [--spaces w+ s] [--attributes pose expression] \
+        [--fd-train-data out/adapt/world_toon --n-fd 1000]
 
 Each ``--generator NAME=SOURCE`` is a fine-tuned generator: an asset name or a generator file (a ``finetune`` run's
 ``generator.safetensors``). For each the script prints
@@ -14,7 +15,10 @@ Each ``--generator NAME=SOURCE`` is a fine-tuned generator: an asset name or a g
 2. the cross-domain edit table (:func:`cddfm3d.adapt.evaluate_cross_domain`): ``--n`` held-out renders of the
    domain (``--heldout``, made by ``make-world`` with another seed than any training data), projected into the
    generator in each of ``--spaces`` with ``--steps`` steps, edited toward another source's true coefficients of
-   each of ``--attributes`` by the human T and F^i, read by ``mini/recon_<domain>``.
+   each of ``--attributes`` by the human T and F^i, read by ``mini/recon_<domain>``;
+3. with ``--fd-train-data`` (the renders the generators were fine-tuned on): each generator's Fréchet distance to
+   ``--n-fd`` held-out renders in ``mini/recon_<domain>``'s features, as ``ship-domain`` measures it, with the floor
+   (training renders against held-out renders) and the human generator's.
 
 Prints markdown (paste it into benchmarks/README.md with the command).
 """
@@ -48,6 +52,8 @@ def main() -> None:
     p.add_argument("--attributes", nargs="+", default=["pose", "expression"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-edits", action="store_true")
+    p.add_argument("--fd-train-data", default=None)
+    p.add_argument("--n-fd", type=int, default=1000)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -69,6 +75,8 @@ def main() -> None:
                                      n=args.n_consistency, seed=1) for name, src in gens.items()}
     print(f"Latent consistency, {args.domain}, {args.n_consistency} latents ({time.perf_counter() - t0:.0f} s):\n")
     print(consistency_table(cons))
+    if args.fd_train_data:
+        print_fd(args, gens, editor.G, net_d)
     if args.skip_edits:
         return
     held = WorldDataset(args.heldout, args.domain, limit=args.n)
@@ -92,6 +100,26 @@ def main() -> None:
     print("|---|" + "---:|" * 5)
     for name, r in results.items():
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r["t_on_inverted"].values()) + " |")
+
+
+def print_fd(args, gens: dict, G_human, net_d) -> None:
+    """Fréchet distances in the domain network's features (cddfm3d.world.quality, as ship-domain measures them)."""
+    from cddfm3d.world.datasets import WorldDataset
+    from cddfm3d.world.quality import feature_stats, frechet_distance, generate, recon_features
+
+    held = WorldDataset(args.heldout, args.domain, limit=args.n_fd)
+    train = WorldDataset(args.fd_train_data, args.domain, limit=args.n_fd)
+    real = feature_stats(recon_features(net_d, held.images))
+    rows = {"floor (training renders)": frechet_distance(*feature_stats(recon_features(net_d, train.images)), *real),
+            "human generator (before fine-tuning)": frechet_distance(
+                *feature_stats(recon_features(net_d, generate(G_human, args.n_fd, seed=0))), *real)}
+    for name, src in gens.items():
+        fake = generate(load_generator_source(src), args.n_fd, seed=0)
+        rows[name] = frechet_distance(*feature_stats(recon_features(net_d, fake)), *real)
+    print(f"\nFréchet distance to {args.n_fd} held-out {args.domain} renders in mini/recon_{args.domain}'s features:\n")
+    print("| generator | FD |\n|---|---:|")
+    for name, v in rows.items():
+        print(f"| {name} | {v:.3f} |")
 
 
 if __name__ == "__main__":
