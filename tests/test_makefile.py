@@ -58,7 +58,7 @@ def test_domain_assets_recipe_matches_the_manifest():
     recipe = recipe_commands("domain-assets")
     manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
     covered = set()
-    for name in ("mini/recon_toon", "mini/generator_toon", "mini/recon_sketch"):
+    for name in ("mini/recon_toon", "mini/generator_toon", "mini/recon_sketch", "mini/generator_sketch"):
         # comments, and the human world's held-out renders (made by mini-assets) that the toon networks read
         recorded = [c for c in manifest[name]["command"].splitlines()
                     if not c.startswith("#") and "--out out/world/heldout " not in c]

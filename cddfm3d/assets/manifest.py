@@ -207,7 +207,7 @@ def register(name: str, file, kind: str, config: Any, command: str, metrics: Any
         {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "assets": {}}
     assets = dict(manifest["assets"], **{name: new})
     manifest["assets"] = {k: assets[k] for k in sorted(assets)}  # sorted names: stable diffs
-    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"   # indent 1: the assets budget counts it
     atomic_write(manifest_path(), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return dict(new)
 
