@@ -98,7 +98,7 @@ editing-assets: $(STAMP)
 # Cross-domain editing's shipped files (issue 12): per style (toon, sketch) a reconstruction network used only to
 # evaluate (assets/mini/recon_<style>.safetensors, float16) and the human generator fine-tuned to that style: toon
 # with its mapping and affines frozen (assets/mini/generator_toon.safetensors, float16 changes of mini/generator),
-# sketch with FreezeG on top (the lowest 4 blocks frozen too, their tRGB layers trained; int8 changes, 27 KB): the
+# sketch with FreezeG on top (the lowest 4 blocks frozen too, their tRGB layers trained; int8 changes, 32 KB): the
 # paper's mode collapsed on sketches, and only a small change fits the assets budget (benchmarks/README.md).
 # Exactly the commands their manifest entries record (tests/test_makefile.py). About 2.5 h on 2 CPU cores; minutes
 # on a GPU.

@@ -104,7 +104,7 @@ for d in DOMAINS:
 # only the 64-px block and the tRGB layers (a block's colour output) train. The sketch fine-tune of the paper's mode
 # collapsed to nearly one drawing; freezing the blocks that draw the face's geometry keeps every face and stays
 # latent-consistent (w → s untouched), so T and F^i still apply. It is stored as int8 changes of `mini/generator`
-# (27 KB).
+# (32 KB).
 
 # %%
 N_IMAGES = 256 if FAST else 2000
