@@ -4,7 +4,7 @@ out-of-domain renders scored against their true coefficients.
     python benchmarks/bench_cross_domain.py --domain toon --heldout out/world/heldout \
         --generator "affine=mini/generator_toon" --generator "none=out/adapt/x/generator.safetensors" \
         [--n-consistency 1000] [--n 24] [--steps 300] [--spaces w+ s] [--attributes pose expression] \
-        [--fd-train-data out/adapt/world_toon --n-fd 1000]
+        [--fd-train-data out/adapt/world_toon --n-fd 2000]
 
 Each ``--generator NAME=SOURCE`` is a fine-tuned generator: an asset name or a generator file (a ``finetune`` run's
 ``generator.safetensors``). For each the script prints
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-edits", action="store_true")
     p.add_argument("--fd-train-data", default=None)
-    p.add_argument("--n-fd", type=int, default=1000)
+    p.add_argument("--n-fd", type=int, default=2000)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -103,22 +103,23 @@ def main() -> None:
 
 
 def print_fd(args, gens: dict, G_human, net_d) -> None:
-    """Fréchet distances in the domain network's features (cddfm3d.world.quality, as ship-domain measures them)."""
+    """Fréchet distances in the domain network's features (cddfm3d.world.quality.fd_table, as ship-domain measures
+    them; ship-domain uses 2000 images per side)."""
     from cddfm3d.world.datasets import WorldDataset
-    from cddfm3d.world.quality import feature_stats, frechet_distance, generate, recon_features
+    from cddfm3d.world.quality import fd_table
 
     held = WorldDataset(args.heldout, args.domain, limit=args.n_fd)
     train = WorldDataset(args.fd_train_data, args.domain, limit=args.n_fd)
-    real = feature_stats(recon_features(net_d, held.images))
-    rows = {"floor (training renders)": frechet_distance(*feature_stats(recon_features(net_d, train.images)), *real),
-            "human generator (before fine-tuning)": frechet_distance(
-                *feature_stats(recon_features(net_d, generate(G_human, args.n_fd, seed=0))), *real)}
-    for name, src in gens.items():
-        fake = generate(load_generator_source(src), args.n_fd, seed=0)
-        rows[name] = frechet_distance(*feature_stats(recon_features(net_d, fake)), *real)
+    if min(len(held), len(train)) < args.n_fd:
+        raise SystemExit(f"--n-fd {args.n_fd}: {args.heldout} holds {len(held)} and {args.fd_train_data} "
+                         f"{len(train)} {args.domain} renders")
+    generators = {"human generator (before fine-tuning)": G_human,
+                  **{name: load_generator_source(src) for name, src in gens.items()}}
+    fds = fd_table(net_d, held.images, generators, args.n_fd, seed=0, floor=train.images)
     print(f"\nFréchet distance to {args.n_fd} held-out {args.domain} renders in mini/recon_{args.domain}'s features:\n")
     print("| generator | FD |\n|---|---:|")
-    for name, v in rows.items():
+    print(f"| floor (training renders) | {fds.pop('floor'):.3f} |")
+    for name, v in fds.items():
         print(f"| {name} | {v:.3f} |")
 
 

@@ -382,10 +382,13 @@ class ResumableRun:
         self.load_extra_state(state)
 
     def check_compatible(self, saved: dict) -> None:
-        """Raise ``ValueError`` naming the checkpoint and the first differing architecture field."""
+        """Raise ``ValueError`` naming the checkpoint and the first differing architecture field. A field the saved
+        config lacks (a checkpoint written before the field existed) counts as the field's default, which is what
+        that run did."""
         now = self.config_dict()
+        defaults = _field_defaults(self.cfg)
         for key in self.arch_keys:
-            if saved.get(key) != now.get(key):
+            if saved.get(key, defaults.get(key)) != now.get(key):
                 raise ValueError(
                     f"{self.checkpoint_path}: the checkpoint's architecture differs from the requested one: "
                     f"{key}={saved.get(key)!r} in the checkpoint, {key}={now.get(key)!r} requested; use another "
@@ -522,6 +525,18 @@ class ResumableRun:
             if flag.item() > 0 and stop.requested is None:
                 stop.requested = int(flag.item())
         return stop.requested is not None
+
+
+def _field_defaults(config) -> dict:
+    """The defaults of a dataclass config's fields, JSON-normalised as :func:`config_json` writes them (fields
+    without a default are left out)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out))
 
 
 def config_json(config) -> str:

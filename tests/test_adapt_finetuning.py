@@ -300,9 +300,39 @@ def test_generator_delta_int8_refuses_missing_or_stray_scales(base_file, tmp_pat
     key = next(k for k, v in tensors.items() if v.dtype == torch.int8)
     no_scale = {k: v for k, v in tensors.items() if k != "scale." + key[len("delta."):]}
     save_safetensors(no_scale, tmp_path / "a.safetensors", meta)
-    with pytest.raises(CheckpointError, match="needs 'scale"):
+    with pytest.raises(CheckpointError, match="needs a finite float32 scale .* found missing"):
         load_generator_delta(tmp_path / "a.safetensors", base=base)
     stray = {k: v for k, v in tensors.items() if k != key}
     save_safetensors(stray, tmp_path / "b.safetensors", meta)
-    with pytest.raises(CheckpointError, match="scale of no stored difference"):
+    with pytest.raises(CheckpointError, match="scale of no stored int8 difference"):
         load_generator_delta(tmp_path / "b.safetensors", base=base)
+    k = key[len("delta."):]
+    half = next(n for n, v in tensors.items() if v.dtype == torch.float16)
+    cases = {   # name: (tensors, metadata, message)
+        "scale beside a float16 difference": ({**tensors, "scale." + half[len("delta."):]: torch.ones(1)}, meta,
+                                              "scale of no stored int8 difference"),
+        "int8 of one dimension": ({**tensors, half: torch.zeros(tensors[half].shape, dtype=torch.int8)}, meta,
+                                  "int8 is stored only for tensors of 2 or more dimensions"),
+        "integer scale": ({**tensors, "scale." + k: tensors["scale." + k].to(torch.int32)}, meta,
+                          "finite float32 scale"),
+        "NaN scale": ({**tensors, "scale." + k: torch.full_like(tensors["scale." + k], float("nan"))}, meta,
+                      "finite float32 scale"),
+        "int32 difference": ({**tensors, half: tensors[half].to(torch.int32)}, meta, "torch.int32"),
+        "NaN difference": ({**tensors, half: torch.full_like(tensors[half], float("nan"))}, meta, "NaN or inf"),
+        "int8 in a float16 file": (tensors, {**meta, "precision": "float16"}, "a float16 delta stores float16"),
+        "unknown precision": (tensors, {**meta, "precision": "int4"}, "metadata field 'precision' is 'int4'"),
+    }
+    for ts, md, message in cases.values():
+        save_safetensors(ts, tmp_path / "c.safetensors", md)
+        with pytest.raises(CheckpointError, match=message):
+            load_generator_delta(tmp_path / "c.safetensors", base=base)
+
+
+def test_generator_delta_refuses_non_finite_changes(base_file, tmp_path):
+    base = load_generator(base_file)
+    G = load_generator(base_file)
+    with torch.no_grad():
+        G.synthesis_network.b8.conv0.weight[0, 0, 0, 0] = float("nan")
+    for precision in ("float16", "int8"):
+        with pytest.raises(ValueError, match="b8.conv0.weight' is not finite"):
+            save_generator_delta(G, base, "x", "0", tmp_path / "d.safetensors", precision=precision)

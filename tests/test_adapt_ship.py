@@ -136,7 +136,7 @@ def test_ship_domain_int8_freeze_g_stores_only_the_trained_block(made, world):
     assert e["command"].splitlines() == [cmds["train"], cmds["ft_fg"], cmds["heldout"], ship]
 
 
-def test_ship_domain_refuses_what_would_break_the_shared_latent(made, world, capsys):
+def test_ship_domain_refuses_what_would_break_the_shared_latent(made, world, capsys, tmp_path):
     t, _ = made
     before = json.loads((world / "MANIFEST.json").read_text())
     dest = world / "mini" / "generator_toon.safetensors"
@@ -148,6 +148,11 @@ def test_ship_domain_refuses_what_would_break_the_shared_latent(made, world, cap
 
     with pytest.raises(ValueError, match="changes w -> s of the shipped mini/generator"):
         ship(t / "ft_all")
+    mixed = tmp_path / "mixed"            # a FreezeG run's folder holding the affine run's generator
+    shutil.copytree(t / "ft_fg", mixed)
+    shutil.copyfile(t / "ft" / "generator.safetensors", mixed / "generator.safetensors")
+    with pytest.raises(ValueError, match="freeze='freeze-g', freeze_g_blocks=4, train_rgb=True, .* different runs"):
+        ship(mixed)
     with pytest.raises(ValueError, match="another seed"):
         ship(t / "ft", heldout=t / "train")
     with pytest.raises(ValueError, match="need 50 toon renders"):

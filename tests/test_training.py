@@ -198,6 +198,24 @@ def test_resume_refuses_other_architecture_but_not_other_schedule(tmp_path):
     assert fresh.step == 0
 
 
+def test_resume_reads_an_architecture_field_missing_from_an_older_checkpoint_as_its_default(tmp_path):
+    """A checkpoint written before an architecture field existed resumes when the field is at its default (what that
+    run did), and is refused with the field named when another value is asked for."""
+
+    @dataclass
+    class Newer(ToyConfig):
+        gate: bool = False
+
+    class NewerRun(ToyRun):
+        arch_keys = ("width", "gate")
+
+    run(tmp_path).train(max_steps=2)       # its saved config has no "gate"
+    resumed = NewerRun(Newer(), tmp_path).start()
+    assert resumed.step == 2
+    with pytest.raises(ValueError, match=r"gate=None in the checkpoint, gate=True requested"):
+        NewerRun(Newer(gate=True), tmp_path).start()
+
+
 def test_stop_at_step_keeps_the_schedule(tmp_path):
     reseed_globals()
     r = run(tmp_path / "a", stop_at_step=5)

@@ -8,16 +8,17 @@ and so are exactly the base's). Loading adds the differences to the base in floa
 
 * ``"float16"`` (default): every difference in float16. The rounding error per weight is at most 2**-11 of that
   weight's change (float16's relative precision), far below the change itself.
-* ``"int8"``: the differences of weight tensors (2 or more dimensions) as symmetric int8 with one float32 scale per
-  output channel (row 0 of the tensor): ``q = round(d / s)``, ``s = max |d| of the row / 127``, so the error per
-  weight is at most ``s / 2`` (1/254 of the row's largest change); biases and noise strengths (1-D and 0-D) stay
-  float16. Half the size of float16, for assets that must fit a tight budget (the usual post-training weight
-  quantisation, applied to the change rather than to the weights).
+* ``"int8"``: the differences of tensors of 2 or more dimensions (convolution weights, the constant input) as
+  symmetric int8 with one float32 scale per row (dimension 0, a convolution's output channels):
+  ``q = round(d / s)``, ``s = max |d| of the row / 127``, so the error per weight is at most ``s / 2`` (1/254 of
+  the row's largest change); biases and noise strengths (1-D and 0-D) stay float16. Half the size of float16,
+  for assets that must fit a tight budget (the usual post-training weight quantisation, applied to the change
+  rather than to the weights).
 
 The largest absolute weight error of the stored file is measured at save time and recorded in its metadata
 (``max_abs_error``); a shipped file's metrics are measured on the stored file, rounding included. A float16 domain
 generator that changes every synthesis block is about a third of a full generator's size; an int8 FreezeG one
-that changes only the last block, about 1 %.
+that changes the last block and the tRGB layers, under 1 %.
 
 File: safetensors, metadata ``format`` = :data:`DELTA_FORMAT`, ``version``, ``base`` (asset name), ``base_sha256``,
 ``config`` (the generator's JSON config), ``precision``, ``max_abs_error``; tensors ``delta.<state-dict key>``
@@ -62,7 +63,7 @@ def save_generator_delta(G: Generator, base: Generator, base_name: str, base_sha
     checked when loading) in ``precision`` (module docstring: ``"float16"`` or ``"int8"``). Returns
     ``{"changed": n tensors, "unchanged": n, "max_abs_error": e, "precision": precision}``, ``e`` the largest
     absolute weight error of the stored file. Raises ``ValueError`` for different architectures, an unknown
-    precision or a difference beyond float16's range."""
+    precision, or a change that is not finite or beyond float16's range."""
     if G.config != base.config:
         raise ValueError(f"save_generator_delta: architectures differ ({G.config} vs {base.config})")
     if precision not in DELTA_PRECISIONS:
@@ -74,6 +75,8 @@ def save_generator_delta(G: Generator, base: Generator, base_name: str, base_sha
             unchanged += 1
             continue
         d = (v.detach().float().cpu() - theirs[k].detach().float().cpu())
+        if not torch.isfinite(d).all():
+            raise ValueError(f"save_generator_delta: the change of {k!r} is not finite (NaN or inf weights)")
         if float(d.abs().max()) > torch.finfo(torch.float16).max:
             raise ValueError(f"save_generator_delta: the change of {k!r} exceeds float16's range")
         if precision == "int8" and d.ndim >= 2:
@@ -96,8 +99,9 @@ def load_generator_delta(path, device=None, base: Generator | None = None) -> Ge
     on ``device``. ``base``: the generator it was made from; by default the shipped asset named in the file, whose
     manifest sha256 must equal the recorded one. Raises ``FileNotFoundError`` for a missing file and
     :class:`~cddfm3d.stylegan2.checkpoints.CheckpointError` (a ``ValueError``) naming the file and field for another
-    format, a base of another sha256 or architecture, tensors that do not belong to the generator, or int8
-    differences without their scales (and scales without their differences)."""
+    format, a base of another sha256 or architecture, an unknown ``precision``, tensors that do not belong to the
+    generator, differences of another dtype than the precision stores (float16; or int8 of 2 or more dimensions with
+    a finite float32 scale per row), non-finite differences, or scales of no int8 difference."""
     from .. import assets
 
     path = Path(path)
@@ -110,6 +114,10 @@ def load_generator_delta(path, device=None, base: Generator | None = None) -> Ge
         base_name, base_sha = meta["base"], meta["base_sha256"]
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: metadata field {e} is missing or not JSON") from e
+    precision = meta.get("precision", "float16")     # files written before the field existed are float16
+    if precision not in DELTA_PRECISIONS:
+        raise CheckpointError(f"{path}: metadata field 'precision' is {precision!r}, expected one of "
+                              f"{DELTA_PRECISIONS}")
     if base is None:
         found = assets.entry(base_name)["sha256"]
         if found != base_sha:
@@ -121,28 +129,43 @@ def load_generator_delta(path, device=None, base: Generator | None = None) -> Ge
         raise CheckpointError(f"{path}: metadata field 'config' is {config}, the base generator's is {base_config}")
     G = Generator(**{**base.config})
     sd = {k: v.detach().clone().float().cpu() for k, v in base.state_dict().items()}
-    for key in tensors:
-        if key.startswith(SCALE_PREFIX) and PREFIX + key[len(SCALE_PREFIX):] not in tensors:
-            raise CheckpointError(f"{path}: tensor {key!r} is the scale of no stored difference")
+    for key, t in tensors.items():
+        if key.startswith(SCALE_PREFIX) and tensors.get(PREFIX + key[len(SCALE_PREFIX):], t).dtype != torch.int8:
+            raise CheckpointError(f"{path}: tensor {key!r} is the scale of no stored int8 difference")
     for key, d in tensors.items():
         if key.startswith(SCALE_PREFIX):
             continue
         k = key[len(PREFIX):] if key.startswith(PREFIX) else None
         if k not in sd or tuple(d.shape) != tuple(sd[k].shape):
             raise CheckpointError(f"{path}: tensor {key!r} does not match any {base_name!r} tensor of its shape")
-        if d.dtype == torch.int8:
-            scale = tensors.get(SCALE_PREFIX + k)
-            if scale is None or d.ndim < 2 or tuple(scale.shape) != (d.shape[0],):
-                raise CheckpointError(f"{path}: int8 tensor {key!r} needs {SCALE_PREFIX + k!r} of shape "
-                                      f"({d.shape[0]},), found {None if scale is None else tuple(scale.shape)}")
-            d = _dequantise_rows(d, scale)
-        sd[k] = sd[k] + d.float()
+        sd[k] = sd[k] + _stored_change(path, key, d, tensors.get(SCALE_PREFIX + k), precision)
     G.load_state_dict(sd)
     for attr in ("weights_source", "w_avg_source"):
         if hasattr(base, attr):
             setattr(G, attr, getattr(base, attr))
     G.eval().requires_grad_(False)
     return G.to(device) if device is not None else G
+
+
+def _stored_change(path, key: str, d: torch.Tensor, scale: torch.Tensor | None, precision: str) -> torch.Tensor:
+    """The float32 change stored as ``d`` (and its row ``scale`` when int8), checked against ``precision``."""
+    if d.dtype == torch.int8 and precision == "int8":
+        rows = (d.shape[0],) if d.ndim >= 2 else None
+        if rows is None:
+            raise CheckpointError(f"{path}: tensor {key!r} is int8 with shape {tuple(d.shape)}; int8 is stored only "
+                                  f"for tensors of 2 or more dimensions")
+        if scale is None or scale.dtype != torch.float32 or tuple(scale.shape) != rows \
+                or not torch.isfinite(scale).all():
+            found = "missing" if scale is None else f"{scale.dtype} {tuple(scale.shape)}"
+            raise CheckpointError(f"{path}: int8 tensor {key!r} needs a finite float32 scale "
+                                  f"'{SCALE_PREFIX}{key[len(PREFIX):]}' of shape {rows}, found {found}")
+        return _dequantise_rows(d, scale)
+    if d.dtype != torch.float16:
+        allowed = "float16 or int8" if precision == "int8" else "float16"
+        raise CheckpointError(f"{path}: tensor {key!r} is {d.dtype}; a {precision} delta stores {allowed}")
+    if not torch.isfinite(d).all():
+        raise CheckpointError(f"{path}: tensor {key!r} holds NaN or inf")
+    return d.float()
 
 
 __all__ = ["DELTA_FORMAT", "DELTA_PRECISIONS", "save_generator_delta", "load_generator_delta"]

@@ -31,11 +31,11 @@ from ..stylegan2.checkpoints import load_generator
 from ..training import rebuild_commands
 from ..world.datasets import WorldDataset
 from ..world.domains import DOMAINS, mini_model
-from ..world.quality import feature_stats, frechet_distance, generate, recon_features
+from ..world.quality import fd_table
 from ..world.ship import _train_log_tail
 from .consistency import latent_consistency
 from .delta import DELTA_PRECISIONS, load_generator_delta, save_generator_delta
-from .finetuning import latent_inconsistency
+from .finetuning import frozen_parameter_names, latent_inconsistency
 
 BASE = "mini/generator"
 KIND = "adapt.DomainGenerator"
@@ -71,7 +71,8 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     :mod:`cddfm3d.adapt.delta`). ``train_data``: the dataset it was fine-tuned on (its renders are the FD floor's
     second set); ``heldout_data``: a dataset of the domain made with another seed. Returns the metrics. Raises
     ``ValueError`` for the human domain, a generator that is not latent-consistent with the shipped
-    ``mini/generator``, too few renders, held-out data of the training seed or an unknown precision;
+    ``mini/generator`` or that changed tensors its run's checkpoint says were frozen, too few renders, held-out data
+    of the training seed or an unknown precision;
     ``FileNotFoundError`` for missing files (the run's ``commands.txt`` and ``checkpoint.pt`` included) or a
     missing ``mini/recon_<domain>``."""
     t0 = time.perf_counter()
@@ -89,6 +90,13 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
     if precision not in DELTA_PRECISIONS:
         raise ValueError(f"ship-domain: precision must be one of {DELTA_PRECISIONS}, found {precision!r}")
     freeze, freeze_blocks, train_rgb = _freeze_mode(run)
+    mine = G_run.state_dict()
+    moved = [n for n in frozen_parameter_names(base, freeze, freeze_blocks, train_rgb)
+             if not torch.equal(base.state_dict()[n], mine[n])]
+    if moved:
+        raise ValueError(f"ship-domain: {run / 'checkpoint.pt'} records freeze={freeze!r}, freeze_g_blocks="
+                         f"{freeze_blocks}, train_rgb={train_rgb}, but {run / 'generator.safetensors'} changed "
+                         f"{len(moved)} of those frozen tensors (e.g. {moved[:3]}): the files are of different runs")
     cmds = rebuild_commands(train_data) + rebuild_commands(run) + rebuild_commands(heldout_data)
     train = WorldDataset(train_data, domain, limit=n_fd)
     held = WorldDataset(heldout_data, domain, limit=n_fd)
@@ -110,10 +118,8 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
         shutil.copyfile(staged, dest)
     G = load_generator_delta(dest, base=base)
 
-    real = feature_stats(recon_features(net_domain, held.images))
-    fd = frechet_distance(*feature_stats(recon_features(net_domain, generate(G, n_fd, seed=seed))), *real)
-    floor = frechet_distance(*feature_stats(recon_features(net_domain, train.images)), *real)
-    fd_human = frechet_distance(*feature_stats(recon_features(net_domain, generate(base, n_fd, seed=seed))), *real)
+    fds = fd_table(net_domain, held.images, {"G": G, "human": base}, n_fd, seed=seed, floor=train.images)
+    fd, floor, fd_human = fds["G"], fds["floor"], fds["human"]
     cons = latent_consistency(base, G, net_human, net_domain, mini_model(), n=n_consistency, seed=seed)
     metrics = {"domain": domain, "n_fd": n_fd, "fd_domain_features": fd, "fd_floor": floor,
                "fd_ratio_to_floor": fd / max(floor, 1e-12), "fd_human_generator": fd_human,

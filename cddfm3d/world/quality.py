@@ -70,6 +70,18 @@ def generator_fd(G, net, real: torch.Tensor, n: int, seed: int = 0) -> float:
     return frechet_distance(*feature_stats(recon_features(net, fake)), *feature_stats(recon_features(net, real)))
 
 
+def fd_table(net, real: torch.Tensor, generators: dict, n: int, seed: int = 0,
+             floor: torch.Tensor | None = None) -> dict[str, float]:
+    """Fréchet distances in ``net``'s features against the images ``real`` (their statistics computed once): one per
+    entry of ``generators`` ({name: G}, ``n`` samples each from :func:`generate` with ``seed``), and ``"floor"`` for
+    the images ``floor`` when given (other renders of the same distribution: what a perfect generator scores)."""
+    ref = feature_stats(recon_features(net, real))
+    out = {} if floor is None else {"floor": frechet_distance(*feature_stats(recon_features(net, floor)), *ref)}
+    for name, G in generators.items():
+        out[name] = frechet_distance(*feature_stats(recon_features(net, generate(G, n, seed=seed))), *ref)
+    return out
+
+
 @torch.no_grad()
 def generator_latency_ms(G, repeats: int = 50, warmup: int = 5, threads: int | None = None) -> float:
     """Median wall time (ms) of one batch-1 image on G's device (synchronised on CUDA).
