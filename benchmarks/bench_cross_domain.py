@@ -106,7 +106,7 @@ def print_fd(args, gens: dict, G_human, net_d) -> None:
     """Fréchet distances in the domain network's features (cddfm3d.world.quality.fd_table, as ship-domain measures
     them; ship-domain uses 2000 images per side)."""
     from cddfm3d.world.datasets import WorldDataset
-    from cddfm3d.world.quality import fd_table
+    from cddfm3d.world.quality import fd_table, feature_spread, generate
 
     held = WorldDataset(args.heldout, args.domain, limit=args.n_fd)
     train = WorldDataset(args.fd_train_data, args.domain, limit=args.n_fd)
@@ -116,11 +116,15 @@ def print_fd(args, gens: dict, G_human, net_d) -> None:
     generators = {"human generator (before fine-tuning)": G_human,
                   **{name: load_generator_source(src) for name, src in gens.items()}}
     fds = fd_table(net_d, held.images, generators, args.n_fd, seed=0, floor=train.images)
-    print(f"\nFréchet distance to {args.n_fd} held-out {args.domain} renders in mini/recon_{args.domain}'s features:\n")
-    print("| generator | FD |\n|---|---:|")
-    print(f"| floor (training renders) | {fds.pop('floor'):.3f} |")
+    spread = feature_spread(net_d, held.images)
+    print(f"\nFréchet distance to {args.n_fd} held-out {args.domain} renders in mini/recon_{args.domain}'s features, "
+          f"and the spread of {args.n_fd} samples in those features relative to the held-out renders' "
+          f"(world.quality.feature_spread; a collapsed generator scores low):\n")
+    print("| generator | FD | spread / renders' |\n|---|---:|---:|")
+    print(f"| floor (training renders) | {fds.pop('floor'):.3f} | {feature_spread(net_d, train.images) / spread:.3f} |")
     for name, v in fds.items():
-        print(f"| {name} | {v:.3f} |")
+        ratio = feature_spread(net_d, generate(generators[name], args.n_fd, seed=0)) / spread
+        print(f"| {name} | {v:.3f} | {ratio:.3f} |")
 
 
 if __name__ == "__main__":

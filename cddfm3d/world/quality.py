@@ -70,6 +70,13 @@ def generator_fd(G, net, real: torch.Tensor, n: int, seed: int = 0) -> float:
     return frechet_distance(*feature_stats(recon_features(net, fake)), *feature_stats(recon_features(net, real)))
 
 
+def feature_spread(net, images: torch.Tensor) -> float:
+    """Mean per-feature standard deviation of ``images`` [N, 3, H, W] in ``net``'s pooled features
+    (:func:`recon_features`): how much a set of images varies as the network sees it. A collapsed generator, which
+    draws nearly one picture, scores far below renders of its domain."""
+    return float(recon_features(net, images).std(0).mean())
+
+
 def fd_table(net, real: torch.Tensor, generators: dict, n: int, seed: int = 0,
              floor: torch.Tensor | None = None) -> dict[str, float]:
     """Fréchet distances in ``net``'s features against the images ``real`` (their statistics computed once): one per
