@@ -83,9 +83,8 @@ def latent_inconsistency(G_base: Generator, G: Generator) -> list[str]:
 class FinetuneConfig(TrainConfig):
     """:class:`~cddfm3d.stylegan2.training.TrainConfig` plus what fine-tuning adds. ``init_generator`` (the human
     generator's file) is required; ``freeze``/``freeze_g_blocks``/``train_rgb`` as :func:`frozen_parameter_names`;
-    ``n_images``:
-    train on the first N images of the dataset only (``None``: all). Defaults differ from train-gan where
-    fine-tuning needs it: a 200-step discriminator warm-up (a fresh D must first tell the domains apart) and
+    ``n_images``: train on the first N images of the dataset only (``None``: all). Defaults differ from train-gan
+    where fine-tuning needs it: a 200-step discriminator warm-up (a fresh D must first tell the domains apart) and
     ADA, whose probability stays at 0 while D does not overfit."""
 
     freeze: str = "affine"
