@@ -113,18 +113,17 @@ def print_fd(args, gens: dict, G_human, net_d) -> None:
     if min(len(held), len(train)) < args.n_fd:
         raise SystemExit(f"--n-fd {args.n_fd}: {args.heldout} holds {len(held)} and {args.fd_train_data} "
                          f"{len(train)} {args.domain} renders")
-    generators = {"human generator (before fine-tuning)": G_human,
-                  **{name: load_generator_source(src) for name, src in gens.items()}}
-    fds = fd_table(net_d, held.images, generators, args.n_fd, seed=0, floor=train.images)
+    samples = {"floor (training renders)": train.images,
+               "human generator (before fine-tuning)": generate(G_human, args.n_fd, seed=0),
+               **{name: generate(load_generator_source(src), args.n_fd, seed=0) for name, src in gens.items()}}
+    fds = fd_table(net_d, held.images, samples)
     spread = feature_spread(net_d, held.images)
     print(f"\nFréchet distance to {args.n_fd} held-out {args.domain} renders in mini/recon_{args.domain}'s features, "
           f"and the spread of {args.n_fd} samples in those features relative to the held-out renders' "
           f"(world.quality.feature_spread; a collapsed generator scores low):\n")
     print("| generator | FD | spread / renders' |\n|---|---:|---:|")
-    print(f"| floor (training renders) | {fds.pop('floor'):.3f} | {feature_spread(net_d, train.images) / spread:.3f} |")
-    for name, v in fds.items():
-        ratio = feature_spread(net_d, generate(generators[name], args.n_fd, seed=0)) / spread
-        print(f"| {name} | {v:.3f} | {ratio:.3f} |")
+    for name, x in samples.items():
+        print(f"| {name} | {fds[name]:.3f} | {feature_spread(net_d, x) / spread:.3f} |")
 
 
 if __name__ == "__main__":

@@ -150,10 +150,10 @@ def load_generator_delta(path, device=None, base: Generator | None = None) -> Ge
 def _stored_change(path, key: str, d: torch.Tensor, scale: torch.Tensor | None, precision: str) -> torch.Tensor:
     """The float32 change stored as ``d`` (and its row ``scale`` when int8), checked against ``precision``."""
     if d.dtype == torch.int8 and precision == "int8":
-        rows = (d.shape[0],) if d.ndim >= 2 else None
-        if rows is None:
+        if d.ndim < 2:
             raise CheckpointError(f"{path}: tensor {key!r} is int8 with shape {tuple(d.shape)}; int8 is stored only "
                                   f"for tensors of 2 or more dimensions")
+        rows = (d.shape[0],)
         if scale is None or scale.dtype != torch.float32 or tuple(scale.shape) != rows \
                 or not torch.isfinite(scale).all():
             found = "missing" if scale is None else f"{scale.dtype} {tuple(scale.shape)}"

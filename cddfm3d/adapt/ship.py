@@ -31,8 +31,8 @@ from ..stylegan2.checkpoints import load_generator
 from ..training import rebuild_commands
 from ..world.datasets import WorldDataset
 from ..world.domains import DOMAINS, mini_model
-from ..world.quality import fd_table
-from ..world.ship import _train_log_tail
+from ..world.quality import fd_table, generate
+from ..world.ship import _train_log_fields
 from .consistency import latent_consistency
 from .delta import DELTA_PRECISIONS, load_generator_delta, save_generator_delta
 from .finetuning import frozen_parameter_names, latent_inconsistency
@@ -46,13 +46,15 @@ def domain_generator_name(domain: str) -> str:
     return f"mini/generator_{domain}"
 
 
-def _freeze_mode(run: Path) -> tuple[str, int, bool]:
-    """(freeze, freeze_g_blocks, train_rgb) of a finetune run, from its checkpoint's config."""
+def _run_state(run: Path) -> tuple[dict, tuple[str, int, bool]]:
+    """A finetune run's checkpoint state and its (freeze, freeze_g_blocks, train_rgb), from the saved config."""
     ckpt = run / "checkpoint.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"ship-domain: {ckpt} does not exist (a finetune run folder holds one)")
-    cfg = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"])
-    return str(cfg.get("freeze", "affine")), int(cfg.get("freeze_g_blocks", 0) or 0), bool(cfg.get("train_rgb"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = json.loads(state["config"])
+    return state, (str(cfg.get("freeze", "affine")), int(cfg.get("freeze_g_blocks", 0) or 0),
+                   bool(cfg.get("train_rgb")))
 
 
 def _frozen_words(freeze: str, blocks: int, train_rgb: bool) -> str:
@@ -89,10 +91,10 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
                          f"(finetune --freeze affine or freeze-g) can share T and the F^i; ship that one")
     if precision not in DELTA_PRECISIONS:
         raise ValueError(f"ship-domain: precision must be one of {DELTA_PRECISIONS}, found {precision!r}")
-    freeze, freeze_blocks, train_rgb = _freeze_mode(run)
-    mine = G_run.state_dict()
+    state, (freeze, freeze_blocks, train_rgb) = _run_state(run)
+    mine, theirs = G_run.state_dict(), base.state_dict()
     moved = [n for n in frozen_parameter_names(base, freeze, freeze_blocks, train_rgb)
-             if not torch.equal(base.state_dict()[n], mine[n])]
+             if not torch.equal(theirs[n], mine[n])]
     if moved:
         raise ValueError(f"ship-domain: {run / 'checkpoint.pt'} records freeze={freeze!r}, freeze_g_blocks="
                          f"{freeze_blocks}, train_rgb={train_rgb}, but {run / 'generator.safetensors'} changed "
@@ -118,7 +120,8 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
         shutil.copyfile(staged, dest)
     G = load_generator_delta(dest, base=base)
 
-    fds = fd_table(net_domain, held.images, {"G": G, "human": base}, n_fd, seed=seed, floor=train.images)
+    fds = fd_table(net_domain, held.images, {"G": generate(G, n_fd, seed=seed), "floor": train.images,
+                                             "human": generate(base, n_fd, seed=seed)})
     fd, floor, fd_human = fds["G"], fds["floor"], fds["human"]
     cons = latent_consistency(base, G, net_human, net_domain, mini_model(), n=n_consistency, seed=seed)
     metrics = {"domain": domain, "n_fd": n_fd, "fd_domain_features": fd, "fd_floor": floor,
@@ -130,7 +133,7 @@ def ship_domain_generator(run_dir, domain: str, train_data, heldout_data, n_fd: 
         for key in ("ev", "ev_centred", "correlation", "relative_distance"):
             metrics[f"consistency_{a}_{key}"] = cons["consistency"][a][key]
             metrics[f"noise_ceiling_{a}_{key}"] = cons["noise_ceiling"][a][key]
-    metrics.update(_train_log_tail(run))
+    metrics.update(_train_log_fields(state))
     assets.register(
         domain_generator_name(domain), dest, KIND, G.config,
         "\n".join(cmds + ([ship_command] if ship_command else [])), metrics,

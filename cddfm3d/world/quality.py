@@ -77,16 +77,12 @@ def feature_spread(net, images: torch.Tensor) -> float:
     return float(recon_features(net, images).std(0).mean())
 
 
-def fd_table(net, real: torch.Tensor, generators: dict, n: int, seed: int = 0,
-             floor: torch.Tensor | None = None) -> dict[str, float]:
-    """Fréchet distances in ``net``'s features against the images ``real`` (their statistics computed once): one per
-    entry of ``generators`` ({name: G}, ``n`` samples each from :func:`generate` with ``seed``), and ``"floor"`` for
-    the images ``floor`` when given (other renders of the same distribution: what a perfect generator scores)."""
+def fd_table(net, real: torch.Tensor, samples: dict) -> dict[str, float]:
+    """Fréchet distance in ``net``'s features between the images ``real`` (their statistics computed once) and each
+    entry of ``samples`` ({name: images [N, 3, H, W]}: a generator's samples from :func:`generate`, or other renders
+    of ``real``'s distribution for the floor a perfect generator would score)."""
     ref = feature_stats(recon_features(net, real))
-    out = {} if floor is None else {"floor": frechet_distance(*feature_stats(recon_features(net, floor)), *ref)}
-    for name, G in generators.items():
-        out[name] = frechet_distance(*feature_stats(recon_features(net, generate(G, n, seed=seed))), *ref)
-    return out
+    return {name: frechet_distance(*feature_stats(recon_features(net, x)), *ref) for name, x in samples.items()}
 
 
 @torch.no_grad()

@@ -297,5 +297,9 @@ def _train_log_tail(gan_dir: Path) -> dict:
     ckpt = gan_dir / "checkpoint.pt"
     if not ckpt.is_file():
         return {}
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return _train_log_fields(torch.load(ckpt, map_location="cpu", weights_only=True))
+
+
+def _train_log_fields(state: dict) -> dict:
+    """Images seen and steps of a GAN run's loaded checkpoint ``state``."""
     return {"train_kimg": state["images_seen"] / 1000, "train_steps": int(state["step"])}
