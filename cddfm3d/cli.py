@@ -269,11 +269,12 @@ def _evaluate(args) -> int:
             raise ValueError(f"--evaluator {name}={path}: the name {name!r} is already used (the shipped mini/recon "
                              f"is 'recon', mini/recon_independent 'independent'); choose another NAME")
         evaluators[name] = ReconNet.load(path, dev).eval()
-    held = PairDataset(args.heldout_pairs, fields=("styles", "noise_seed")).load_fields(["styles", "noise_seed"])
+    fields = ("styles", "noise_seed") + (("coeffs",) if args.reference else ())
+    held = PairDataset(args.heldout_pairs, fields=fields).load_fields(fields)
     n = min(args.n, len(held["styles"]))
     report = evaluate(G, T, methods, held["styles"][:n], held["noise_seed"][:n], evaluators,
                       targets=args.targets, attributes=args.attributes, batch=args.batch, seed=args.seed,
-                      progress=True)
+                      reference=held["coeffs"][:n] if args.reference else None, progress=True)
     print(report.table())
     if args.out:
         from .serialization import atomic_write
@@ -281,7 +282,7 @@ def _evaluate(args) -> int:
         doc = report.to_dict() | {"command": "python -m cddfm3d " + shlex.join(args.argv)}
         atomic_write(Path(args.out), lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
         print(f"written: {args.out}")
-    failures = {m: report.goal_failures(m) for m in methods}
+    failures = {m: report.goal_failures(m) for m in report.methods}
     print(json.dumps({"goals_met": {m: not f for m, f in failures.items()}}, indent=2))
     return 0
 
@@ -842,6 +843,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--linear-from", type=_existing_dir, default=None, metavar="PAIRS", help="add the "
                     "InterFaceGAN-style linear baseline fitted on these training pairs (styles vs T's coefficients)")
     ev.add_argument("--linear-n", type=POSITIVE, default=10000, help="pairs the linear baseline is fitted on")
+    ev.add_argument("--reference", action="store_true", help="add the perfect-edit reference (method 'perfect'): "
+                    "the world's renders of the held-out pairs' labels, edited exactly, read by the same evaluators "
+                    "(the ceiling of every measure)")
     ev.add_argument("--evaluator", nargs="+", type=_named_path, default=[], metavar="NAME=FILE", help="further "
                     "reconstruction networks reading the images (ReconNet safetensors)")
     ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"],

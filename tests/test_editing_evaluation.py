@@ -19,14 +19,15 @@ import cddfm3d.assets
 from cddfm3d.editing import ATTRIBUTE_SLICES, ATTRIBUTES
 from cddfm3d.editing.baselines import (LinearDirections, fit_linear_baseline, fit_linear_directions,
                                        identity_editor)
-from cddfm3d.editing.evaluation import EditingEvaluation, derangement, evaluate
+from cddfm3d.editing.evaluation import PERFECT, EditingEvaluation, derangement, evaluate
 from cddfm3d.editing.labels import label_images
 from cddfm3d.editing.latents import sample_latents
 from cddfm3d.editing.pairs import resynthesize
 from cddfm3d.face3d import ReconNet
 from cddfm3d.face3d.measures import attribute_distance
 from cddfm3d.face3d.morphable import MorphableModel
-from cddfm3d.world.domains import mini_model
+from cddfm3d.images import to_uint8
+from cddfm3d.world.domains import mini_model, render
 from cddfm3d.world.priors import sample_coeffs
 
 N_SOURCES = 5
@@ -384,3 +385,84 @@ def test_evaluate_bad_input(nets, sources):
             evaluate(G, T, ok, styles, seeds, ev)
     finally:
         R.eval()
+
+
+# ------------------------------------------------------------------------------------------------ perfect edit
+def test_perfect_reference_reads_the_world_renders_of_the_exact_edits(nets, sources):
+    """The perfect-edit reference (method PERFECT): its readings are the evaluators' readings of the world's renders
+    of the source coefficients and of the same coefficients with the edited slice set to the target, rendered alone
+    (batch 1) with the same background; its measures equal the brute force on those readings, with its own leakage
+    normaliser (the renders' paired distances)."""
+    G, R, T, R2 = nets
+    styles, seeds = sources
+    coeffs = sample_coeffs(N_SOURCES, 5)
+    ev = evaluate(G, T, {"id": {a: identity_editor for a in ("pose", "shape")}}, styles, seeds,
+                  {"recon": R, "second": R2}, attributes=("pose", "shape"), batch=1, seed=3, keep_readings=True,
+                  reference=coeffs)
+    assert ev.methods == ("id", PERFECT)
+    rd, pairing, model = ev.readings, derangement(N_SOURCES, 3), mini_model()
+    prior = sample_coeffs(N_SOURCES, 3)
+
+    def own(net, c, i):   # one render alone, the background of source i's batch (seed * 1_000_003 + i)
+        return label_images(net, to_uint8(render(c[None], "human", size=64, seed=3 * 1_000_003 + i)), model)[0]
+
+    f64 = MorphableModel.mini().double()
+    rendered = {}
+    for e, net in (("recon", R), ("second", R2)):
+        ps = rendered[e] = torch.cat([own(net, coeffs[i], i) for i in range(N_SOURCES)])
+        for t in ("swap", "prior"):
+            for a in ("pose", "shape"):
+                sl = ATTRIBUTE_SLICES[a]
+                edited = coeffs.clone()
+                edited[:, sl] = coeffs[pairing, sl] if t == "swap" else prior[:, sl]
+                pg = torch.cat([own(net, edited[i], i) for i in range(N_SOURCES)])
+                assert torch.equal(rd.edited[(PERFECT, e, t, a)], pg)
+                pt = ps[pairing] if t == "swap" else prior
+                completion, leak, off = _brute_force(f64, ps, pg, pt, pairing.tolist(), a)
+                sc = ev.score(PERFECT, e, t, a)
+                assert sc.completion == pytest.approx(completion, rel=1e-4, abs=1e-5)
+                assert sc.offdiag_leakage == pytest.approx(off, rel=1e-4, abs=1e-7)
+                for b in ATTRIBUTES:
+                    assert math.isnan(sc.leakage[b]) if b == a else sc.leakage[b] == pytest.approx(leak[b], 1e-4)
+    # the generated methods keep the generated sources' normaliser and readings
+    assert rd.source["recon"].shape == rendered["recon"].shape and not torch.allclose(rd.source["recon"],
+                                                                                       rendered["recon"])
+    assert ev.score("id", "recon", "swap", "pose").completion == pytest.approx(0.0, abs=1e-6)
+    assert "| perfect | pose |" in ev.table()
+
+
+def test_perfect_reference_shares_the_background_between_source_and_edit(nets, sources):
+    """A renderer that ignores the edited slice makes every perfect edit the source image itself: completion and
+    leakage exactly 0 (a background drawn anew for the edit would move every reading)."""
+    G, R, T, _ = nets
+    styles, seeds = sources
+    coeffs = sample_coeffs(N_SOURCES, 6)
+    calls = []
+
+    def pose_blind(c, seed):
+        calls.append((len(c), seed))
+        c = c.clone()
+        c[:, ATTRIBUTE_SLICES["pose"]] = 0
+        return render(c, "human", size=64, seed=seed)
+
+    ev = evaluate(G, T, {"id": {"pose": identity_editor}}, styles, seeds, {"recon": R}, attributes=("pose",),
+                  targets=("swap",), batch=2, seed=1, reference=coeffs, render_fn=pose_blind)
+    sc = ev.score(PERFECT, "recon", "swap", "pose")
+    assert sc.completion == 0.0 and sc.target_distance == sc.source_distance
+    assert all(v == 0.0 for b, v in sc.leakage.items() if b != "pose") and sc.fd == 0.0
+    assert calls == [(2, 1_000_003), (2, 1_000_005), (1, 1_000_007)] * 2    # sources, then the edit
+
+
+def test_perfect_reference_bad_input(nets, sources):
+    G, R, T, _ = nets
+    styles, seeds = sources
+    ok = {"id": {"pose": identity_editor}}
+    with pytest.raises(ValueError, match=r"reference must be finite float coefficients \[5, 257\].*found \(4, 257\)"):
+        evaluate(G, T, ok, styles, seeds, {"recon": R}, reference=torch.zeros(4, 257))
+    bad = torch.zeros(5, 257)
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="reference must be finite"):
+        evaluate(G, T, ok, styles, seeds, {"recon": R}, reference=bad)
+    with pytest.raises(ValueError, match="'perfect' is the perfect-edit reference's"):
+        evaluate(G, T, {PERFECT: {"pose": identity_editor}}, styles, seeds, {"recon": R},
+                 reference=torch.zeros(5, 257))

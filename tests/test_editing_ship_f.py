@@ -203,24 +203,26 @@ def test_evaluate_prints_and_writes_one_report_of_every_method(made, tmp_path, c
     out_file = tmp_path / "report.json"
     argv = ["evaluate", "--heldout-pairs", str(t / "heldout"), "--n", str(N_EVAL), "--batch", "4", "--no-shipped",
             "--method", f"mine={t / 'runs'}", "--linear-from", str(t / "pairs"), "--targets", "swap",
-            "--out", str(out_file)]
+            "--reference", "--out", str(out_file)]
     capsys.readouterr()
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for row in ("| mine | pose |", "| mine | expression |", "| mine | shape | - |", "| linear | shape |",
-                "| linear | light |"):
+                "| linear | light |", "| perfect | shape |", "| perfect | mean |"):
         assert row in printed, row
     assert f"written: {out_file}" in printed
     doc = json.loads(out_file.read_text())
     assert doc["command"] == "python -m cddfm3d " + " ".join(argv)
     report = EditingEvaluation.from_dict(doc, str(out_file))
-    assert report.methods == ("mine", "linear") and report.targets == ("swap",) and report.attributes == ATTRIBUTES
+    assert report.methods == ("mine", "linear", "perfect") and report.targets == ("swap",)
+    assert report.attributes == ATTRIBUTES
     assert report.n == N_EVAL and report.score("mine", "recon", "swap", "shape") is None
 
     # the same evaluation, made here from its parts
     G = assets.load("mini/generator").eval()
     T = assets.load("mini/attribute_predictor").eval()
-    held = PairDataset(t / "heldout", fields=("styles", "noise_seed")).load_fields(["styles", "noise_seed"])
+    fields = ("styles", "noise_seed", "coeffs")
+    held = PairDataset(t / "heldout", fields=fields).load_fields(fields)
     train = PairDataset(t / "pairs", fields=("styles",)).load_fields(["styles"])["styles"]
     with torch.no_grad():
         linear = fit_linear_baseline(train, T(train))
@@ -228,7 +230,8 @@ def test_evaluate_prints_and_writes_one_report_of_every_method(made, tmp_path, c
             if (t / "runs" / a / "manipulator.safetensors").is_file()}
     assert sorted(mine) == sorted(TRAINED)
     reference = evaluate(G, T, {"mine": mine, "linear": linear}, held["styles"][:N_EVAL],
-                         held["noise_seed"][:N_EVAL], evaluators(), targets=["swap"], batch=4)
+                         held["noise_seed"][:N_EVAL], evaluators(), targets=["swap"], batch=4,
+                         reference=held["coeffs"][:N_EVAL])
     expected = reference.to_dict()
     got = {k: v for k, v in doc.items() if k != "command"}
     assert got["scores"].keys() == expected["scores"].keys()

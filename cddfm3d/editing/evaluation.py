@@ -46,6 +46,17 @@ image; means over the N sources, accumulated in float64):
   mini recon) the estimate is biased upward for small N (it is not 0 for two independent samples of one
   distribution), so compare values at equal N only; ``n`` is reported with it.
 
+**The perfect-edit reference** (``reference``; method :data:`PERFECT`): what the measures read when an edit is
+exactly right. Given world coefficients of the sources (``reference`` [N, 257], e.g. the shipped reconstruction
+network's labels of the source images, a ``gen-pairs`` folder's ``coeffs``), its source images are the world's
+renders of them (``render_fn``, default the mini world's human renderer at G's resolution) and its edit of attribute
+i renders the same coefficients with slice i set to the target (the partner's ``reference`` row for swap, the prior
+draw for prior), with the same background. The renders are read by every evaluator and scored like every method,
+except that its leakage is normalised by the mean distance between its own paired sources (the renders' readings).
+Its completion falls short of 1 and its leakage exceeds 0 only by the evaluators' reading errors: it is the
+ceiling of the measures with these evaluators, the number to read a method's scores against (a goal above it cannot
+be met by any editor).
+
 Determinism: batches of ``batch`` sources go through G and the evaluators together. PyTorch's CPU kernels give
 results that depend on the batch at the float-rounding level (see :mod:`cddfm3d.editing.pairs`), so numbers can
 move in the last digits with ``batch``; with ``batch=1`` every image and reading is that of the sample alone
@@ -70,6 +81,7 @@ from .labels import ALIGNS, SELF_ALIGN_ROUNDS, label_images
 from .pairs import noise_for
 
 TARGETS = ("swap", "prior")
+PERFECT = "perfect"        # the method name of the perfect-edit reference (``evaluate(..., reference=...)``)
 GOAL_COMPLETION = 0.7      # issue 10's goals for the shipped F^i
 GOAL_LEAKAGE = 0.15
 FORMAT = "cddfm3d.editing_evaluation"
@@ -343,6 +355,8 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
              evaluators: Mapping[str, torch.nn.Module], *, model=None, targets: Sequence[str] = TARGETS,
              attributes: Sequence[str] = ATTRIBUTES, batch: int = 64, seed: int = 0, align: str = "none",
              rounds: int = SELF_ALIGN_ROUNDS, prior: Callable[[int, int], torch.Tensor] | None = None,
+             reference: torch.Tensor | None = None,
+             render_fn: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
              keep_readings: bool = False, progress: bool = False) -> EditingEvaluation:
     """Evaluate editing methods on the same sources and targets (see the module docstring for every measure).
 
@@ -363,6 +377,11 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         seed: seeds the swap pairing (:func:`derangement`) and the prior draw.
         align, rounds: how the evaluators read images (:func:`cddfm3d.editing.labels.label_images`).
         prior: ``prior(n, seed) -> [n, 257]`` coefficients (default :func:`cddfm3d.world.priors.sample_coeffs`).
+        reference: [N, 257] finite float world coefficients of the sources; adds the perfect-edit reference, method
+            :data:`PERFECT` (module docstring). None (default): no reference.
+        render_fn: ``render_fn(coeffs [b, 257], seed) -> images [b, 3, H, W]`` float in [-1, 1] or uint8, the same
+            background for the same ``seed`` and row count (default: :func:`cddfm3d.world.domains.render` of the
+            human domain at G's resolution, on the CPU). Used only with ``reference``.
         keep_readings: keep every reading in ``result.readings`` (:class:`EvaluationReadings`; N x 257 floats per
             edit and evaluator).
         progress: a tqdm bar over the batches.
@@ -373,9 +392,10 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     Raises:
         ValueError: naming the argument: no methods / evaluators, an unknown attribute or target kind, an editor
             that is not callable, styles that are not float [N, D] with N >= 2, noise seeds that are not N ints,
-            a batch < 1, an unknown ``align``, a network in training mode, prior coefficients that are not finite
-            [N, 257]; and while running, an editor that returns something other than finite float styles of its
-            input's shape (naming the method and the attribute).
+            a batch < 1, an unknown ``align``, a network in training mode, prior coefficients or ``reference``
+            that are not finite [N, 257], a method named :data:`PERFECT` next to ``reference``; and while running,
+            an editor that returns something other than finite float styles of its input's shape (naming the
+            method and the attribute).
     """
     from tqdm.auto import tqdm
 
@@ -427,6 +447,24 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     if len(seeds) != n or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ValueError(f"{who}: noise_seeds must be N = {n} ints (one per source), found {len(seeds)} values")
 
+    if reference is not None:
+        if PERFECT in methods:
+            raise ValueError(f"{who}: the method name {PERFECT!r} is the perfect-edit reference's (reference=...); "
+                             f"rename that method")
+        if (not isinstance(reference, torch.Tensor) or tuple(reference.shape) != (n, N_COEFFS)
+                or not reference.is_floating_point() or not bool(torch.isfinite(reference).all())):
+            found = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
+            raise ValueError(f"{who}: reference must be finite float coefficients [{n}, {N_COEFFS}] (one row per "
+                             f"source), found {found}")
+        reference = reference.detach().float().cpu()
+        if render_fn is None:
+            from ..world.domains import render as world_render
+
+            size = int(G.resolution)
+
+            def render_fn(coeffs: torch.Tensor, seed: int) -> torch.Tensor:
+                return world_render(coeffs, "human", size=size, seed=seed)
+
     dev = G.w_avg.device
     styles = styles.detach().to(dev, torch.float32)
     pairing = derangement(n, seed)
@@ -464,26 +502,59 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
 
     starts = list(range(0, n, batch))
     jobs = sum(1 for _ in targets for a in attributes for m in methods if a in methods[m])
+    if reference is not None:
+        jobs += 1 + len(targets) * len(attributes)
     bar = tqdm(total=len(starts) * (1 + jobs), unit="batch", desc="evaluate", disable=not progress)
 
-    def run(styles_of: Callable[[int, int], torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def run(images_of: Callable[[int, int], torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         parts: dict[str, list] = {e: ([], []) for e in readers}
         for i in starts:
             j = min(i + batch, n)
-            got = read_all(synthesize(G, styles_of(i, j), seeds[i:j], dev))
+            got = read_all(images_of(i, j))
             for e, (c, f) in got.items():
                 parts[e][0].append(c)
                 parts[e][1].append(f)
             bar.update(1)
         return {e: (torch.cat(c), torch.cat(f)) for e, (c, f) in parts.items()}
 
-    source = run(lambda i, j: styles[i:j])
-    source_stats = {e: feature_stats(f) for e, (_, f) in source.items()}
-    random_distance = {e: {a: _mean_distance(readers[e][2], c, c[pairing.to(c.device)], a, batch)
-                           for a in ATTRIBUTES} for e, (c, _) in source.items()}
+    def generated(styles_of: Callable[[int, int], torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
+        return lambda i, j: synthesize(G, styles_of(i, j), seeds[i:j], dev)
 
-    scores = {m: {e: {t: {} for t in targets} for e in readers} for m in methods}
+    def rendered(coeffs: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+        def images(i: int, j: int) -> torch.Tensor:   # the batch's seed: the same background for source and edit
+            x = render_fn(coeffs[i:j], int(seed) * 1_000_003 + i)
+            return (x if x.dtype == torch.uint8 else to_uint8(x)).to(dev)
+        return images
+
+    def scored(edited, source, normaliser, a: str, t: str) -> dict[str, AttributeScores]:
+        out = {}
+        for e, (pg, fg) in edited.items():
+            emodel = readers[e][2]
+            ps = source[e][0]
+            pt = ps[pairing.to(ps.device)] if t == "swap" else prior_coeffs.to(ps.device)
+            d_gt = _mean_distance(emodel, pg, pt, a, batch)
+            d_st = _mean_distance(emodel, ps, pt, a, batch)
+            moved = {b: _mean_distance(emodel, pg, ps, b, batch) for b in ATTRIBUTES}
+            leak = {b: float("nan") if b == a else _ratio(moved[b], normaliser[e][b]) for b in ATTRIBUTES}
+            off = [v for b, v in leak.items() if b != a]
+            out[e] = AttributeScores(
+                completion=1.0 - _ratio(d_gt, d_st), offdiag_leakage=float(np.mean(off)), identity=leak["shape"],
+                fd=max(0.0, frechet_distance(*feature_stats(fg), *feature_stats(source[e][1]))),
+                leakage=leak, moved=moved, target_distance=d_gt, source_distance=d_st)
+        return out
+
+    def pair_distances(source) -> dict[str, dict[str, float]]:
+        return {e: {a: _mean_distance(readers[e][2], c, c[pairing.to(c.device)], a, batch) for a in ATTRIBUTES}
+                for e, (c, _) in source.items()}
+
+    source = run(generated(lambda i, j: styles[i:j]))
+    random_distance = pair_distances(source)
+    all_methods = tuple(methods) + ((PERFECT,) if reference is not None else ())
+    scores = {m: {e: {t: {} for t in targets} for e in readers} for m in all_methods}
     kept_edited, kept_deltas = {}, {}
+    if reference is not None:
+        ref_source = run(rendered(reference))
+        ref_random = pair_distances(ref_source)
     for t in targets:
         for a in attributes:
             sl = ATTRIBUTE_SLICES[a]
@@ -509,35 +580,30 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
                         raise ValueError(f"{who}: method {m!r}, attribute {a!r}: the editor returned NaN/Inf styles")
                     return out.float()
 
-                edited = run(edited_styles)
-                for e, (pg, fg) in edited.items():
-                    emodel = readers[e][2]
-                    ps = source[e][0]
-                    pt = ps[pairing.to(ps.device)] if t == "swap" else prior_coeffs.to(ps.device)
-                    d_gt = _mean_distance(emodel, pg, pt, a, batch)
-                    d_st = _mean_distance(emodel, ps, pt, a, batch)
-                    moved = {b: _mean_distance(emodel, pg, ps, b, batch) for b in ATTRIBUTES}
-                    leak = {b: float("nan") if b == a else _ratio(moved[b], random_distance[e][b])
-                            for b in ATTRIBUTES}
-                    off = [v for b, v in leak.items() if b != a]
-                    scores[m][e][t][a] = AttributeScores(
-                        completion=1.0 - _ratio(d_gt, d_st),
-                        offdiag_leakage=float(np.mean(off)),
-                        identity=leak["shape"],
-                        fd=max(0.0, frechet_distance(*feature_stats(fg), *source_stats[e])),
-                        leakage=leak, moved=moved, target_distance=d_gt, source_distance=d_st)
+                edited = run(generated(edited_styles))
+                for e, sc in scored(edited, source, random_distance, a, t).items():
+                    scores[m][e][t][a] = sc
                     if keep_readings:
-                        kept_edited[(m, e, t, a)] = pg.cpu()
+                        kept_edited[(m, e, t, a)] = edited[e][0].cpu()
+            if reference is not None:       # the perfect edit: the world's render of the target coefficients
+                target = reference[pairing, sl] if t == "swap" else prior_coeffs[:, sl].cpu()
+                perfect = reference.clone()
+                perfect[:, sl] = target
+                edited = run(rendered(perfect))
+                for e, sc in scored(edited, ref_source, ref_random, a, t).items():
+                    scores[PERFECT][e][t][a] = sc
+                    if keep_readings:
+                        kept_edited[(PERFECT, e, t, a)] = edited[e][0].cpu()
     bar.close()
     readings = None
     if keep_readings:
         readings = EvaluationReadings(source={e: c.cpu() for e, (c, _) in source.items()}, edited=kept_edited,
                                       prior=None if prior_coeffs is None else prior_coeffs.cpu(),
                                       deltas=kept_deltas, pairing=pairing.clone())
-    return EditingEvaluation(n=n, seed=int(seed), align=align, methods=tuple(methods), evaluators=tuple(readers),
+    return EditingEvaluation(n=n, seed=int(seed), align=align, methods=all_methods, evaluators=tuple(readers),
                              targets=targets, attributes=attributes, pairing=pairing.tolist(),
                              random_distance=random_distance, scores=scores, readings=readings)
 
 
-__all__ = ["TARGETS", "GOAL_COMPLETION", "GOAL_LEAKAGE", "AttributeScores", "EvaluationReadings",
+__all__ = ["TARGETS", "PERFECT", "GOAL_COMPLETION", "GOAL_LEAKAGE", "AttributeScores", "EvaluationReadings",
            "EditingEvaluation", "derangement", "synthesize", "pooled_features", "evaluate"]
