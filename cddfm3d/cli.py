@@ -598,17 +598,25 @@ def _train_f(args) -> int:
     the frozen T, then print T's view of it on the held-out split."""
     from . import assets
     from .editing.f_training import EXPORT_FILE, FTrainConfig, train_f
+    from .editing.manipulator import LatentManipulator
     from .editing.pairs import PairDataset
     from .editing.predictor import load_attribute_predictor
     from .stylespace.selection import read_layer_sets
     from .training import init_distributed, is_main_process
 
-    fields = ["styles", "coeffs"] + (["images"] if args.loss_mode == "render" else [])
+    image = args.through == "image"
+    fields = (["styles", "coeffs"] + (["images"] if args.loss_mode == "render" else [])
+              + (["noise_seed"] if image else []))
     ds = PairDataset(args.pairs, fields=tuple(fields))
     data = ds.load_fields(fields)
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     T = load_attribute_predictor(args.predictor, device) if args.predictor else assets.load(
         "mini/attribute_predictor", device)
+    G = recon = None
+    if image:   # the pairs' own generator and reconstruction network, checked against what pairs.json recorded
+        G, recon = (_pairs_network(ds, what, path, device) for what, path in (("generator", args.generator),
+                                                                               ("recon", args.recon)))
+    init = LatentManipulator.load(args.init, device) if args.init else None
     sets = read_layer_sets(args.layer_sets)[0] if args.layer_sets else assets.load("mini/layer_sets")
     if args.full_s:
         layers = list(range(len(_layer_channels(args))))
@@ -618,16 +626,38 @@ def _train_f(args) -> int:
     cfg = FTrainConfig(attribute=args.attribute, edit_layers=layers, steps=args.steps, batch_size=args.batch,
                        lr=args.lr, activation=None if args.activation == "linear" else args.activation,
                        loss_mode=args.loss_mode, weights=weights, warmup=args.warmup,
-                       checkpoint_every=args.checkpoint_every,
+                       checkpoint_every=args.checkpoint_every, through=args.through, edit_weight=args.edit_weight,
                        eval_every=args.eval_every, seed=args.seed)
     trainer = train_f(cfg, T, data["styles"], data["coeffs"], _layer_channels(args), args.out,
                       images=data.get("images"), device=device, resume=not args.no_resume,
-                      stop_at_step=args.stop_at_step, command=args.argv, image_size=int(ds.config["resolution"]))
+                      stop_at_step=args.stop_at_step, command=args.argv, image_size=int(ds.config["resolution"]),
+                      G=G, recon=recon, noise_seeds=data.get("noise_seed"), init=init)
     if is_main_process():
         print(json.dumps({"attribute": args.attribute, "layers": layers, "step": trainer.step,
                           "held_out_T_view": trainer.evaluate()}, indent=2))
         print(f"step {trainer.step}; F^{args.attribute}: {Path(args.out) / EXPORT_FILE}")
     return 0
+
+
+def _pairs_network(ds, what: str, path, device):
+    """The generator or reconstruction network (``what``) a gen-pairs folder was made with: ``path`` (a file) or the
+    shipped ``mini/<what>``; its sha256 must be the one ``pairs.json`` records."""
+    from . import assets
+    from .face3d import ReconNet
+    from .stylegan2 import load_generator
+
+    if path:
+        sha = assets.sha256_file(Path(path))
+        net = load_generator(path, device) if what == "generator" else ReconNet.load(path, device)
+    else:
+        sha = assets.entry(f"mini/{what}")["sha256"]
+        net = assets.load(f"mini/{what}", device)
+    recorded = ds.generator_sha256 if what == "generator" else ds.recon_sha256
+    if sha != recorded:
+        raise ValueError(f"{ds.root / 'pairs.json'}: field 'networks.{what}.sha256' is {recorded[:12]}..., the "
+                         f"{what} given ({path or 'the shipped mini/' + what}) is {sha[:12]}...: pass the {what} "
+                         f"the pairs were made with (--{what})")
+    return net.eval()
 
 
 def _layer_channels(args) -> list[int]:
@@ -1044,6 +1074,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "distances to the labels (fast); render: masked photometric loss against the images")
     tf.add_argument("--weight", nargs="+", type=_term_weight, default=[], metavar="TERM=W", help="loss weights, "
                     "e.g. rec=1 render=10 landmark=0.05 edge=1 (0 removes a term)")
+    tf.add_argument("--through", default="T", choices=["T", "image"], help="T: P_hat = T(s_hat) (the paper); "
+                    "image: P_hat read by the reconstruction network from the generated image, the references "
+                    "from the pairs' labels (slower; meant as a fine-tuning with --init)")
+    tf.add_argument("--edit-weight", type=_float(0), default=1.0, help="weight of the edit half of the render "
+                    "and landmark terms against the consistency half (default: 1, the official recipe)")
+    tf.add_argument("--init", type=_existing_file, default=None, help="start a fresh run from this F^i "
+                    "(manipulator.safetensors of a train-f run on the same pairs and T)")
+    tf.add_argument("--recon", type=_existing_file, default=None, help="--through image: the reconstruction "
+                    "network of the pairs' labels (default: the shipped mini/recon)")
     tf.add_argument("--eval-every", type=POSITIVE, default=250, help="steps between held-out T-view evaluations "
                     "(default: 250)")
     tf.add_argument("--checkpoint-every", type=POSITIVE, default=250, help="steps between checkpoints "

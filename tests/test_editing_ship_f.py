@@ -48,6 +48,10 @@ def made(tmp_path_factory):
     for a in TRAINED:
         cmds[a] = ["train-f", "--attribute", a, "--pairs", t / "pairs", "--out", t / "runs" / a, "--steps", 2,
                    "--batch", 4, "--eval-every", 1, "--device", "cpu"]
+    # the image-mode fine-tuning of F^pose, started from the T-mode run
+    cmds["image"] = ["train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", t / "image_run", "--steps", 2,
+                     "--batch", 4, "--through", "image", "--edit-weight", 2, "--init",
+                     t / "runs" / "pose" / "manipulator.safetensors", "--device", "cpu"]
     for c in cmds.values():
         run(*c)
     T = assets.load("mini/attribute_predictor")
@@ -139,6 +143,31 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
             assert torch.equal(got, nets[a](s, delta)) and not torch.equal(got, s)
 
     assert FaceEditor.load("mini").attributes == ["expression", "pose"]
+
+
+def test_ship_f_records_the_commands_of_the_init_run_before_the_fine_tuning(made, world):
+    t, cmds, _ = made
+    run("ship-f", "--runs", t / "image_run", "--pairs", t / "pairs", "--heldout-pairs", t / "heldout", "--n", 2)
+    e = assets.entry("mini/manipulator/pose")
+    assert e["command"].splitlines()[1:-1] == [cmds["pairs"], cmds["heldout"], cmds["pose"], cmds["image"]]
+    assert (world / e["file"]).read_bytes() == (t / "image_run" / "manipulator.safetensors").read_bytes()
+    state = torch.load(t / "image_run" / "checkpoint.pt", weights_only=True)
+    init = LatentManipulator.load(t / "runs" / "pose" / "manipulator.safetensors")
+    assert state["init_sha256"] == state_sha256(init)
+    assert json.loads(state["config"])["through"] == "image" and json.loads(state["config"])["edit_weight"] == 2
+
+
+def test_ship_f_refuses_a_fine_tuning_whose_init_file_changed(made, world, tmp_path):
+    t = made[0]
+    moved = tmp_path / "init"
+    shutil.copytree(t / "runs" / "pose", moved)
+    run("train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", tmp_path / "tuned", "--steps", 1,
+        "--batch", 4, "--init", moved / "manipulator.safetensors", "--device", "cpu")
+    shutil.copy(t / "image_run" / "manipulator.safetensors", moved / "manipulator.safetensors")
+    with pytest.raises(ValueError, match=r"tuned/checkpoint.pt: field 'init_sha256' is .*, but .*init/manipulator"
+                                         r".safetensors holds another network"):
+        ship_manipulators([tmp_path / "tuned"], t / "pairs", t / "heldout", n_eval=2)
+    assert shipped_nothing(world)
 
 
 def test_ship_f_refuses_held_out_pairs_of_the_training_seed(made, world):

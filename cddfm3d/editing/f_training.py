@@ -29,6 +29,19 @@ Losses (weights in :attr:`FTrainConfig.weights`, each term logged):
   expression, so only the shape is compared. The official second term has no gradient (both sides come from T on
   data) and is left out.
 
+**Through the images** (``through="image"``, an option beyond the paper): ``P_hat`` is not T's prediction but the
+reconstruction network's reading of the image the generator makes from ``s_hat`` (with the source's stored noise):
+"generate, then reconstruct" itself, the quantity the evaluation measures, at the cost of a generator and network
+pass per step. The references are then the reconstruction network's labels of the pairs' images (``labels``), not
+T's predictions (P_w, P_v in ``P_edit`` / ``P_cons``, the landmark and edge references); T still gives the
+editor's input ``delta = P_v^i - P_w^i``, as at inference. Meant as a fine-tuning of a T-trained F^i
+(``init``); the independent evaluator, which no training sees, tells a real gain from an edit that only pleases
+the reconstruction network.
+
+``edit_weight`` weighs the edit half (``P_edit`` against v) of the ``render`` and ``landmark`` terms against the
+consistency half (``P_cons`` against w): each term is (edit_weight x edit + consistency) / 2, the official recipe
+at 1.
+
 Differences from the official code, each one of its weak points (``cddfm3d_method.md`` §5, "weak points"): the
 network writes only the attribute's layer set (:class:`~.manipulator.LatentManipulator`), standardises its
 inputs and outputs; AdamW with a warm-up and cosine decay replaces SGD with momentum 0.99 and x0.01 steps; the
@@ -51,15 +64,16 @@ from ..face3d.losses import photometric_loss
 from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES, attribute_distance
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..face3d.render import render
-from ..images import from_uint8
+from ..images import from_uint8, to_range
 from ..training import ScheduledRun, allreduce_gradients
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
-from .pairs import state_sha256
+from .pairs import noise_for, state_sha256
 from .t_training import labels_sha256, split_indices
 
 EXPORT_FILE = "manipulator.safetensors"
 LOSS_MODES = ("param", "render")
+THROUGH = ("T", "image")
 LOSS_TERMS = ("rec", "render", "landmark", "edge")
 DEFAULT_WEIGHTS = {"rec": 1.0, "render": 10.0, "landmark": 0.05, "edge": 1.0}
 MOUTH = slice(48, 68)
@@ -83,7 +97,9 @@ class FTrainConfig:
     docstring). ``render_batch``: images of each half rasterised per step in render mode (cost). ``weights``:
     {term: weight} over :data:`LOSS_TERMS` (missing terms take :data:`DEFAULT_WEIGHTS`; 0 removes a term).
     ``val_fraction``: share of the pairs held out for the logged T-view evaluation (``eval_every`` steps,
-    ``eval_max`` pairs)."""
+    ``eval_max`` pairs). ``through``: ``"T"`` (the paper: P_hat = T(s_hat)) or ``"image"`` (P_hat read from the
+    generated image; module docstring). ``edit_weight``: weight (>= 0, finite) of the edit half of the render and
+    landmark terms against the consistency half (module docstring)."""
 
     attribute: str
     edit_layers: list
@@ -97,6 +113,8 @@ class FTrainConfig:
     loss_mode: str = "param"
     render_batch: int = 8
     weights: dict = field(default_factory=dict)
+    through: str = "T"
+    edit_weight: float = 1.0
     val_fraction: float = 0.05
     eval_every: int = 250
     eval_max: int = 512
@@ -117,6 +135,11 @@ class FTrainConfig:
         if self.activation is not None and self.activation not in ACTIVATIONS:
             raise ValueError(f"FTrainConfig.activation must be None or one of {sorted(ACTIVATIONS)}, found "
                              f"{self.activation!r}")
+        if self.through not in THROUGH:
+            raise ValueError(f"FTrainConfig.through must be one of {THROUGH}, found {self.through!r}")
+        if (isinstance(self.edit_weight, bool) or not isinstance(self.edit_weight, (int, float))
+                or not 0 <= self.edit_weight < float("inf")):
+            raise ValueError(f"FTrainConfig.edit_weight must be a finite number >= 0, found {self.edit_weight!r}")
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"FTrainConfig.loss_mode must be one of {LOSS_MODES}, found {self.loss_mode!r}")
         bad = {k: v for k, v in self.weights.items() if k not in LOSS_TERMS or isinstance(v, bool)
@@ -168,17 +191,26 @@ class FTrainer(ScheduledRun):
             when ``images`` are given (it must then agree), else this, default :data:`IMAGE_SIZE` (the mini world's
             64 px; pass the pairs' resolution for another generator), so that both loss modes weigh the same
             distances.
+        G, recon, noise_seeds: needed by ``through="image"`` (ignored otherwise): the generator of the pairs, the
+            reconstruction network of their labels (both frozen; copies in eval mode without gradients; the
+            network reads the whole generated image, so its ``image_size`` must be G's resolution) and the pairs'
+            noise seeds [N] (ints; :func:`~.pairs.noise_for`).
+        init: a :class:`~.manipulator.LatentManipulator` to start from (a fresh run only; a resumed run continues
+            from its checkpoint): the same attribute, layer set, code size and activation, and the normalisation
+            this trainer computes from the pairs and T (it must have been trained on them).
 
     Raises ``ValueError`` for inputs of mismatched shapes, a layer set outside the generator's layers, images
-    missing in render mode or a batch larger than the training split."""
+    missing in render mode, a batch larger than the training split, a missing or mismatched G, recon or noise
+    seeds in image mode, and an ``init`` of another architecture or normalisation."""
 
     name = "train-f"
     export_file = EXPORT_FILE
-    arch_keys = ("attribute", "edit_layers", "code_dim", "activation", "val_fraction", "seed")
+    arch_keys = ("attribute", "edit_layers", "code_dim", "activation", "val_fraction", "seed", "through")
 
     def __init__(self, config: FTrainConfig, T: torch.nn.Module, styles: torch.Tensor, labels: torch.Tensor,
                  layer_channels, out_dir, images: torch.Tensor | None = None, model: MorphableModel | None = None,
-                 device=None, image_size: int | None = None):
+                 device=None, image_size: int | None = None, G=None, recon=None,
+                 noise_seeds: torch.Tensor | None = None, init: LatentManipulator | None = None):
         D = sum(int(c) for c in layer_channels)
         if not isinstance(styles, torch.Tensor) or styles.ndim != 2 or styles.shape[1] != D:
             found = tuple(styles.shape) if isinstance(styles, torch.Tensor) else type(styles).__name__
@@ -232,27 +264,91 @@ class FTrainer(ScheduledRun):
         self.net = LatentManipulator(config.attribute, layer_channels, config.edit_layers, style_mean=tr.mean(0),
                                      style_std=std, p_scale=p_scale, code_dim=config.code_dim,
                                      activation=config.activation).to(self.device)
+        self.init_sha256 = None
+        if init is not None:
+            self._load_init(init)
         self.edited = self.net.net.edited_columns(self.device)
+        self.G = self.recon = self.noise_seeds = None
+        if config.through == "image":
+            self._image_parts(G, recon, noise_seeds)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.rng = torch.Generator().manual_seed(config.seed)   # the same on every rank: one global batch
         self.track(net=self.net, opt=self.opt, rng=self.rng)
 
+    def _load_init(self, init: LatentManipulator) -> None:
+        """Start from ``init``'s weights (class docstring); records its state sha256."""
+        if not isinstance(init, LatentManipulator):
+            raise ValueError(f"FTrainer: init must be a LatentManipulator, found {type(init).__name__}")
+        mine, theirs = self.net.config, init.config
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            raise ValueError("FTrainer: init differs from this run's network in "
+                             + ", ".join(f"{k} (init {a!r}, run {b!r})" for k, (a, b) in diff.items()))
+        own = self.net.state_dict()
+        for key, value in init.state_dict().items():
+            if key in own and not key.endswith(("weight", "bias")) and not torch.allclose(
+                    value.to(own[key].device, own[key].dtype), own[key], rtol=1e-4, atol=1e-6):
+                raise ValueError(f"FTrainer: init's normalisation {key!r} differs from the one computed from these "
+                                 f"pairs and T: it was trained on other pairs or through another T")
+        self.net.load_state_dict(init.state_dict())
+        self.init_sha256 = state_sha256(self.net)
+
+    def _image_parts(self, G, recon, noise_seeds) -> None:
+        """Frozen copies of G and the reconstruction network on the run's device, and the noise seeds (image mode)."""
+        if G is None or recon is None or noise_seeds is None:
+            raise ValueError("FTrainer: through='image' needs G, recon and noise_seeds (the pairs' generator, "
+                             "reconstruction network and noise seeds)")
+        seeds = torch.as_tensor(noise_seeds)
+        if seeds.shape != (len(self.styles),) or seeds.is_floating_point():
+            raise ValueError(f"FTrainer: noise_seeds must be [{len(self.styles)}] ints (one per pair), found "
+                             f"{seeds.dtype} {tuple(seeds.shape)}")
+        if sum(m.channels for m in G.style_layers) != self.styles.shape[1]:
+            raise ValueError(f"FTrainer: G's style dimension {sum(m.channels for m in G.style_layers)} is not the "
+                             f"pairs' {self.styles.shape[1]}")
+        if int(recon.image_size) != int(G.resolution):
+            raise ValueError(f"FTrainer: through='image' reads the whole generated image: the reconstruction "
+                             f"network's image_size {recon.image_size} must be G's resolution {G.resolution}")
+        self.G = copy.deepcopy(G).to(self.device).eval().requires_grad_(False)
+        self.recon = copy.deepcopy(recon).to(self.device).eval().requires_grad_(False)
+        self.noise_seeds = seeds.long()
+
+    def read_edit(self, s_hat: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+        """P_hat [B, 257] of edited styles ``s_hat`` [B, D] of sources ``w_rows``: T(s_hat), or (image mode) the
+        reconstruction network's reading of G's image of ``s_hat`` on the sources' noise, clamped to [-1, 1] as the
+        stored images are."""
+        if self.cfg.through == "T":
+            return self.T(s_hat)
+        noise = noise_for(self.G, self.noise_seeds[w_rows.cpu()], self.device)
+        image = self.G.synthesis_from_styles(self.G.unflatten_styles(s_hat), noise=noise).clamp(-1, 1)
+        return self.recon(to_range(image, self.recon.input_range), check=False)
+
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
-        return {"n_pairs": len(self.styles), "labels_sha256": self.labels_sha256,
-                "predictor_sha256": self.predictor_sha256}
+        out = {"n_pairs": len(self.styles), "labels_sha256": self.labels_sha256,
+               "predictor_sha256": self.predictor_sha256}
+        if self.init_sha256 is not None:
+            out["init_sha256"] = self.init_sha256
+        if self.G is not None:
+            out["generator_sha256"] = state_sha256(self.G)
+            out["recon_sha256"] = state_sha256(self.recon)
+        return out
 
     def load_extra_state(self, state: dict) -> None:
-        again = "use the same pairs and T, another output directory, or start afresh (--no-resume / resume=False)"
+        again = ("use the same pairs, T (and G and recon), another output directory, or start afresh (--no-resume / "
+                 "resume=False)")
         if int(state["n_pairs"]) != len(self.styles):
             raise ValueError(f"{self.checkpoint_path}: the checkpoint was trained on {int(state['n_pairs'])} pairs, "
                              f"{len(self.styles)} given; {again}")
-        for key, now in (("labels_sha256", self.labels_sha256), ("predictor_sha256", self.predictor_sha256)):
+        checked = [("labels_sha256", self.labels_sha256, "pairs"), ("predictor_sha256", self.predictor_sha256, "T")]
+        if self.G is not None:
+            checked += [("generator_sha256", state_sha256(self.G), "G"),
+                        ("recon_sha256", state_sha256(self.recon), "recon")]
+        for key, now, what in checked:
             saved = state.get(key)
             if saved is not None and saved != now:
                 raise ValueError(f"{self.checkpoint_path}: field {key!r} is {saved[:12]}... in the checkpoint, "
-                                 f"{now[:12]}... given (other {'pairs' if key.startswith('labels') else 'T'}); "
-                                 f"{again}")
+                                 f"{now[:12]}... given (other {what}); {again}")
+        self.init_sha256 = state.get("init_sha256")     # the resumed network continues the run's own start
 
     # ----------------------------------------------------------- losses
     def losses(self, w_rows: torch.Tensor, v_rows: torch.Tensor) -> dict:
@@ -265,20 +361,23 @@ class FTrainer(ScheduledRun):
         zero = torch.zeros(len(s_w), self.net.p_dim, device=dev)
         terms["rec"] = (self.net.offset(s_w, zero)[:, self.edited] / std).square().mean()
         s_hat = self.net(s_w, (P_v - P_w)[:, sl])
-        P_hat = self.T(s_hat)
+        P_hat = self.read_edit(s_hat, w_rows)
+        if cfg.through == "image":      # the references: the reconstruction network's readings of the images
+            P_w, P_v = self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)
         P_edit = torch.cat([P_v[:, :sl.start], P_hat[:, sl], P_v[:, sl.stop:]], 1)
         P_cons = torch.cat([P_hat[:, :sl.start], P_w[:, sl], P_hat[:, sl.stop:]], 1)
         size = self.image_size
+        ew = float(cfg.edit_weight)
         out_e = self.fm(P_edit, image_size=size, check=False)
         out_c = self.fm(P_cons, image_size=size, check=False)
         if cfg.weight("render") > 0:
             if cfg.loss_mode == "render":
-                terms["render"] = (self._photo(out_e, P_v, v_rows) + self._photo(out_c, P_w, w_rows)) / 2
+                terms["render"] = (ew * self._photo(out_e, P_v, v_rows) + self._photo(out_c, P_w, w_rows)) / 2
             else:
-                terms["render"] = (self._param(out_e, v_rows) + self._param(out_c, w_rows)) / 2
+                terms["render"] = (ew * self._param(out_e, v_rows) + self._param(out_c, w_rows)) / 2
         with torch.no_grad():
             lm_v, lm_w = project_landmarks(self.fm, P_v, size), project_landmarks(self.fm, P_w, size)
-        terms["landmark"] = (landmark_term(out_e.landmarks, lm_v) + landmark_term(out_c.landmarks, lm_w)) / 2
+        terms["landmark"] = (ew * landmark_term(out_e.landmarks, lm_v) + landmark_term(out_c.landmarks, lm_w)) / 2
         if cfg.weight("edge") > 0:
             hat = jaw_contour(self.fm, P_edit)   # P_v with P_hat's identity: the shape alone is compared
             with torch.no_grad():
@@ -374,11 +473,13 @@ def train_f(config: FTrainConfig, T, styles: torch.Tensor, labels: torch.Tensor,
             images: torch.Tensor | None = None, model: MorphableModel | None = None, device=None,
             resume: bool = True, progress: bool = True, max_steps: int | None = None,
             stop_at_step: int | None = None, command: list[str] | None = None,
-            image_size: int | None = None) -> FTrainer:
+            image_size: int | None = None, G=None, recon=None, noise_seeds: torch.Tensor | None = None,
+            init: LatentManipulator | None = None) -> FTrainer:
     """Train (or resume) F^i; writes ``out_dir/{checkpoint.pt, manipulator.safetensors, log.json}``. Returns the
     trainer (``trainer.net`` is F^i, ``trainer.evaluate()`` T's view of it on the held-out pairs). Arguments as
     :class:`FTrainer`."""
-    trainer = FTrainer(config, T, styles, labels, layer_channels, out_dir, images, model, device, image_size)
+    trainer = FTrainer(config, T, styles, labels, layer_channels, out_dir, images, model, device, image_size,
+                       G=G, recon=recon, noise_seeds=noise_seeds, init=init)
     trainer.start(resume, stop_at_step, command)
     trainer.train(progress=progress, max_steps=max_steps)
     return trainer

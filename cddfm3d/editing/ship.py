@@ -13,6 +13,7 @@ line first names the generator and recon they read.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -118,6 +119,30 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
     return {"attribute_predictor": t_metrics, "layer_sets": layer_metrics, "seconds": time.perf_counter() - t0}
 
 
+def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
+    """The commands of a train-f run folder, preceded by those of the run its ``--init`` network came from (the
+    init file's folder, recursively). A run started from an init records the init's state sha256 (checkpoint field
+    ``init_sha256``); the file named by ``--init`` must still hold that network."""
+    from .manipulator import LatentManipulator
+    from .pairs import state_sha256
+
+    own = rebuild_commands(run_dir)
+    inits = {argv[argv.index("--init") + 1] for argv in map(shlex.split, own) if "--init" in argv[:-1]}
+    if not inits:
+        return own
+    if len(inits) > 1 or state.get("init_sha256") is None:
+        raise ValueError(f"{run_dir / 'commands.txt'}: {len(inits)} --init files ({sorted(inits)}) for a checkpoint "
+                         f"that records {'one' if state.get('init_sha256') else 'none'}; re-run it in a new folder")
+    init = Path(inits.pop())
+    if not init.is_file() or state_sha256(LatentManipulator.load(init)) != state["init_sha256"]:
+        raise ValueError(f"{run_dir / 'checkpoint.pt'}: field 'init_sha256' is {state['init_sha256'][:12]}..., but "
+                         f"{init} {'holds another network' if init.is_file() else 'does not exist'} (the run's "
+                         f"--init changed since it started): restore it, or re-run the run in a new folder")
+    init_state = torch.load(init.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True) \
+        if (init.parent / CHECKPOINT_FILE).is_file() else {}
+    return _commands_with_init(init.parent, init_state) + own
+
+
 def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500, ship_command: str = "",
                       device=None, batch: int = 64) -> dict:
     """Evaluate the F^i of ``train-f`` run folders on held-out pairs and ship them as ``mini/manipulator/<attribute>``.
@@ -150,6 +175,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     sets = assets.load("mini/layer_sets")
     nets: dict[str, LatentManipulator] = {}
     files: dict[str, Path] = {}
+    run_commands: dict[str, list[str]] = {}
     for d in map(Path, run_dirs):
         f, ckpt = d / "manipulator.safetensors", d / CHECKPOINT_FILE
         for x in (f, ckpt):
@@ -176,6 +202,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
                              f"run's train-f command to export it again")
         if F.edit_layers != sorted(sets[a]):
             raise ValueError(f"{f}: edits layers {F.edit_layers}, the shipped layer set of {a!r} is {sorted(sets[a])}")
+        run_commands[a] = _commands_with_init(d, state)
         nets[a], files[a] = F, f
     if not nets:
         raise ValueError("ship-f: no run folders given")
@@ -205,7 +232,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
         shutil.copyfile(files[a], dest / f"manipulator_{a}.safetensors")
         assets.register(
             f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
-            "\n".join([world] + cmds_pairs + cmds_heldout + rebuild_commands(files[a].parent) + ship), metrics,
+            "\n".join([world] + cmds_pairs + cmds_heldout + run_commands[a] + ship), metrics,
             description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
                         f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f")
     return {"evaluation": doc, "seconds": time.perf_counter() - t0}
