@@ -27,8 +27,9 @@ import torch
 from cddfm3d import assets
 from cddfm3d.cli import main
 from cddfm3d.demo import METHOD_FACES, METHOD_SOURCES, METRIC_SENTENCES
-from cddfm3d.editing.evaluation import evaluate
+from cddfm3d.editing.evaluation import PERFECT, evaluate, synthesize
 from cddfm3d.editing.face_editor import FaceEditor
+from cddfm3d.editing.labels import label_images
 from cddfm3d.editing.manipulator import LatentManipulator
 from cddfm3d.face3d.lighting import directional_light
 from cddfm3d.face3d.render import render
@@ -132,8 +133,11 @@ def test_demo_shows_the_shipped_editing_networks(with_editing, tmp_path):
 
     # ---- this run's table: evaluate on the same fresh sources (swap targets), read by the shipped recon
     sources = torch.cat([editor.styles_from_seed(20_000 + i) for i in range(METHOD_SOURCES)])
-    ref = evaluate(G, T, {"cddfm3d": nets}, sources, list(range(METHOD_SOURCES)),
-                   {"recon": assets.load("mini/recon").eval()}, targets=("swap",), attributes=list(EDITED), seed=0)
+    recon = assets.load("mini/recon").eval()
+    with torch.no_grad():       # the perfect edit's coefficients: the recon's readings of the sources' images
+        coeffs, _ = label_images(recon, synthesize(G, sources, list(range(METHOD_SOURCES))), fm)
+    ref = evaluate(G, T, {"cddfm3d": nets}, sources, list(range(METHOD_SOURCES)), {"recon": recon},
+                   targets=("swap",), attributes=list(EDITED), seed=0, reference=coeffs)
     assert [r["attribute"] for r in method["table"]] == list(EDITED)
     for r in method["table"]:
         sc = ref.score("cddfm3d", "recon", "swap", r["attribute"])
@@ -141,19 +145,24 @@ def test_demo_shows_the_shipped_editing_networks(with_editing, tmp_path):
         assert r["leakage"] == pytest.approx(sc.offdiag_leakage, abs=5e-4 + 1e-9), r
         assert r["identity"] == pytest.approx(sc.identity, abs=5e-4 + 1e-9), r
         assert r["identity"] > 0 and r["leakage"] > 0          # the random networks do move other attributes
+        ceiling = ref.score(PERFECT, "recon", "swap", r["attribute"])
+        assert r["perfect_completion"] == pytest.approx(ceiling.completion, abs=5e-4 + 1e-9), r
+        assert r["perfect_leakage"] == pytest.approx(ceiling.offdiag_leakage, abs=5e-4 + 1e-9), r
+        assert 0 < r["perfect_completion"] < 1 and r["perfect_leakage"] > 0
 
     # ---- the page: the picture, the numbers under readable headers, one sentence per measure
     page = (out / "index.html").read_text()
     assert "src='method_edits.png'" in page
     for sentence in METRIC_SENTENCES.values():
         assert html.escape(sentence) in page
-    assert set(METRIC_SENTENCES) == {"completion", "leakage", "identity"}
-    for header in ("edit completion", "leakage", "identity kept"):
+    assert set(METRIC_SENTENCES) == {"completion", "leakage", "identity", "perfect"}
+    for header in ("edit completion", "leakage", "identity kept", "perfect edit: completion",
+                   "perfect edit: leakage"):
         assert f">{header}<" in page, header
     for raw in ("offdiag_leakage", "n_sources", "'completion'"):
         assert raw not in page, raw
     for r in method["table"]:
-        for key in ("completion", "leakage", "identity"):
+        for key in ("completion", "leakage", "identity", "perfect_completion", "perfect_leakage"):
             assert f">{r[key]:.4g}<" in page, (r["attribute"], key)
     assert "No editing networks are shipped" not in page
 
