@@ -38,7 +38,7 @@ def test_mini_assets_recipe_matches_the_manifest():
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_editing_assets_recipe_matches_the_manifest():
     recipe = recipe_commands("editing-assets")
-    assert len(recipe) == 13, recipe
+    assert len(recipe) == 18, recipe
     manifest = json.loads((ROOT / "assets" / "MANIFEST.json").read_text())["assets"]
     covered = set()
     names = ["mini/attribute_predictor", "mini/layer_sets", "mini/recon_independent"]
