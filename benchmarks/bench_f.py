@@ -1,11 +1,13 @@
 """Training and editing speed of the editing networks F^i on the shipped mini world.
 
-    python benchmarks/bench_f.py [--pairs 1000] [--steps 100] [--device cpu|cuda] [--threads 1]
+    python benchmarks/bench_f.py [--pairs 1000] [--steps 100] [--device cpu|cuda] [--threads 1] [--attributes A ...]
 
-* ``train-f``: the real command for every attribute (default per-vertex loss) and for one attribute with the
-  rasterised render loss, ``--steps`` steps on ``--pairs`` pairs made by ``gen-pairs`` in a temporary folder;
-  steps/s measured after start-up (two runs of different lengths, their difference) and the extrapolated time of
-  the shipped recipe's 1000 steps (issue goal: each F^i trains to the goals in <= 10 min on 2 CPU cores);
+* ``train-f``: the real command for every attribute of ``--attributes`` (default per-vertex loss, batch 64) and for
+  expression with the rasterised render loss, ``--steps`` steps on ``--pairs`` pairs made by ``gen-pairs`` in a
+  temporary folder; steps/s measured after start-up (two runs of different lengths, their difference) and the
+  extrapolated time of 1000 steps (issue goal: each F^i trains to the goals in <= 10 min on 2 CPU cores);
+* the shipped recipe of one F^i (``make editing-assets``): expression at batch 32 through T, then through the images
+  (``--through image``), and the extrapolated time of its 1000 + 400 steps;
 * one edit at batch 1: ``FaceEditor.edit`` (T + F^i) and ``FaceEditor.synthesize`` on the shipped networks, median
   and minimum of 50 after 5 warm-up calls (issue goal: <= 10 ms for T + F^i + synthesis on the CPU).
 
@@ -23,6 +25,8 @@ from pathlib import Path
 from report import machine_line, print_table, timed  # benchmarks/report.py
 ATTRIBUTES = ("shape", "expression", "albedo", "pose", "light")
 RECIPE_STEPS = 1000
+RECIPE_BATCH = 32          # the shipped recipe: 1000 steps through T, then 400 through the images, batch 32
+RECIPE_IMAGE_STEPS = 400
 
 
 def edit_latency(device: str, threads: int, repeats: int = 50) -> tuple[float, float, float, float]:
@@ -60,6 +64,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=100, help="train-f steps of the longer run (default 100)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=ATTRIBUTES,
+                   help="attributes of the batch-64 per-vertex rows (default: all five)")
     args = p.parse_args(argv)
     py = [sys.executable, "-m", "cddfm3d"]
     dev = ["--device", args.device]
@@ -69,17 +75,26 @@ def main(argv=None) -> None:
         timed(py + ["gen-pairs", "--out", str(tmp / "pairs"), "--count", str(args.pairs), "--seed", "5",
                     "--threads", str(args.threads)] + dev, args.threads)
         short = max(args.steps // 5, 2)
-        runs = [(a, "param") for a in ATTRIBUTES] + [("expression", "render")]
-        for attribute, mode in runs:
+        runs = ([(a, "param", "T", 64) for a in args.attributes] + [("expression", "render", "T", 64)]
+                + [("expression", "param", through, RECIPE_BATCH) for through in ("T", "image")])
+        rates = {}
+        for attribute, mode, through, batch in runs:
             t = {}
             for n in (short, args.steps):
-                out = tmp / f"f_{attribute}_{mode}_{n}"
+                out = tmp / f"f_{attribute}_{mode}_{through}_{batch}_{n}"
                 t[n] = timed(py + ["train-f", "--attribute", attribute, "--pairs", str(tmp / "pairs"), "--out",
-                                   str(out), "--steps", str(n), "--loss-mode", mode, "--eval-every", str(10 ** 6),
+                                   str(out), "--steps", str(n), "--loss-mode", mode, "--through", through,
+                                   "--batch", str(batch), "--eval-every", str(10 ** 6),
                                    "--checkpoint-every", str(10 ** 6)] + dev, args.threads)
-            rate = (args.steps - short) / max(t[args.steps] - t[short], 1e-9)
-            rows.append(("train-f", f"{attribute}, --loss-mode {mode}", f"{rate:.2f} steps/s",
-                         f"{RECIPE_STEPS / rate / 60:.1f} min for {RECIPE_STEPS} steps"))
+            rate = rates[(attribute, mode, through, batch)] = (args.steps - short) / max(t[args.steps] - t[short],
+                                                                                         1e-9)
+            steps = RECIPE_IMAGE_STEPS if through == "image" else RECIPE_STEPS
+            rows.append(("train-f", f"{attribute}, --loss-mode {mode}, --through {through}, batch {batch}",
+                         f"{rate:.2f} steps/s", f"{steps / rate / 60:.1f} min for {steps} steps"))
+        recipe = (RECIPE_STEPS / rates[("expression", "param", "T", RECIPE_BATCH)]
+                  + RECIPE_IMAGE_STEPS / rates[("expression", "param", "image", RECIPE_BATCH)])
+        rows.append(("train-f recipe", f"expression: {RECIPE_STEPS} steps through T + {RECIPE_IMAGE_STEPS} through "
+                                       f"the images, batch {RECIPE_BATCH}", "", f"{recipe / 60:.1f} min"))
     e_med, e_min, g_med, g_min = edit_latency(args.device, args.threads)
     rows.append(("FaceEditor.edit", "T + F^pose, batch 1", f"{e_med:.2f} ms ({e_min:.2f})", ""))
     rows.append(("edit + synthesize", "T + F^pose + G, batch 1", f"{g_med:.2f} ms ({g_min:.2f})", ""))

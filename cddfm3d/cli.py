@@ -282,7 +282,7 @@ def _evaluate(args) -> int:
         doc = report.to_dict() | {"command": "python -m cddfm3d " + shlex.join(args.argv)}
         atomic_write(Path(args.out), lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
         print(f"written: {args.out}")
-    failures = {m: report.goal_failures(m) for m in report.methods}
+    failures = {m: report.goal_failures(m) for m in methods}
     print(json.dumps({"goals_met": {m: not f for m, f in failures.items()}}, indent=2))
     return 0
 
@@ -605,6 +605,9 @@ def _train_f(args) -> int:
     from .training import init_distributed, is_main_process
 
     image = args.through == "image"
+    if args.recon and not image:
+        raise ValueError("train-f: --recon is read only with --through image (the reconstruction network of the "
+                         "pairs' labels, which reads the edited images)")
     fields = (["styles", "coeffs"] + (["images"] if args.loss_mode == "render" else [])
               + (["noise_seed"] if image else []))
     ds = PairDataset(args.pairs, fields=tuple(fields))
@@ -614,6 +617,11 @@ def _train_f(args) -> int:
         "mini/attribute_predictor", device)
     G = recon = None
     if image:   # the pairs' own generator and reconstruction network, checked against what pairs.json recorded
+        if ds.config.get("align", "none") != "none":
+            raise ValueError(f"{ds.root / 'pairs.json'}: field 'config.align' is {ds.config.get('align')!r}; "
+                             f"--through image compares the reconstruction network's readings of whole generated "
+                             f"images with the labels, so the labels must be whole-image readings (gen-pairs "
+                             f"--align none)")
         G, recon = (_pairs_network(ds, what, path, device) for what, path in (("generator", args.generator),
                                                                                ("recon", args.recon)))
     init = LatentManipulator.load(args.init, device) if args.init else None
@@ -641,21 +649,22 @@ def _train_f(args) -> int:
 
 def _pairs_network(ds, what: str, path, device):
     """The generator or reconstruction network (``what``) a gen-pairs folder was made with: ``path`` (a file) or the
-    shipped ``mini/<what>``; its sha256 must be the one ``pairs.json`` records."""
+    shipped ``mini/<what>``; its state sha256 must be the one ``pairs.json`` records (as gen-pairs checks on
+    resume)."""
     from . import assets
+    from .editing.pairs import state_sha256
     from .face3d import ReconNet
     from .stylegan2 import load_generator
 
     if path:
-        sha = assets.sha256_file(Path(path))
         net = load_generator(path, device) if what == "generator" else ReconNet.load(path, device)
     else:
-        sha = assets.entry(f"mini/{what}")["sha256"]
         net = assets.load(f"mini/{what}", device)
-    recorded = ds.generator_sha256 if what == "generator" else ds.recon_sha256
-    if sha != recorded:
-        raise ValueError(f"{ds.root / 'pairs.json'}: field 'networks.{what}.sha256' is {recorded[:12]}..., the "
-                         f"{what} given ({path or 'the shipped mini/' + what}) is {sha[:12]}...: pass the {what} "
+    recorded = str(ds.meta["networks"][what].get("state_sha256"))
+    found = state_sha256(net)
+    if found != recorded:
+        raise ValueError(f"{ds.root / 'pairs.json'}: field 'networks.{what}.state_sha256' is {recorded[:12]}..., the "
+                         f"{what} given ({path or 'the shipped mini/' + what}) is {found[:12]}...: pass the {what} "
                          f"the pairs were made with (--{what})")
     return net.eval()
 
@@ -875,7 +884,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--linear-n", type=POSITIVE, default=10000, help="pairs the linear baseline is fitted on")
     ev.add_argument("--reference", action="store_true", help="add the perfect-edit reference (method 'perfect'): "
                     "the world's renders of the held-out pairs' labels, edited exactly, read by the same evaluators "
-                    "(the ceiling of every measure)")
+                    "(an estimate of the ceiling of every measure)")
     ev.add_argument("--evaluator", nargs="+", type=_named_path, default=[], metavar="NAME=FILE", help="further "
                     "reconstruction networks reading the images (ReconNet safetensors)")
     ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"],

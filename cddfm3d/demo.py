@@ -112,9 +112,9 @@ METRIC_SENTENCES = {
     "identity": "Identity kept: how far the face shape moved when another attribute was edited, in the same units "
                 "(0 = the same person).",
     "perfect": "Perfect edit: the same two measures for the world's own render of each face with the attribute set "
-               "exactly to the target, read the same way: the best any editor can score with this reconstruction "
-               "network (its completion falls short of 1, and its leakage exceeds 0, only by the network's reading "
-               "errors).",
+               "exactly to the target, read the same way: an estimate of the best an editor can score with this "
+               "reconstruction network (its completion falls short of 1, and its leakage exceeds 0, only by the "
+               "network's reading errors).",
 }
 
 

@@ -102,6 +102,8 @@ def test_full_s_and_render_mode(pairs, styles, tmp_path, capsys):
     (["--attribute", "hair"], "invalid choice: 'hair'"),
     (["--batch", "7"], "batch_size must be even"),
     (["--batch", "64"], "larger than the training split"),
+    (["--edit-weight", "-1"], "expected a number >= 0, found -1"),
+    (["--through", "images"], "invalid choice: 'images'"),
 ])
 def test_bad_options_are_refused(pairs, tmp_path, capsys, option, message):
     out = tmp_path / "bad"
@@ -111,3 +113,21 @@ def test_bad_options_are_refused(pairs, tmp_path, capsys, option, message):
     code, _, err = run(capsys, *args, *option)
     assert code == 2 and message in err, err
     assert not (out / "checkpoint.pt").exists() and not (out / EXPORT_FILE).exists()
+
+
+def test_image_mode_reads_only_the_pairs_own_networks(pairs, tmp_path, capsys):
+    """--through image synthesises with the pairs' generator and reads with their reconstruction network: another
+    network is refused by its state sha256 (as pairs.json records it), and --recon without image mode is refused."""
+    out = tmp_path / "img"
+    args = ["--attribute", "pose", "--pairs", pairs, "--out", out, "--steps", 2, "--batch", 4, "--device", "cpu"]
+    code, _, err = run(capsys, *args, "--recon", assets.path("mini/recon"))
+    assert code == 2 and "--recon is read only with --through image" in err, err
+    code, _, err = run(capsys, *args, "--through", "image", "--recon", assets.path("mini/recon_independent"))
+    recorded = json.loads((pairs / "pairs.json").read_text())["networks"]["recon"]["state_sha256"]
+    assert code == 2 and (f"pairs.json: field 'networks.recon.state_sha256' is {recorded[:12]}..., the recon given "
+                          f"({assets.path('mini/recon_independent')})") in err, err
+    assert not (out / "checkpoint.pt").exists()
+    code, printed, err = run(capsys, *args, "--through", "image", "--recon", assets.path("mini/recon"))
+    assert code == 0, err
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert json.loads(state["config"])["through"] == "image" and state["recon_sha256"] == recorded

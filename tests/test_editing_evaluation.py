@@ -424,16 +424,32 @@ def test_perfect_reference_reads_the_world_renders_of_the_exact_edits(nets, sour
                 assert sc.offdiag_leakage == pytest.approx(off, rel=1e-4, abs=1e-7)
                 for b in ATTRIBUTES:
                     assert math.isnan(sc.leakage[b]) if b == a else sc.leakage[b] == pytest.approx(leak[b], 1e-4)
-    # the generated methods keep the generated sources' normaliser and readings
-    assert rd.source["recon"].shape == rendered["recon"].shape and not torch.allclose(rd.source["recon"],
-                                                                                       rendered["recon"])
+        assert torch.equal(rd.reference_source[e], ps)
+        rand = {b: sum(float(attribute_distance(f64, ps[i:i + 1].double(), ps[pairing[i]:pairing[i] + 1].double(),
+                                                b)[0]) for i in range(N_SOURCES)) / N_SOURCES for b in ATTRIBUTES}
+        for b in ATTRIBUTES:
+            assert ev.reference_random_distance[e][b] == pytest.approx(rand[b], rel=1e-4)
+    # the generated methods keep the generated sources' readings and normaliser
+    assert not torch.allclose(rd.source["recon"], rendered["recon"])
+    assert ev.random_distance["recon"]["pose"] != ev.reference_random_distance["recon"]["pose"]
+    back = EditingEvaluation.from_dict(json.loads(json.dumps(ev.to_dict(), allow_nan=False)))
+    assert back.reference_random_distance == ev.reference_random_distance
+    assert back.to_dict() == ev.to_dict()
+    # each row is rendered alone: another batch size renders the same images (readings equal up to the batch
+    # rounding of the recon's CPU kernels)
+    again = evaluate(G, T, {"id": {"pose": identity_editor}}, styles, seeds, {"recon": R}, attributes=("pose",),
+                     batch=3, seed=3, keep_readings=True, reference=coeffs)
+    torch.testing.assert_close(again.readings.reference_source["recon"], rendered["recon"], rtol=0, atol=2e-4)
+    torch.testing.assert_close(again.readings.edited[(PERFECT, "recon", "swap", "pose")],
+                               rd.edited[(PERFECT, "recon", "swap", "pose")], rtol=0, atol=2e-4)
     assert ev.score("id", "recon", "swap", "pose").completion == pytest.approx(0.0, abs=1e-6)
     assert "| perfect | pose |" in ev.table()
 
 
 def test_perfect_reference_shares_the_background_between_source_and_edit(nets, sources):
     """A renderer that ignores the edited slice makes every perfect edit the source image itself: completion and
-    leakage exactly 0 (a background drawn anew for the edit would move every reading)."""
+    leakage exactly 0 (a background drawn anew for the edit would move every reading). Rows are rendered one at a
+    time, seeded by their index."""
     G, R, T, _ = nets
     styles, seeds = sources
     coeffs = sample_coeffs(N_SOURCES, 6)
@@ -450,7 +466,7 @@ def test_perfect_reference_shares_the_background_between_source_and_edit(nets, s
     sc = ev.score(PERFECT, "recon", "swap", "pose")
     assert sc.completion == 0.0 and sc.target_distance == sc.source_distance
     assert all(v == 0.0 for b, v in sc.leakage.items() if b != "pose") and sc.fd == 0.0
-    assert calls == [(2, 1_000_003), (2, 1_000_005), (1, 1_000_007)] * 2    # sources, then the edit
+    assert calls == [(1, 1_000_003 + k) for k in range(N_SOURCES)] * 2      # sources, then the edit: row by row
 
 
 def test_perfect_reference_bad_input(nets, sources):

@@ -111,11 +111,12 @@ def test_jaw_contour_is_the_canonical_shape_of_keypoints_0_to_16(fm64):
 
 
 def image_reading(G, recon, s_hat, seeds) -> torch.Tensor:
-    """The reconstruction network's reading of G's image of each row of ``s_hat`` alone, on its own noise seed."""
+    """The reconstruction network's reading (``label_images``: converted to its input range) of G's image of each
+    row of ``s_hat`` alone, on its own noise seed, clamped to [-1, 1]."""
     out = []
     for s, seed in zip(s_hat, seeds, strict=True):
         image = G.synthesis_from_styles(G.unflatten_styles(s[None]), noise=noise_for(G, [int(seed)]))
-        out.append(recon(image.clamp(-1, 1)))
+        out.append(label_images(recon, image.clamp(-1, 1), mini_model())[0])
     return torch.cat(out)
 
 
@@ -455,6 +456,12 @@ def test_image_mode_checks_and_init(world, image_world, tmp_path):
     with pytest.raises(ValueError, match="init's normalisation 'net.style_mean' differs"):
         FTrainer(tiny(), world["T"], world["styles"][40:80], world["labels"][40:80], world["channels"],
                  tmp_path / "y", init=donor.net)
+    with pytest.raises(ValueError, match="init must be a LatentManipulator, found OrderedDict"):
+        trainer_for(world, tmp_path / "z", tiny(), init=donor.net.state_dict())
+    with pytest.raises(ValueError, match="G's style dimension 1408 is not the pairs' 1000"):
+        FTrainer(tiny(edit_layers=[0], through="image"), torch.nn.Linear(1000, 257), world["styles"][:40, :1000],
+                 image_world["labels"][:40], [1000], tmp_path / "w", G=world["G"], recon=image_world["recon"],
+                 noise_seeds=image_world["seeds"][:40])
     # training moves F only: G, the recon and T stay as they were, and the run records what it read
     G_before = {k: v.clone() for k, v in world["G"].state_dict().items()}
     tr.start(resume=False)
@@ -465,6 +472,18 @@ def test_image_mode_checks_and_init(world, image_world, tmp_path):
     assert state["init_sha256"] == state_sha256(donor.net)
     assert state["generator_sha256"] == state_sha256(world["G"])
     assert state["recon_sha256"] == state_sha256(image_world["recon"])
+    # a run continues from its own start: resuming with another init, or with one where it had none, is refused
+    other_init = copy.deepcopy(donor.net)
+    perturb(other_init, seed=3)
+    with pytest.raises(ValueError, match=r"field 'init_sha256' is [0-9a-f]{12}\.\.\., the init given is"):
+        image_trainer(world, image_world, tmp_path / "img", cfg, init=other_init).start()
+    plain = image_trainer(world, image_world, tmp_path / "plain", cfg)
+    plain.start(resume=False)
+    plain.train(progress=False, max_steps=1)
+    with pytest.raises(ValueError, match="field 'init_sha256' is none \\(the run started afresh\\)"):
+        image_trainer(world, image_world, tmp_path / "plain", cfg, init=donor.net).start()
+    resumed = image_trainer(world, image_world, tmp_path / "img", cfg, init=donor.net).start()   # the same init
+    assert resumed.step == 2 and resumed.init_sha256 == state_sha256(donor.net)
     other = copy.deepcopy(image_world["recon"])
     perturb(other, seed=2, scale=1e-3)
     with pytest.raises(ValueError, match="'recon_sha256'.*other recon"):

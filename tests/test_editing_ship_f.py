@@ -48,10 +48,10 @@ def made(tmp_path_factory):
     for a in TRAINED:
         cmds[a] = ["train-f", "--attribute", a, "--pairs", t / "pairs", "--out", t / "runs" / a, "--steps", 2,
                    "--batch", 4, "--eval-every", 1, "--device", "cpu"]
-    # the image-mode fine-tuning of F^pose, started from the T-mode run
+    # the image-mode fine-tuning of F^pose, started from the T-mode run (--init=FILE: ship-f reads it as argparse does)
     cmds["image"] = ["train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", t / "image_run", "--steps", 2,
-                     "--batch", 4, "--through", "image", "--edit-weight", 2, "--init",
-                     t / "runs" / "pose" / "manipulator.safetensors", "--device", "cpu"]
+                     "--batch", 4, "--through", "image", "--edit-weight", 2,
+                     f"--init={t / 'runs' / 'pose' / 'manipulator.safetensors'}", "--device", "cpu"]
     for c in cmds.values():
         run(*c)
     T = assets.load("mini/attribute_predictor")
@@ -166,6 +166,19 @@ def test_ship_f_refuses_a_fine_tuning_whose_init_file_changed(made, world, tmp_p
     shutil.copy(t / "image_run" / "manipulator.safetensors", moved / "manipulator.safetensors")
     with pytest.raises(ValueError, match=r"tuned/checkpoint.pt: field 'init_sha256' is .*, but .*init/manipulator"
                                          r".safetensors holds another network"):
+        ship_manipulators([tmp_path / "tuned"], t / "pairs", t / "heldout", n_eval=2)
+    assert shipped_nothing(world)
+
+
+def test_ship_f_refuses_an_init_outside_a_run_folder(made, world, tmp_path):
+    t = made[0]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(t / "runs" / "pose" / "manipulator.safetensors", loose)
+    run("train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", tmp_path / "tuned", "--steps", 1,
+        "--batch", 4, "--init", loose / "manipulator.safetensors", "--device", "cpu")
+    with pytest.raises(ValueError, match=r"the --init file .*loose/manipulator.safetensors is not in a train-f run "
+                                         r"folder \(no commands.txt, checkpoint.pt in"):
         ship_manipulators([tmp_path / "tuned"], t / "pairs", t / "heldout", n_eval=2)
     assert shipped_nothing(world)
 

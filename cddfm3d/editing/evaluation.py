@@ -51,11 +51,13 @@ exactly right. Given world coefficients of the sources (``reference`` [N, 257], 
 network's labels of the source images, a ``gen-pairs`` folder's ``coeffs``), its source images are the world's
 renders of them (``render_fn``, default the mini world's human renderer at G's resolution) and its edit of attribute
 i renders the same coefficients with slice i set to the target (the partner's ``reference`` row for swap, the prior
-draw for prior), with the same background. The renders are read by every evaluator and scored like every method,
-except that its leakage is normalised by the mean distance between its own paired sources (the renders' readings).
-Its completion falls short of 1 and its leakage exceeds 0 only by the evaluators' reading errors: it is the
-ceiling of the measures with these evaluators, the number to read a method's scores against (a goal above it cannot
-be met by any editor).
+draw for prior), with the same background (each row rendered alone, seeded by its index, so the images do not
+depend on ``batch``). The renders are read by every evaluator and scored like every method, except that its
+leakage is normalised by the mean distance between its own paired sources (the renders' readings;
+``reference_random_distance``). Its completion falls short of 1 and its leakage exceeds 0 only by the evaluators'
+reading errors: an estimate of the ceiling of the measures with these evaluators, the number to read a method's
+scores against. It is an estimate, not a bound: it is measured on renders, not on the generator's images, and an
+editor trained through one evaluator (``train-f --through image``) can exploit that evaluator's reading biases.
 
 Determinism: batches of ``batch`` sources go through G and the evaluators together. PyTorch's CPU kernels give
 results that depend on the batch at the float-rounding level (see :mod:`cddfm3d.editing.pairs`), so numbers can
@@ -141,13 +143,16 @@ class EvaluationReadings:
 
     source: {evaluator: [N, 257]} readings of the source images; edited: {(method, evaluator, target, attribute):
     [N, 257]} readings of the edited images; prior: [N, 257] the prior targets (None without "prior");
-    deltas: {(target, attribute): [N, k]} the editors' input; pairing: [N] the swap partner of each source."""
+    deltas: {(target, attribute): [N, k]} the editors' input; pairing: [N] the swap partner of each source;
+    reference_source: {evaluator: [N, 257]} readings of the perfect-edit reference's source renders (None without
+    ``reference``; its edits are in ``edited`` under method :data:`PERFECT`)."""
 
     source: dict[str, torch.Tensor]
     edited: dict[tuple[str, str, str, str], torch.Tensor]
     prior: torch.Tensor | None
     deltas: dict[tuple[str, str], torch.Tensor]
     pairing: torch.Tensor
+    reference_source: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -156,9 +161,11 @@ class EditingEvaluation:
 
     Fields: ``n`` sources, ``seed``, ``align``; the names ``methods``, ``evaluators``, ``targets``, ``attributes``
     (the edited attributes, in order); ``pairing`` [N] (swap partner of each source); ``random_distance``
-    {evaluator: {attribute: mean d between the paired sources}} (the leakage normaliser, and the swap target's
-    source distance); ``scores`` {method: {evaluator: {target: {attribute: AttributeScores}}}} (attributes the
-    method has no editor for are absent); ``readings`` (:class:`EvaluationReadings` or None; not serialised).
+    {evaluator: {attribute: mean d between the paired sources}} (the leakage normaliser of the generated methods,
+    and the swap target's source distance); ``reference_random_distance``: the same for the perfect-edit
+    reference's source renders, its leakage normaliser (None without a reference); ``scores`` {method: {evaluator:
+    {target: {attribute: AttributeScores}}}} (attributes the method has no editor for are absent); ``readings``
+    (:class:`EvaluationReadings` or None; not serialised).
     """
 
     n: int
@@ -171,6 +178,7 @@ class EditingEvaluation:
     pairing: list[int]
     random_distance: dict[str, dict[str, float]]
     scores: dict[str, dict[str, dict[str, dict[str, AttributeScores]]]]
+    reference_random_distance: dict[str, dict[str, float]] | None = None
     readings: EvaluationReadings | None = field(default=None, repr=False, compare=False)
 
     # ---------------------------------------------------------------------------------------- access
@@ -274,6 +282,8 @@ class EditingEvaluation:
                 "methods": list(self.methods), "evaluators": list(self.evaluators), "targets": list(self.targets),
                 "attributes": list(self.attributes), "pairing": [int(v) for v in self.pairing],
                 "random_distance": {e: {a: _j(v) for a, v in d.items()} for e, d in self.random_distance.items()},
+                "reference_random_distance": None if self.reference_random_distance is None else {
+                    e: {a: _j(v) for a, v in d.items()} for e, d in self.reference_random_distance.items()},
                 "scores": {m: {e: {t: {a: sc.to_dict() for a, sc in per_a.items()} for t, per_a in per_t.items()}
                                for e, per_t in per_e.items()} for m, per_e in self.scores.items()},
                 "goals": {"completion": GOAL_COMPLETION, "leakage": GOAL_LEAKAGE,
@@ -289,6 +299,8 @@ class EditingEvaluation:
                        evaluators=tuple(d["evaluators"]), targets=tuple(d["targets"]),
                        attributes=tuple(d["attributes"]), pairing=[int(v) for v in d["pairing"]],
                        random_distance={e: {a: _f(v) for a, v in r.items()} for e, r in d["random_distance"].items()},
+                       reference_random_distance=None if d.get("reference_random_distance") is None else {
+                           e: {a: _f(v) for a, v in r.items()} for e, r in d["reference_random_distance"].items()},
                        scores={m: {e: {t: {a: AttributeScores.from_dict(sc) for a, sc in per_a.items()}
                                        for t, per_a in per_t.items()} for e, per_t in per_e.items()}
                                for m, per_e in d["scores"].items()})
@@ -521,12 +533,12 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         return lambda i, j: synthesize(G, styles_of(i, j), seeds[i:j], dev)
 
     def rendered(coeffs: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
-        def images(i: int, j: int) -> torch.Tensor:   # the batch's seed: the same background for source and edit
-            x = render_fn(coeffs[i:j], int(seed) * 1_000_003 + i)
+        def images(i: int, j: int) -> torch.Tensor:   # row k alone, seeded by k: one background per source
+            x = torch.cat([render_fn(coeffs[k:k + 1], int(seed) * 1_000_003 + k) for k in range(i, j)])
             return (x if x.dtype == torch.uint8 else to_uint8(x)).to(dev)
         return images
 
-    def scored(edited, source, normaliser, a: str, t: str) -> dict[str, AttributeScores]:
+    def scored(edited, source, source_stats, normaliser, a: str, t: str) -> dict[str, AttributeScores]:
         out = {}
         for e, (pg, fg) in edited.items():
             emodel = readers[e][2]
@@ -539,7 +551,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
             off = [v for b, v in leak.items() if b != a]
             out[e] = AttributeScores(
                 completion=1.0 - _ratio(d_gt, d_st), offdiag_leakage=float(np.mean(off)), identity=leak["shape"],
-                fd=max(0.0, frechet_distance(*feature_stats(fg), *feature_stats(source[e][1]))),
+                fd=max(0.0, frechet_distance(*feature_stats(fg), *source_stats[e])),
                 leakage=leak, moved=moved, target_distance=d_gt, source_distance=d_st)
         return out
 
@@ -548,12 +560,15 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
                 for e, (c, _) in source.items()}
 
     source = run(generated(lambda i, j: styles[i:j]))
+    source_stats = {e: feature_stats(f) for e, (_, f) in source.items()}
     random_distance = pair_distances(source)
     all_methods = tuple(methods) + ((PERFECT,) if reference is not None else ())
     scores = {m: {e: {t: {} for t in targets} for e in readers} for m in all_methods}
     kept_edited, kept_deltas = {}, {}
+    ref_source = ref_random = None
     if reference is not None:
         ref_source = run(rendered(reference))
+        ref_stats = {e: feature_stats(f) for e, (_, f) in ref_source.items()}
         ref_random = pair_distances(ref_source)
     for t in targets:
         for a in attributes:
@@ -581,7 +596,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
                     return out.float()
 
                 edited = run(generated(edited_styles))
-                for e, sc in scored(edited, source, random_distance, a, t).items():
+                for e, sc in scored(edited, source, source_stats, random_distance, a, t).items():
                     scores[m][e][t][a] = sc
                     if keep_readings:
                         kept_edited[(m, e, t, a)] = edited[e][0].cpu()
@@ -590,7 +605,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
                 perfect = reference.clone()
                 perfect[:, sl] = target
                 edited = run(rendered(perfect))
-                for e, sc in scored(edited, ref_source, ref_random, a, t).items():
+                for e, sc in scored(edited, ref_source, ref_stats, ref_random, a, t).items():
                     scores[PERFECT][e][t][a] = sc
                     if keep_readings:
                         kept_edited[(PERFECT, e, t, a)] = edited[e][0].cpu()
@@ -599,10 +614,13 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     if keep_readings:
         readings = EvaluationReadings(source={e: c.cpu() for e, (c, _) in source.items()}, edited=kept_edited,
                                       prior=None if prior_coeffs is None else prior_coeffs.cpu(),
-                                      deltas=kept_deltas, pairing=pairing.clone())
+                                      deltas=kept_deltas, pairing=pairing.clone(),
+                                      reference_source=None if ref_source is None else {
+                                          e: c.cpu() for e, (c, _) in ref_source.items()})
     return EditingEvaluation(n=n, seed=int(seed), align=align, methods=all_methods, evaluators=tuple(readers),
                              targets=targets, attributes=attributes, pairing=pairing.tolist(),
-                             random_distance=random_distance, scores=scores, readings=readings)
+                             random_distance=random_distance, scores=scores, readings=readings,
+                             reference_random_distance=ref_random)
 
 
 __all__ = ["TARGETS", "PERFECT", "GOAL_COMPLETION", "GOAL_LEAKAGE", "AttributeScores", "EvaluationReadings",

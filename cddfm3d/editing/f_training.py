@@ -36,11 +36,13 @@ pass per step. The references are then the reconstruction network's labels of th
 T's predictions (P_w, P_v in ``P_edit`` / ``P_cons``, the landmark and edge references); T still gives the
 editor's input ``delta = P_v^i - P_w^i``, as at inference. Meant as a fine-tuning of a T-trained F^i
 (``init``); the independent evaluator, which no training sees, tells a real gain from an edit that only pleases
-the reconstruction network.
+the reconstruction network. The labels must be the network's readings of the **whole** images (``gen-pairs``
+without self-alignment), the way image mode reads the edited ones. The logged held-out evaluation stays T's view
+(below) in both modes, so in image mode it is not what the run optimises.
 
 ``edit_weight`` weighs the edit half (``P_edit`` against v) of the ``render`` and ``landmark`` terms against the
 consistency half (``P_cons`` against w): each term is (edit_weight x edit + consistency) / 2, the official recipe
-at 1.
+at 1. The ``edge`` term (edit side only) is not scaled, so a larger edit weight makes it relatively smaller.
 
 Differences from the official code, each one of its weak points (``cddfm3d_method.md`` §5, "weak points"): the
 network writes only the attribute's layer set (:class:`~.manipulator.LatentManipulator`), standardises its
@@ -201,7 +203,8 @@ class FTrainer(ScheduledRun):
 
     Raises ``ValueError`` for inputs of mismatched shapes, a layer set outside the generator's layers, images
     missing in render mode, a batch larger than the training split, a missing or mismatched G, recon or noise
-    seeds in image mode, and an ``init`` of another architecture or normalisation."""
+    seeds in image mode, and an ``init`` that is not a LatentManipulator or has another architecture or
+    normalisation; on resume (``start``), a checkpoint of other pairs, another T, G or recon, or another init."""
 
     name = "train-f"
     export_file = EXPORT_FILE
@@ -264,7 +267,7 @@ class FTrainer(ScheduledRun):
         self.net = LatentManipulator(config.attribute, layer_channels, config.edit_layers, style_mean=tr.mean(0),
                                      style_std=std, p_scale=p_scale, code_dim=config.code_dim,
                                      activation=config.activation).to(self.device)
-        self.init_sha256 = None
+        self.init_sha256 = self._given_init_sha256 = None
         if init is not None:
             self._load_init(init)
         self.edited = self.net.net.edited_columns(self.device)
@@ -291,7 +294,7 @@ class FTrainer(ScheduledRun):
                 raise ValueError(f"FTrainer: init's normalisation {key!r} differs from the one computed from these "
                                  f"pairs and T: it was trained on other pairs or through another T")
         self.net.load_state_dict(init.state_dict())
-        self.init_sha256 = state_sha256(self.net)
+        self.init_sha256 = self._given_init_sha256 = state_sha256(self.net)
 
     def _image_parts(self, G, recon, noise_seeds) -> None:
         """Frozen copies of G and the reconstruction network on the run's device, and the noise seeds (image mode)."""
@@ -311,11 +314,15 @@ class FTrainer(ScheduledRun):
         self.G = copy.deepcopy(G).to(self.device).eval().requires_grad_(False)
         self.recon = copy.deepcopy(recon).to(self.device).eval().requires_grad_(False)
         self.noise_seeds = seeds.long()
+        self.world_sha256 = {"generator_sha256": state_sha256(self.G), "recon_sha256": state_sha256(self.recon)}
 
     def read_edit(self, s_hat: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
-        """P_hat [B, 257] of edited styles ``s_hat`` [B, D] of sources ``w_rows``: T(s_hat), or (image mode) the
-        reconstruction network's reading of G's image of ``s_hat`` on the sources' noise, clamped to [-1, 1] as the
-        stored images are."""
+        """P_hat [B, 257] of edited styles ``s_hat`` [B, D] of sources ``w_rows`` (indices of the pairs):
+        T(s_hat), or (image mode) the reconstruction network's reading of G's image of ``s_hat`` on the sources'
+        noise (:func:`~.pairs.noise_for`), clamped to [-1, 1] as the stored images are but not rounded to 8 bits
+        as they are (rounding has no gradient; the difference is below one grey level), converted to the network's
+        ``input_range``. G must offer ``unflatten_styles`` and ``synthesis_from_styles``, the network ``image_size``,
+        ``input_range`` and ``forward(images, check=False)``."""
         if self.cfg.through == "T":
             return self.T(s_hat)
         noise = noise_for(self.G, self.noise_seeds[w_rows.cpu()], self.device)
@@ -329,8 +336,7 @@ class FTrainer(ScheduledRun):
         if self.init_sha256 is not None:
             out["init_sha256"] = self.init_sha256
         if self.G is not None:
-            out["generator_sha256"] = state_sha256(self.G)
-            out["recon_sha256"] = state_sha256(self.recon)
+            out.update(self.world_sha256)
         return out
 
     def load_extra_state(self, state: dict) -> None:
@@ -341,14 +347,20 @@ class FTrainer(ScheduledRun):
                              f"{len(self.styles)} given; {again}")
         checked = [("labels_sha256", self.labels_sha256, "pairs"), ("predictor_sha256", self.predictor_sha256, "T")]
         if self.G is not None:
-            checked += [("generator_sha256", state_sha256(self.G), "G"),
-                        ("recon_sha256", state_sha256(self.recon), "recon")]
+            checked += [("generator_sha256", self.world_sha256["generator_sha256"], "G"),
+                        ("recon_sha256", self.world_sha256["recon_sha256"], "recon")]
         for key, now, what in checked:
             saved = state.get(key)
             if saved is not None and saved != now:
                 raise ValueError(f"{self.checkpoint_path}: field {key!r} is {saved[:12]}... in the checkpoint, "
                                  f"{now[:12]}... given (other {what}); {again}")
-        self.init_sha256 = state.get("init_sha256")     # the resumed network continues the run's own start
+        saved_init = state.get("init_sha256")
+        if self._given_init_sha256 is not None and self._given_init_sha256 != saved_init:
+            was = f"{saved_init[:12]}..." if saved_init else "none (the run started afresh)"
+            raise ValueError(f"{self.checkpoint_path}: field 'init_sha256' is {was}, the init given is "
+                             f"{self._given_init_sha256[:12]}...: a run continues from its own start; resume it "
+                             f"with the same --init file (or none), or start the new init in another directory")
+        self.init_sha256 = saved_init     # the resumed network continues the run's own start
 
     # ----------------------------------------------------------- losses
     def losses(self, w_rows: torch.Tensor, v_rows: torch.Tensor) -> dict:

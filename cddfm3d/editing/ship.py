@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import assets
-from ..training import CHECKPOINT_FILE, rebuild_commands
+from ..training import CHECKPOINT_FILE, COMMANDS_FILE, rebuild_commands
 from ..world.domains import mini_model
 from .pairs import PairDataset
 from .predictor import load_attribute_predictor
@@ -119,27 +119,58 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
     return {"attribute_predictor": t_metrics, "layer_sets": layer_metrics, "seconds": time.perf_counter() - t0}
 
 
+def _init_file(command: str, where: Path) -> str | None:
+    """The ``--init`` of a recorded ``python -m cddfm3d train-f ...`` command (from ``where``), as the package's
+    parser reads it (``--init FILE``, ``--init=FILE``, abbreviations); None for other commands. Raises
+    ``ValueError`` when the command no longer parses (a file it names is gone)."""
+    import contextlib
+    import io
+
+    from ..cli import build_parser
+
+    argv = shlex.split(command)
+    if argv[:4] != ["python", "-m", "cddfm3d", "train-f"]:
+        return None
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv[3:])
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        raise ValueError(f"{where}: the recorded command {command!r} does not parse here ({Path.cwd()}): "
+                         f"{lines[-1] if lines else 'argparse error'}") from None
+    return str(args.init) if args.init else None
+
+
 def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
     """The commands of a train-f run folder, preceded by those of the run its ``--init`` network came from (the
     init file's folder, recursively). A run started from an init records the init's state sha256 (checkpoint field
-    ``init_sha256``); the file named by ``--init`` must still hold that network."""
+    ``init_sha256``); the file named by ``--init`` (relative to the working directory) must still hold that
+    network, and its folder must be a train-f run folder (``commands.txt``, ``checkpoint.pt``)."""
     from .manipulator import LatentManipulator
     from .pairs import state_sha256
 
     own = rebuild_commands(run_dir)
-    inits = {argv[argv.index("--init") + 1] for argv in map(shlex.split, own) if "--init" in argv[:-1]}
-    if not inits:
+    where = run_dir / COMMANDS_FILE
+    inits = {f for f in (_init_file(c, where) for c in own) if f is not None}
+    recorded = state.get("init_sha256")
+    if not inits and recorded is None:
         return own
-    if len(inits) > 1 or state.get("init_sha256") is None:
-        raise ValueError(f"{run_dir / 'commands.txt'}: {len(inits)} --init files ({sorted(inits)}) for a checkpoint "
-                         f"that records {'one' if state.get('init_sha256') else 'none'}; re-run it in a new folder")
+    if len(inits) != 1 or recorded is None:
+        raise ValueError(f"{where}: {len(inits)} --init file(s) ({sorted(inits)}) for a checkpoint that records "
+                         f"{'an init' if recorded else 'none'} (field 'init_sha256'); re-run the run in a new folder")
     init = Path(inits.pop())
-    if not init.is_file() or state_sha256(LatentManipulator.load(init)) != state["init_sha256"]:
-        raise ValueError(f"{run_dir / 'checkpoint.pt'}: field 'init_sha256' is {state['init_sha256'][:12]}..., but "
-                         f"{init} {'holds another network' if init.is_file() else 'does not exist'} (the run's "
-                         f"--init changed since it started): restore it, or re-run the run in a new folder")
-    init_state = torch.load(init.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True) \
-        if (init.parent / CHECKPOINT_FILE).is_file() else {}
+    if not init.is_file() or state_sha256(LatentManipulator.load(init)) != recorded:
+        raise ValueError(f"{run_dir / CHECKPOINT_FILE}: field 'init_sha256' is {recorded[:12]}..., but {init} "
+                         f"{'holds another network' if init.is_file() else 'does not exist'} (read from {Path.cwd()}; "
+                         f"the run's --init changed since it started, or ship-f runs in another directory than "
+                         f"train-f did): restore it, or re-run the run in a new folder")
+    missing = [n for n in (COMMANDS_FILE, CHECKPOINT_FILE) if not (init.parent / n).is_file()]
+    if missing:
+        raise ValueError(f"{where}: the --init file {init} is not in a train-f run folder (no {', '.join(missing)} in "
+                         f"{init.parent}): ship-f records the commands that made every shipped network; fine-tune "
+                         f"the manipulator.safetensors of a train-f run")
+    init_state = torch.load(init.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     return _commands_with_init(init.parent, init_state) + own
 
 
