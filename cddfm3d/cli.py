@@ -598,7 +598,6 @@ def _train_f(args) -> int:
     the frozen T, then print T's view of it on the held-out split."""
     from . import assets
     from .editing.f_training import EXPORT_FILE, FTrainConfig, train_f
-    from .editing.manipulator import LatentManipulator
     from .editing.pairs import PairDataset
     from .editing.predictor import load_attribute_predictor
     from .stylespace.selection import read_layer_sets
@@ -624,7 +623,6 @@ def _train_f(args) -> int:
                              f"--align none)")
         G, recon = (_pairs_network(ds, what, path, device) for what, path in (("generator", args.generator),
                                                                                ("recon", args.recon)))
-    init = LatentManipulator.load(args.init, device) if args.init else None
     sets = read_layer_sets(args.layer_sets)[0] if args.layer_sets else assets.load("mini/layer_sets")
     if args.full_s:
         layers = list(range(len(_layer_channels(args))))
@@ -639,7 +637,7 @@ def _train_f(args) -> int:
     trainer = train_f(cfg, T, data["styles"], data["coeffs"], _layer_channels(args), args.out,
                       images=data.get("images"), device=device, resume=not args.no_resume,
                       stop_at_step=args.stop_at_step, command=args.argv, image_size=int(ds.config["resolution"]),
-                      G=G, recon=recon, noise_seeds=data.get("noise_seed"), init=init)
+                      G=G, recon=recon, noise_seeds=data.get("noise_seed"), init=args.init)
     if is_main_process():
         print(json.dumps({"attribute": args.attribute, "layers": layers, "step": trainer.step,
                           "held_out_T_view": trainer.evaluate()}, indent=2))

@@ -25,7 +25,7 @@ from cddfm3d.editing.evaluation import EditingEvaluation, evaluate
 from cddfm3d.editing.face_editor import FaceEditor
 from cddfm3d.editing.manipulator import LatentManipulator
 from cddfm3d.editing.pairs import PairDataset, state_sha256
-from cddfm3d.editing.ship import ship_manipulators
+from cddfm3d.editing.ship import _commands_with_init, ship_manipulators
 
 TRAINED = ("pose", "expression")
 N_EVAL = 4
@@ -48,7 +48,7 @@ def made(tmp_path_factory):
     for a in TRAINED:
         cmds[a] = ["train-f", "--attribute", a, "--pairs", t / "pairs", "--out", t / "runs" / a, "--steps", 2,
                    "--batch", 4, "--eval-every", 1, "--device", "cpu"]
-    # the image-mode fine-tuning of F^pose, started from the T-mode run (--init=FILE: ship-f reads it as argparse does)
+    # the image-mode fine-tuning of F^pose, started from the T-mode run (the checkpoint records the --init file)
     cmds["image"] = ["train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", t / "image_run", "--steps", 2,
                      "--batch", 4, "--through", "image", "--edit-weight", 2,
                      f"--init={t / 'runs' / 'pose' / 'manipulator.safetensors'}", "--device", "cpu"]
@@ -165,7 +165,7 @@ def test_ship_f_refuses_a_fine_tuning_whose_init_file_changed(made, world, tmp_p
         "--batch", 4, "--init", moved / "manipulator.safetensors", "--device", "cpu")
     shutil.copy(t / "image_run" / "manipulator.safetensors", moved / "manipulator.safetensors")
     with pytest.raises(ValueError, match=r"tuned/checkpoint.pt: field 'init_sha256' is .*, but .*init/manipulator"
-                                         r".safetensors holds another network"):
+                                         r"\.safetensors \(field 'init_file', read from .*\) holds another network"):
         ship_manipulators([tmp_path / "tuned"], t / "pairs", t / "heldout", n_eval=2)
     assert shipped_nothing(world)
 
@@ -177,10 +177,16 @@ def test_ship_f_refuses_an_init_outside_a_run_folder(made, world, tmp_path):
     shutil.copy(t / "runs" / "pose" / "manipulator.safetensors", loose)
     run("train-f", "--attribute", "pose", "--pairs", t / "pairs", "--out", tmp_path / "tuned", "--steps", 1,
         "--batch", 4, "--init", loose / "manipulator.safetensors", "--device", "cpu")
-    with pytest.raises(ValueError, match=r"the --init file .*loose/manipulator.safetensors is not in a train-f run "
+    with pytest.raises(ValueError, match=r"the init file .*loose/manipulator.safetensors is not in a train-f run "
                                          r"folder \(no commands.txt, checkpoint.pt in"):
         ship_manipulators([tmp_path / "tuned"], t / "pairs", t / "heldout", n_eval=2)
     assert shipped_nothing(world)
+    # a run started from an init given in memory (the library's train_f(init=net)) has no file to trace
+    state = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)
+    assert state["init_file"] == str(loose / "manipulator.safetensors")
+    del state["init_file"]
+    with pytest.raises(ValueError, match="started from an init network given in memory"):
+        _commands_with_init(tmp_path / "tuned", state)
 
 
 def test_ship_f_refuses_held_out_pairs_of_the_training_seed(made, world):

@@ -58,6 +58,7 @@ with reconstruction networks (:mod:`cddfm3d.editing.evaluation`).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -197,7 +198,9 @@ class FTrainer(ScheduledRun):
             reconstruction network of their labels (both frozen; copies in eval mode without gradients; the
             network reads the whole generated image, so its ``image_size`` must be G's resolution) and the pairs'
             noise seeds [N] (ints; :func:`~.pairs.noise_for`).
-        init: a :class:`~.manipulator.LatentManipulator` to start from (a fresh run only; a resumed run continues
+        init: a :class:`~.manipulator.LatentManipulator`, or the path of its ``manipulator.safetensors`` (recorded in
+            the checkpoint as ``init_file``, so that ``ship-f`` can list the commands of the run that made it), to
+            start from (a fresh run only; a resumed run continues
             from its checkpoint): the same attribute, layer set, code size and activation, and the normalisation
             this trainer computes from the pairs and T (it must have been trained on them).
 
@@ -213,7 +216,7 @@ class FTrainer(ScheduledRun):
     def __init__(self, config: FTrainConfig, T: torch.nn.Module, styles: torch.Tensor, labels: torch.Tensor,
                  layer_channels, out_dir, images: torch.Tensor | None = None, model: MorphableModel | None = None,
                  device=None, image_size: int | None = None, G=None, recon=None,
-                 noise_seeds: torch.Tensor | None = None, init: LatentManipulator | None = None):
+                 noise_seeds: torch.Tensor | None = None, init: LatentManipulator | str | Path | None = None):
         D = sum(int(c) for c in layer_channels)
         if not isinstance(styles, torch.Tensor) or styles.ndim != 2 or styles.shape[1] != D:
             found = tuple(styles.shape) if isinstance(styles, torch.Tensor) else type(styles).__name__
@@ -267,7 +270,10 @@ class FTrainer(ScheduledRun):
         self.net = LatentManipulator(config.attribute, layer_channels, config.edit_layers, style_mean=tr.mean(0),
                                      style_std=std, p_scale=p_scale, code_dim=config.code_dim,
                                      activation=config.activation).to(self.device)
-        self.init_sha256 = self._given_init_sha256 = None
+        self.init_sha256 = self._given_init_sha256 = self.init_file = None
+        if isinstance(init, (str, Path)):
+            self.init_file = str(init)
+            init = LatentManipulator.load(init, self.device)
         if init is not None:
             self._load_init(init)
         self.edited = self.net.net.edited_columns(self.device)
@@ -335,6 +341,8 @@ class FTrainer(ScheduledRun):
                "predictor_sha256": self.predictor_sha256}
         if self.init_sha256 is not None:
             out["init_sha256"] = self.init_sha256
+        if self.init_file is not None:
+            out["init_file"] = self.init_file
         if self.G is not None:
             out.update(self.world_sha256)
         return out
@@ -361,6 +369,7 @@ class FTrainer(ScheduledRun):
                              f"{self._given_init_sha256[:12]}...: a run continues from its own start; resume it "
                              f"with the same --init file (or none), or start the new init in another directory")
         self.init_sha256 = saved_init     # the resumed network continues the run's own start
+        self.init_file = state.get("init_file")
 
     # ----------------------------------------------------------- losses
     def losses(self, w_rows: torch.Tensor, v_rows: torch.Tensor) -> dict:
@@ -486,7 +495,7 @@ def train_f(config: FTrainConfig, T, styles: torch.Tensor, labels: torch.Tensor,
             resume: bool = True, progress: bool = True, max_steps: int | None = None,
             stop_at_step: int | None = None, command: list[str] | None = None,
             image_size: int | None = None, G=None, recon=None, noise_seeds: torch.Tensor | None = None,
-            init: LatentManipulator | None = None) -> FTrainer:
+            init: LatentManipulator | str | Path | None = None) -> FTrainer:
     """Train (or resume) F^i; writes ``out_dir/{checkpoint.pt, manipulator.safetensors, log.json}``. Returns the
     trainer (``trainer.net`` is F^i, ``trainer.evaluate()`` T's view of it on the held-out pairs). Arguments as
     :class:`FTrainer`."""

@@ -13,7 +13,6 @@ line first names the generator and recon they read.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import time
 from pathlib import Path
@@ -119,55 +118,33 @@ def ship_editing_assets(pairs_dir, t_dir, heldout_pairs_dir, layer_sets_file, sh
     return {"attribute_predictor": t_metrics, "layer_sets": layer_metrics, "seconds": time.perf_counter() - t0}
 
 
-def _init_file(command: str, where: Path) -> str | None:
-    """The ``--init`` of a recorded ``python -m cddfm3d train-f ...`` command (from ``where``), as the package's
-    parser reads it (``--init FILE``, ``--init=FILE``, abbreviations); None for other commands. Raises
-    ``ValueError`` when the command no longer parses (a file it names is gone)."""
-    import contextlib
-    import io
-
-    from ..cli import build_parser
-
-    argv = shlex.split(command)
-    if argv[:4] != ["python", "-m", "cddfm3d", "train-f"]:
-        return None
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv[3:])
-    except SystemExit:
-        lines = err.getvalue().strip().splitlines()
-        raise ValueError(f"{where}: the recorded command {command!r} does not parse here ({Path.cwd()}): "
-                         f"{lines[-1] if lines else 'argparse error'}") from None
-    return str(args.init) if args.init else None
-
-
 def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
-    """The commands of a train-f run folder, preceded by those of the run its ``--init`` network came from (the
-    init file's folder, recursively). A run started from an init records the init's state sha256 (checkpoint field
-    ``init_sha256``); the file named by ``--init`` (relative to the working directory) must still hold that
-    network, and its folder must be a train-f run folder (``commands.txt``, ``checkpoint.pt``)."""
+    """The commands of a train-f run folder, preceded by those of the run its init network came from (the folder
+    of the checkpoint's ``init_file``, recursively). A run started from an init records the init's state sha256
+    (checkpoint field ``init_sha256``) and, when it was given as a file (``train-f --init``), that file's path
+    (``init_file``, relative to train-f's working directory); the file must still hold that network, and its folder
+    must be a train-f run folder (``commands.txt``, ``checkpoint.pt``)."""
     from .manipulator import LatentManipulator
     from .pairs import state_sha256
 
     own = rebuild_commands(run_dir)
-    where = run_dir / COMMANDS_FILE
-    inits = {f for f in (_init_file(c, where) for c in own) if f is not None}
     recorded = state.get("init_sha256")
-    if not inits and recorded is None:
+    if recorded is None:
         return own
-    if len(inits) != 1 or recorded is None:
-        raise ValueError(f"{where}: {len(inits)} --init file(s) ({sorted(inits)}) for a checkpoint that records "
-                         f"{'an init' if recorded else 'none'} (field 'init_sha256'); re-run the run in a new folder")
-    init = Path(inits.pop())
+    ckpt = run_dir / CHECKPOINT_FILE
+    if not state.get("init_file"):
+        raise ValueError(f"{ckpt}: the run started from an init network given in memory (field 'init_sha256' "
+                         f"without 'init_file'): ship-f records the commands that made every shipped network; start "
+                         f"the run with train-f --init RUN/manipulator.safetensors")
+    init = Path(state["init_file"])
     if not init.is_file() or state_sha256(LatentManipulator.load(init)) != recorded:
-        raise ValueError(f"{run_dir / CHECKPOINT_FILE}: field 'init_sha256' is {recorded[:12]}..., but {init} "
-                         f"{'holds another network' if init.is_file() else 'does not exist'} (read from {Path.cwd()}; "
-                         f"the run's --init changed since it started, or ship-f runs in another directory than "
-                         f"train-f did): restore it, or re-run the run in a new folder")
+        raise ValueError(f"{ckpt}: field 'init_sha256' is {recorded[:12]}..., but {init} (field 'init_file', read "
+                         f"from {Path.cwd()}) {'holds another network' if init.is_file() else 'does not exist'}: the "
+                         f"init changed since the run started, or ship-f runs in another directory than train-f did; "
+                         f"restore it, or re-run the run in a new folder")
     missing = [n for n in (COMMANDS_FILE, CHECKPOINT_FILE) if not (init.parent / n).is_file()]
     if missing:
-        raise ValueError(f"{where}: the --init file {init} is not in a train-f run folder (no {', '.join(missing)} in "
+        raise ValueError(f"{ckpt}: the init file {init} is not in a train-f run folder (no {', '.join(missing)} in "
                          f"{init.parent}): ship-f records the commands that made every shipped network; fine-tune "
                          f"the manipulator.safetensors of a train-f run")
     init_state = torch.load(init.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
