@@ -500,7 +500,6 @@ def _gen_pairs(args) -> int:
 
     from . import assets
     from .editing.pairs import default_model, file_record, generate_pairs, network_record
-    from .face3d.recon import ReconNet
     from .stylegan2.checkpoints import load_generator
     from .training import init_distributed
 
@@ -521,8 +520,7 @@ def _gen_pairs(args) -> int:
     else:
         G, g_rec = named("generator")
     if args.recon:
-        load = ReconNet.load if Path(args.recon).suffix == ".safetensors" else ReconNet.from_deep3d
-        recon = load(args.recon, device=device)
+        recon = _load_recon(args.recon, device)
         r_rec = file_record(recon, args.recon)
     else:
         recon, r_rec = named("recon")
@@ -624,8 +622,9 @@ def _train_f(args) -> int:
         G, recon = (_pairs_network(ds, what, path, device) for what, path in (("generator", args.generator),
                                                                                ("recon", args.recon)))
     sets = read_layer_sets(args.layer_sets)[0] if args.layer_sets else assets.load("mini/layer_sets")
+    channels = [m.channels for m in G.style_layers] if G is not None else _layer_channels(args)
     if args.full_s:
-        layers = list(range(len(_layer_channels(args))))
+        layers = list(range(len(channels)))
     else:
         layers = sets[args.attribute]
     weights = dict(args.weight)
@@ -634,7 +633,7 @@ def _train_f(args) -> int:
                        loss_mode=args.loss_mode, weights=weights, warmup=args.warmup,
                        checkpoint_every=args.checkpoint_every, through=args.through, edit_weight=args.edit_weight,
                        eval_every=args.eval_every, seed=args.seed)
-    trainer = train_f(cfg, T, data["styles"], data["coeffs"], _layer_channels(args), args.out,
+    trainer = train_f(cfg, T, data["styles"], data["coeffs"], channels, args.out,
                       images=data.get("images"), device=device, resume=not args.no_resume,
                       stop_at_step=args.stop_at_step, command=args.argv, image_size=int(ds.config["resolution"]),
                       G=G, recon=recon, noise_seeds=data.get("noise_seed"), init=args.init)
@@ -645,17 +644,24 @@ def _train_f(args) -> int:
     return 0
 
 
+def _load_recon(path, device):
+    """A reconstruction network file: train-recon's .safetensors, or Deep3DFaceRecon's checkpoint (epoch_20.pth)."""
+    from .face3d import ReconNet
+
+    load = ReconNet.load if Path(path).suffix == ".safetensors" else ReconNet.from_deep3d
+    return load(path, device=device)
+
+
 def _pairs_network(ds, what: str, path, device):
     """The generator or reconstruction network (``what``) a gen-pairs folder was made with: ``path`` (a file) or the
     shipped ``mini/<what>``; its state sha256 must be the one ``pairs.json`` records (as gen-pairs checks on
     resume)."""
     from . import assets
     from .editing.pairs import state_sha256
-    from .face3d import ReconNet
     from .stylegan2 import load_generator
 
     if path:
-        net = load_generator(path, device) if what == "generator" else ReconNet.load(path, device)
+        net = load_generator(path, device) if what == "generator" else _load_recon(path, device)
     else:
         net = assets.load(f"mini/{what}", device)
     recorded = str(ds.meta["networks"][what].get("state_sha256"))
