@@ -482,13 +482,14 @@ class ResumableRun:
         exception inside a step propagates with the checkpoint left at the last snapshot (see the module
         docstring). The bar shows ``progress_position()`` out of ``total_steps * scale`` ``unit``.
         Returns ``{step, seconds, steps_per_second}``."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         self._end = self.total_steps if self.stop_at_step is None else min(self.total_steps, self.stop_at_step)
         if self.command is not None:   # after every check of the inputs and of the checkpoint: provenance
             record_command(self.out, self.command)
-        bar = tqdm(total=self.total_steps * scale, initial=min(self.progress_position(), self.total_steps * scale),
-                   unit=unit, desc=self.name, disable=not progress or self.rank != 0)
+        bar = progress_bar(total=self.total_steps * scale,
+                           initial=min(self.progress_position(), self.total_steps * scale),
+                           unit=unit, desc=self.name, enabled=progress and self.rank == 0)
         done, t0, clean = 0, time.perf_counter(), False
         with _StopSignals() as stop:
             try:

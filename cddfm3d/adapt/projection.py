@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..config import device_of
 from .perceptual import PerceptualDistance, choose_perceptual
@@ -344,7 +344,7 @@ def optimise(G, target: torch.Tensor, dist: PerceptualDistance, prepared, space:
 
     hist: dict[str, list] = {"loss": [], "perceptual": [], "mse": [], "noise_reg": []}
     lrs = []
-    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+    bar = progress_bar(range(steps), desc=desc, unit="step", enabled=progress)
     for step in bar:
         t = step / steps
         lrs.append(lr_schedule(t, lr, lr_rampup_length, lr_rampdown_length))

@@ -409,7 +409,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
             an editor that returns something other than finite float styles of its input's shape (naming the
             method and the attribute).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     who = "evaluate"
     # ---- arguments
@@ -516,7 +516,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     jobs = sum(1 for _ in targets for a in attributes for m in methods if a in methods[m])
     if reference is not None:
         jobs += 1 + len(targets) * len(attributes)
-    bar = tqdm(total=len(starts) * (1 + jobs), unit="batch", desc="evaluate", disable=not progress)
+    bar = progress_bar(total=len(starts) * (1 + jobs), unit="batch", desc="evaluate", enabled=progress)
 
     def run(images_of: Callable[[int, int], torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         parts: dict[str, list] = {e: ([], []) for e in readers}

@@ -224,14 +224,14 @@ def generate_pairs(G, recon, out_dir, n: int, seed: int = 0, mixing: str = "offi
         out.mkdir(parents=True, exist_ok=True)
         _write_meta(out, meta)
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     mine = [j for j in range(n_shards) if j % world == rank]
     todo = [j for j in mine if not _shard_ok(out / shard_name(j), meta["shards"][j]["n"], config)]
     if max_shards is not None:
         todo = todo[:max_shards]
-    bar = tqdm(total=sum(meta["shards"][j]["n"] for j in mine), desc=f"gen-pairs {out.name}", unit="pair",
-               disable=not progress or rank != 0)
+    bar = progress_bar(total=sum(meta["shards"][j]["n"] for j in mine), desc=f"gen-pairs {out.name}", unit="pair",
+                       enabled=progress and rank == 0)
     bar.update(sum(meta["shards"][j]["n"] for j in mine if j not in todo))
     env = _environment(device)
     for j in todo:

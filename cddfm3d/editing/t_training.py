@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..config import device_of
 from ..face3d.measures import ATTRIBUTES, ExplainedVariance, Moments, attribute_features
@@ -290,7 +290,7 @@ def evaluate_t(T: nn.Module, styles: torch.Tensor, coeffs: torch.Tensor, model: 
     angle_sum = torch.zeros(3, dtype=torch.float64)
     label_std = coeffs.double().std(0).clamp_min(1e-12).cpu()     # the squared errors are summed on the CPU
     sq = 0.0
-    for i in tqdm(range(0, len(styles), batch), unit="batch", desc="evaluate_t", disable=not progress):
+    for i in progress_bar(range(0, len(styles), batch), unit="batch", desc="evaluate_t", enabled=progress):
         pred = T(styles[i:i + batch].to(dev).float()).to(fdev).float()
         y = coeffs[i:i + batch].to(fdev).float()
         for a in ATTRIBUTES:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from .align import _check_landmarks, extract_5p, value_range_kind
 from .losses import (DEEP3D_WEIGHTS, coeff_reg_loss, gamma_loss, landmark_loss, photometric_loss,
@@ -354,7 +354,7 @@ def fit(image: torch.Tensor, model, landmarks: torch.Tensor | None = None, mask:
     with torch.no_grad():
         initial = measure(*evaluate("all")[:3])
     n_total = sum(n for _, n in stages)
-    bar = tqdm(total=n_total, desc="fit", disable=not progress, leave=False)
+    bar = progress_bar(total=n_total, desc="fit", enabled=progress, leave=False)
     try:
         for stage, n in stages:
             if n == 0:

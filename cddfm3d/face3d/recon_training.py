@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..images import from_uint8, to_range
 from ..training import ScheduledRun
@@ -200,7 +200,7 @@ def evaluate_recon(net: nn.Module, model: MorphableModel, images: torch.Tensor, 
     r2 = {g: ExplainedVariance() for g in GROUPS + ("angle",)}
     ev = {a: ExplainedVariance() for a in ATTRIBUTES}
     n = len(images)
-    for i in tqdm(range(0, n, batch), unit="batch", desc="evaluate_recon", disable=not progress):
+    for i in progress_bar(range(0, n, batch), unit="batch", desc="evaluate_recon", enabled=progress):
         x = images[i:i + batch]
         x = to_range(x, "-1_1").to(dev)
         pred = net(x, check=False).float()

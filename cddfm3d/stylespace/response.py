@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..face3d.measures import ATTRIBUTES, attribute_distance, attribute_features
 from ..stylegan2.stylespace import StyleStats, channel_address, style_stats
@@ -181,7 +181,7 @@ def layer_response(G, recon, model, n: int = 64, seed: int = 0, amount: float = 
     s1 = torch.zeros(L, A, dtype=torch.float64)
     s2 = torch.zeros(L, A, dtype=torch.float64)
     base_all = []
-    for i in tqdm(range(0, n, batch_size), desc=who, unit="batch", disable=not progress):
+    for i in progress_bar(range(0, n, batch_size), desc=who, unit="batch", enabled=progress):
         b = min(batch_size, n - i)
         styles = sample_styles(G, b, gen)
         noise = _sample_noise(G, b, gen)

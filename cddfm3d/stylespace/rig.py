@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..editing.manipulator import StyleManipulator
 from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES
@@ -145,7 +145,7 @@ def train_rig(T: Predictor, styles: torch.Tensor, layer_channels: Sequence[int],
     params = list(net.parameters())
     history = []
     N = len(styles)
-    for step in tqdm(range(cfg.steps), desc=f"rig {attribute}", unit="step", disable=not progress):
+    for step in progress_bar(range(cfg.steps), desc=f"rig {attribute}", unit="step", enabled=progress):
         i = torch.randint(N, (cfg.batch_size,), generator=gen).to(dev)
         j = torch.randint(N, (cfg.batch_size,), generator=gen).to(dev)
         s, Ps, Pt = styles[i], P_all[i], P_all[j]

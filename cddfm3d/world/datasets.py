@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..images import from_uint8, to_uint8
 from ..serialization import atomic_write, read_safetensors, save_safetensors
@@ -83,7 +83,7 @@ def write_dataset(out_dir, n: int, seed: int = 0, domains=("human",), size: int 
     shards = [{"file": _shard_name(j), "n": min(shard_size, n - j * shard_size)} for j in range(n_shards)]
     meta = {"format": FORMAT, "version": VERSION, "config": config, "shards": shards, "complete": False}
     atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
-    bar = tqdm(total=n, desc=f"rendering {out.name}", unit="img", disable=not progress)
+    bar = progress_bar(total=n, desc=f"rendering {out.name}", unit="img", enabled=progress)
     for j, shard in enumerate(shards):
         path = out / shard["file"]
         if path.exists() and _shard_ok(path, shard["n"], domains, size):
