@@ -269,12 +269,23 @@ def _evaluate(args) -> int:
             raise ValueError(f"--evaluator {name}={path}: the name {name!r} is already used (the shipped mini/recon "
                              f"is 'recon', mini/recon_independent 'independent'); choose another NAME")
         evaluators[name] = ReconNet.load(path, dev).eval()
+    delta_readers = {}
+    if args.read_deltas is not None:
+        if args.read_deltas not in evaluators:
+            raise ValueError(f"--read-deltas {args.read_deltas}: no such evaluator; this run has {list(evaluators)}")
+        for name in list(methods):
+            read = f"{name}+{args.read_deltas}"
+            if read in methods:
+                raise ValueError(f"--read-deltas: the method name {read!r} is already used; rename that --method")
+            methods[read] = methods[name]
+            delta_readers[read] = args.read_deltas
     fields = ("styles", "noise_seed") + (("coeffs",) if args.reference else ())
     held = PairDataset(args.heldout_pairs, fields=fields).load_fields(fields)
     n = min(args.n, len(held["styles"]))
     report = evaluate(G, T, methods, held["styles"][:n], held["noise_seed"][:n], evaluators,
                       targets=args.targets, attributes=args.attributes, batch=args.batch, seed=args.seed,
-                      reference=held["coeffs"][:n] if args.reference else None, progress=True)
+                      reference=held["coeffs"][:n] if args.reference else None, delta_readers=delta_readers,
+                      progress=True)
     print(report.table())
     if args.out:
         from .serialization import atomic_write
@@ -891,6 +902,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "(an estimate of the ceiling of every measure)")
     ev.add_argument("--evaluator", nargs="+", type=_named_path, default=[], metavar="NAME=FILE", help="further "
                     "reconstruction networks reading the images (ReconNet safetensors)")
+    ev.add_argument("--read-deltas", default=None, metavar="EVALUATOR", help="also evaluate every method (the "
+                    "shipped F^i, each --method, the linear baseline) with P_s, and the swap target, read by this "
+                    "evaluator from the source images instead of predicted by T, as method '<name>+<EVALUATOR>' "
+                    "(e.g. recon)")
     ev.add_argument("--targets", nargs="+", default=["swap", "prior"], choices=["swap", "prior"],
                     help="target kinds: swap (another source's attribute) and/or prior (a draw of the world prior)")
     ev.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES),

@@ -349,6 +349,43 @@ def test_swap_editor_exact_completion_and_brute_force_measures(nets):
     _check_brute_force(ev, "partner", f64)
 
 
+def test_delta_readers_take_p_s_and_the_swap_target_from_an_evaluators_readings(nets, sources):
+    """A method in delta_readers gets delta = (the evaluator's reading of the swap partner's image, or the prior
+    draw) - (its reading of the source image); the same editors without it get T's delta; the field round-trips."""
+    G, R, T, R2 = nets
+    styles, seeds = sources
+    got = {"by_T": {}, "by_second": {}}
+
+    def recorder(name):
+        def editor(s, delta, a):
+            rows = tuple(int(torch.nonzero((styles == r).all(1))[0]) for r in s)
+            got[name].setdefault(a, []).append((rows, delta.clone()))
+            return s
+        return {a: (lambda s, d, a=a: editor(s, d, a)) for a in ATTRIBUTES}
+
+    ev = evaluate(G, T, {"by_T": recorder("by_T"), "by_second": recorder("by_second")}, styles, seeds,
+                  {"recon": R, "second": R2}, batch=N_SOURCES, seed=6, keep_readings=True,
+                  delta_readers={"by_second": "second"})
+    rd, pairing = ev.readings, ev.readings.pairing
+    read = rd.source["second"]
+    for a in ATTRIBUTES:
+        sl = ATTRIBUTE_SLICES[a]
+        (rows_s, d_swap), (rows_p, d_prior) = got["by_second"][a]
+        assert rows_s == rows_p == tuple(range(N_SOURCES))
+        torch.testing.assert_close(d_swap, read[pairing, sl] - read[:, sl], rtol=0, atol=1e-6)
+        torch.testing.assert_close(d_prior, rd.prior[:, sl] - read[:, sl], rtol=0, atol=1e-6)
+        (_, t_swap), (_, t_prior) = got["by_T"][a]
+        assert torch.equal(t_swap, rd.deltas[("swap", a)]) and torch.equal(t_prior, rd.deltas[("prior", a)])
+        assert not torch.allclose(t_swap, d_swap)        # T does not read the images exactly
+    assert ev.delta_readers == {"by_second": "second"}
+    back = EditingEvaluation.from_dict(json.loads(json.dumps(ev.to_dict(), allow_nan=False)))
+    assert back.delta_readers == ev.delta_readers and back.table() == ev.table()
+    assert "by_second: P_s read by second" in ev.table()
+    for bad in ({"nope": "second"}, {"by_T": "third"}):
+        with pytest.raises(ValueError, match="delta_readers must map method names"):
+            evaluate(G, T, {"by_T": recorder("by_T")}, styles, seeds, {"recon": R}, delta_readers=bad)
+
+
 def test_evaluate_bad_input(nets, sources):
     G, R, T, _ = nets
     styles, seeds = sources

@@ -293,6 +293,32 @@ def test_evaluate_prints_and_writes_one_report_of_every_method(made, tmp_path, c
     assert got["pairing"] == expected["pairing"] and got["goals"] == expected["goals"]
 
 
+def test_evaluate_read_deltas_adds_each_method_with_p_s_read_from_the_images(made, tmp_path, capsys):
+    t = made[0]
+    out_file = tmp_path / "read.json"
+    argv = ["evaluate", "--heldout-pairs", str(t / "heldout"), "--n", "4", "--batch", "4", "--no-shipped",
+            "--method", f"mine={t / 'runs'}", "--targets", "swap", "--read-deltas", "recon", "--out", str(out_file)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "mine+recon: P_s read by recon" in capsys.readouterr().out
+    report = EditingEvaluation.from_dict(json.loads(out_file.read_text()), str(out_file))
+    assert report.methods == ("mine", "mine+recon") and report.delta_readers == {"mine+recon": "recon"}
+    G = assets.load("mini/generator").eval()
+    T = assets.load("mini/attribute_predictor").eval()
+    held = PairDataset(t / "heldout", fields=("styles", "noise_seed")).load_fields(("styles", "noise_seed"))
+    mine = {a: LatentManipulator.load(t / "runs" / a / "manipulator.safetensors") for a in TRAINED}
+    expected = evaluate(G, T, {"mine": mine, "mine+recon": mine}, held["styles"][:4], held["noise_seed"][:4],
+                        evaluators(), targets=["swap"], batch=4, delta_readers={"mine+recon": "recon"})
+    for m in report.methods:
+        for a in TRAINED:
+            got, ref = report.score(m, "recon", "swap", a), expected.score(m, "recon", "swap", a)
+            assert got.completion == pytest.approx(ref.completion, rel=1e-5, abs=1e-6), (m, a)
+    assert report.score("mine", "recon", "swap", TRAINED[0]).completion != pytest.approx(
+        report.score("mine+recon", "recon", "swap", TRAINED[0]).completion, abs=1e-6)
+    assert main(argv[:-2] + ["--read-deltas", "nobody"]) == 2
+    assert "--read-deltas nobody: no such evaluator; this run has ['recon'" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_nothing_to_evaluate_and_bad_method_arguments(made, tmp_path, capsys):
     t = made[0]
     base = ["evaluate", "--heldout-pairs", str(t / "heldout"), "--n", "2", "--no-shipped"]

@@ -24,6 +24,14 @@ the source's noise**: only the styles change.
   ``(N, seed)``, the mini world's; pass ``prior`` for another world); the editor's delta is
   ``P_prior^i - T(s_n)^i`` and the measured target is the prior sample itself.
 
+**Where P_s comes from** (``delta_readers``). By default T gives both ends of the editors' delta, as the official
+``forward_test`` does (P_s = T(s)). A method named in ``delta_readers`` instead takes P_s, and the swap target
+P_v, from an evaluator's readings of the unedited source images (the readings every measure starts from), so its
+delta is what that evaluator sees: ``P_v^i - P_n^i`` (swap) or ``P_prior^i - P_n^i`` (prior). The same editors
+under both kinds of delta separate the editors' own error from T's error in reading the source: with T's delta an
+exact editor still misses the target by T's error on both faces. The measures are unchanged; a method read by
+evaluator e may please e, so judge it by the other evaluators too.
+
 **Measures** (per method, evaluator, target kind and edited attribute i; ``d_j`` is
 :func:`cddfm3d.face3d.measures.attribute_distance`: vertex RMS in dm for shape and expression, RGB 0-1 for albedo
 and for the SH shading of light, degrees for pose; ``P_s`` / ``P_g`` the evaluator's readings of the source / edited
@@ -143,7 +151,8 @@ class EvaluationReadings:
 
     source: {evaluator: [N, 257]} readings of the source images; edited: {(method, evaluator, target, attribute):
     [N, 257]} readings of the edited images; prior: [N, 257] the prior targets (None without "prior");
-    deltas: {(target, attribute): [N, k]} the editors' input; pairing: [N] the swap partner of each source;
+    deltas: {(target, attribute): [N, k]} the editors' input from T (a method in ``delta_readers`` got the difference
+    of ``source`` readings instead); pairing: [N] the swap partner of each source;
     reference_source: {evaluator: [N, 257]} readings of the perfect-edit reference's source renders (None without
     ``reference``; its edits are in ``edited`` under method :data:`PERFECT`)."""
 
@@ -165,7 +174,8 @@ class EditingEvaluation:
     and the swap target's source distance); ``reference_random_distance``: the same for the perfect-edit
     reference's source renders, its leakage normaliser (None without a reference); ``scores`` {method: {evaluator:
     {target: {attribute: AttributeScores}}}} (attributes the method has no editor for are absent); ``readings``
-    (:class:`EvaluationReadings` or None; not serialised).
+    (:class:`EvaluationReadings` or None; not serialised); ``delta_readers`` {method: evaluator} the methods whose
+    deltas came from an evaluator's readings instead of T (:func:`evaluate`).
     """
 
     n: int
@@ -179,6 +189,7 @@ class EditingEvaluation:
     random_distance: dict[str, dict[str, float]]
     scores: dict[str, dict[str, dict[str, dict[str, AttributeScores]]]]
     reference_random_distance: dict[str, dict[str, float]] | None = None
+    delta_readers: dict[str, str] = field(default_factory=dict)
     readings: EvaluationReadings | None = field(default=None, repr=False, compare=False)
 
     # ---------------------------------------------------------------------------------------- access
@@ -255,7 +266,8 @@ class EditingEvaluation:
             if t not in self.targets:
                 raise ValueError(f"EditingEvaluation.table: unknown target {t!r}; this evaluation has "
                                  f"{list(self.targets)}")
-            lines = [f"target: {t} (n = {self.n}, seed {self.seed})", "",
+            read = "".join(f"; {m}: P_s read by {e}" for m, e in self.delta_readers.items())
+            lines = [f"target: {t} (n = {self.n}, seed {self.seed}{read})", "",
                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for m in self.methods:
                 means = {e: [[] for _ in cols] for e in self.evaluators}
@@ -284,6 +296,7 @@ class EditingEvaluation:
                 "random_distance": {e: {a: _j(v) for a, v in d.items()} for e, d in self.random_distance.items()},
                 "reference_random_distance": None if self.reference_random_distance is None else {
                     e: {a: _j(v) for a, v in d.items()} for e, d in self.reference_random_distance.items()},
+                "delta_readers": dict(self.delta_readers),
                 "scores": {m: {e: {t: {a: sc.to_dict() for a, sc in per_a.items()} for t, per_a in per_t.items()}
                                for e, per_t in per_e.items()} for m, per_e in self.scores.items()},
                 "goals": {"completion": GOAL_COMPLETION, "leakage": GOAL_LEAKAGE,
@@ -301,6 +314,7 @@ class EditingEvaluation:
                        random_distance={e: {a: _f(v) for a, v in r.items()} for e, r in d["random_distance"].items()},
                        reference_random_distance=None if d.get("reference_random_distance") is None else {
                            e: {a: _f(v) for a, v in r.items()} for e, r in d["reference_random_distance"].items()},
+                       delta_readers={str(m): str(e) for m, e in (d.get("delta_readers") or {}).items()},
                        scores={m: {e: {t: {a: AttributeScores.from_dict(sc) for a, sc in per_a.items()}
                                        for t, per_a in per_t.items()} for e, per_t in per_e.items()}
                                for m, per_e in d["scores"].items()})
@@ -369,13 +383,15 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
              rounds: int = SELF_ALIGN_ROUNDS, prior: Callable[[int, int], torch.Tensor] | None = None,
              reference: torch.Tensor | None = None,
              render_fn: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+             delta_readers: Mapping[str, str] | None = None,
              keep_readings: bool = False, progress: bool = False) -> EditingEvaluation:
     """Evaluate editing methods on the same sources and targets (see the module docstring for every measure).
 
     Args:
         G: the generator (eval mode); its device is where sources and edits are synthesised and where editors get
             their inputs.
-        T: the attribute predictor (``T(s) -> [B, 257]``, eval mode), used only for the editors' ``delta``.
+        T: the attribute predictor (``T(s) -> [B, 257]``, eval mode), used only for the editors' ``delta`` (of the
+            methods not in ``delta_readers``).
         methods: ``{method name: {attribute: editor}}``, at least one method; editors are called
             ``editor(s [b, D], delta [b, k_i])`` on G's device and must return float styles [b, D].
         styles: [N, D] float source styles (N >= 2, D = ``G.style_dim``).
@@ -394,6 +410,8 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         render_fn: ``render_fn(coeffs [b, 257], seed) -> images [b, 3, H, W]`` float in [-1, 1] or uint8, the same
             background for the same ``seed`` and row count (default: :func:`cddfm3d.world.domains.render` of the
             human domain at G's resolution, on the CPU). Used only with ``reference``.
+        delta_readers: ``{method: evaluator}``: these methods' deltas come from that evaluator's readings of the
+            source images instead of T (module docstring, "Where P_s comes from"). Default: none.
         keep_readings: keep every reading in ``result.readings`` (:class:`EvaluationReadings`; N x 257 floats per
             edit and evaluator).
         progress: a tqdm bar over the batches.
@@ -405,9 +423,10 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         ValueError: naming the argument: no methods / evaluators, an unknown attribute or target kind, an editor
             that is not callable, styles that are not float [N, D] with N >= 2, noise seeds that are not N ints,
             a batch < 1, an unknown ``align``, a network in training mode, prior coefficients or ``reference``
-            that are not finite [N, 257], a method named :data:`PERFECT` next to ``reference``; and while running,
-            an editor that returns something other than finite float styles of its input's shape (naming the
-            method and the attribute).
+            that are not finite [N, 257], a method named :data:`PERFECT` next to ``reference``, a
+            ``delta_readers`` entry naming an unknown method or evaluator; and while running, an editor that
+            returns something other than finite float styles of its input's shape (naming the method and the
+            attribute).
     """
     from ..progress import progress_bar
 
@@ -446,6 +465,11 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         raise ValueError(f"{who}: align must be one of {ALIGNS}, found {align!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"{who}: batch must be an int >= 1, found {batch!r}")
+    delta_readers = dict(delta_readers or {})
+    for m, e in delta_readers.items():
+        if m not in methods or not isinstance(e, str) or e not in evaluators:
+            raise ValueError(f"{who}: delta_readers must map method names {list(methods)} to evaluator names "
+                             f"{list(evaluators)}, found {m!r}: {e!r}")
     d_style = G.style_dim
     if (not isinstance(styles, torch.Tensor) or not styles.is_floating_point() or styles.ndim != 2
             or styles.shape[1] != d_style):
@@ -570,17 +594,22 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         ref_source = run(rendered(reference))
         ref_stats = {e: feature_stats(f) for e, (_, f) in ref_source.items()}
         ref_random = pair_distances(ref_source)
+    # P_s of each delta source: T's predictions, or an evaluator's readings of the source images
+    p_from = {None: p_t} | {e: source[e][0].to(dev) for e in set(delta_readers.values())}
     for t in targets:
         for a in attributes:
             sl = ATTRIBUTE_SLICES[a]
-            goal = p_t[pairing.to(dev), sl] if t == "swap" else prior_coeffs[:, sl]
-            delta = goal - p_t[:, sl]
+            deltas = {}
+            for r, p in p_from.items():
+                goal = p[pairing.to(dev), sl] if t == "swap" else prior_coeffs[:, sl]
+                deltas[r] = goal - p[:, sl]
             if keep_readings:
-                kept_deltas[(t, a)] = delta.cpu()
+                kept_deltas[(t, a)] = deltas[None].cpu()
             for m, method in methods.items():
                 if a not in method:
                     continue
                 editor = method[a]
+                delta = deltas[delta_readers.get(m)]
 
                 def edited_styles(i: int, j: int, editor=editor, m=m, a=a, delta=delta) -> torch.Tensor:
                     s = styles[i:j].clone()            # an editor that writes into s cannot touch the sources
@@ -620,7 +649,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     return EditingEvaluation(n=n, seed=int(seed), align=align, methods=all_methods, evaluators=tuple(readers),
                              targets=targets, attributes=attributes, pairing=pairing.tolist(),
                              random_distance=random_distance, scores=scores, readings=readings,
-                             reference_random_distance=ref_random)
+                             reference_random_distance=ref_random, delta_readers=delta_readers)
 
 
 __all__ = ["TARGETS", "PERFECT", "GOAL_COMPLETION", "GOAL_LEAKAGE", "AttributeScores", "EvaluationReadings",
