@@ -643,6 +643,7 @@ def _train_f(args) -> int:
                        lr=args.lr, activation=None if args.activation == "linear" else args.activation,
                        loss_mode=args.loss_mode, weights=weights, warmup=args.warmup,
                        checkpoint_every=args.checkpoint_every, through=args.through, edit_weight=args.edit_weight,
+                       delta_from=args.delta_from,
                        eval_every=args.eval_every, seed=args.seed)
     trainer = train_f(cfg, T, data["styles"], data["coeffs"], channels, args.out,
                       images=data.get("images"), device=device, resume=not args.no_resume,
@@ -1105,6 +1106,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     tf.add_argument("--through", default="T", choices=["T", "image"], help="T: P_hat = T(s_hat) (the paper); "
                     "image: P_hat read by the reconstruction network from the generated image, the references "
                     "from the pairs' labels (slower; meant as a fine-tuning with --init)")
+    tf.add_argument("--delta-from", default="T", choices=["T", "labels"], help="--through image: the editor's "
+                    "input delta from T's predictions (default, P_s = T(s) as the paper) or from the pairs' labels "
+                    "(for P_s read from the source image: evaluate --read-deltas)")
     tf.add_argument("--edit-weight", type=_float(0), default=1.0, help="weight of the edit half of the render "
                     "and landmark terms against the consistency half (default: 1, the official recipe)")
     tf.add_argument("--init", type=_existing_file, default=None, help="start a fresh run from this F^i "

@@ -123,13 +123,17 @@ def image_reading(G, recon, s_hat, seeds) -> torch.Tensor:
 def reference_terms(trainer: FTrainer, fm64, w_rows, v_rows, G=None, recon=None, seeds=None) -> dict:
     """Every loss term recomputed in float64 from the module docstring's definitions (P_edit, P_cons built by
     slice assignment, the whole 3DMM forward for landmarks, contours and vertices). With G, recon and seeds: the
-    image mode (P_hat read from each edited image synthesised alone; the labels as references)."""
+    image mode (P_hat read from each edited image synthesised alone; the labels as references; with the config's
+    delta_from "labels" the editor's delta from the labels too)."""
     F, T, sl, size = trainer.net, trainer.T, ATTRIBUTE_SLICES[trainer.cfg.attribute], trainer.image_size
     ew = trainer.cfg.edit_weight
     with torch.no_grad():
         s_w = trainer.styles[w_rows]
         P_w, P_v = T(s_w), T(trainer.styles[v_rows])
-        s_hat = F(s_w, (P_v - P_w)[:, sl])
+        if trainer.cfg.delta_from == "labels":
+            s_hat = F(s_w, (trainer.labels[v_rows] - trainer.labels[w_rows])[:, sl])
+        else:
+            s_hat = F(s_w, (P_v - P_w)[:, sl])
         P_hat = (T(s_hat) if G is None else image_reading(G, recon, s_hat, seeds[w_rows])).double()
         ds0 = (F(s_w, torch.zeros(len(w_rows), F.p_dim)) - s_w).double()
     if G is not None:
@@ -408,13 +412,13 @@ def image_trainer(world, iw, tmp_path, cfg, n=40, **kw) -> FTrainer:
                     G=world["G"], recon=iw["recon"], noise_seeds=iw["seeds"][:n], **kw)
 
 
-@pytest.mark.parametrize("attribute", ["shape", "light"])
-def test_image_mode_loss_terms_match_float64_references(world, image_world, fm64, tmp_path, attribute):
+@pytest.mark.parametrize("attribute,delta_from", [("shape", "T"), ("light", "T"), ("light", "labels")])
+def test_image_mode_loss_terms_match_float64_references(world, image_world, fm64, tmp_path, attribute, delta_from):
     """P_hat is the recon's reading of each edited image (synthesised alone on its source's noise), and the
-    references are the labels, not T's predictions."""
+    references are the labels, not T's predictions; the editor's delta comes from T or from the labels."""
     weights = {"rec": 2.0, "render": 3.0, "landmark": 0.5, "edge": 0.25}
     tr = image_trainer(world, image_world, tmp_path, tiny(attribute, weights=weights, through="image",
-                                                         edit_weight=1.5))
+                                                         edit_weight=1.5, delta_from=delta_from))
     perturb(tr.net, seed=5)
     w_rows, v_rows = torch.tensor([1, 6, 9, 3]), torch.tensor([12, 2, 31, 8])
     with torch.no_grad():
@@ -443,6 +447,16 @@ def test_image_mode_checks_and_init(world, image_world, tmp_path):
                  G=world["G"], recon=small, noise_seeds=image_world["seeds"][:40])
     with pytest.raises(ValueError, match="through must be one of"):
         tiny(through="images")
+    with pytest.raises(ValueError, match="delta_from must be one of .*'labels' only with through='image'"):
+        tiny(delta_from="labels")                       # T mode: T's predictions are the references too
+    with pytest.raises(ValueError, match="delta_from must be one of"):
+        tiny(through="image", delta_from="recon")
+    run = image_trainer(world, image_world, tmp_path / "run", tiny(through="image", steps=1, checkpoint_every=1))
+    run.start(resume=False)
+    run.train(progress=False)
+    with pytest.raises(ValueError, match="delta_from='T' in the checkpoint, delta_from='labels' requested"):
+        image_trainer(world, image_world, tmp_path / "run", tiny(through="image", steps=1,
+                                                                 delta_from="labels")).start()
     with pytest.raises(ValueError, match="edit_weight must be a finite number >= 0"):
         tiny(edit_weight=-1.0)
     # init: another trainer's network on the same pairs and T is taken over exactly; another architecture refused

@@ -34,7 +34,9 @@ reconstruction network's reading of the image the generator makes from ``s_hat``
 "generate, then reconstruct" itself, the quantity the evaluation measures, at the cost of a generator and network
 pass per step. The references are then the reconstruction network's labels of the pairs' images (``labels``), not
 T's predictions (P_w, P_v in ``P_edit`` / ``P_cons``, the landmark and edge references); T still gives the
-editor's input ``delta = P_v^i - P_w^i``, as at inference. Meant as a fine-tuning of a T-trained F^i
+editor's input ``delta = P_v^i - P_w^i``, as at inference with P_s = T(s) -- or, with ``delta_from="labels"``, the
+labels give it (the editor then learns the deltas of P_s read from the source image, ``evaluate(...,
+delta_readers=...)``). Meant as a fine-tuning of a T-trained F^i
 (``init``); the independent evaluator, which no training sees, tells a real gain from an edit that only pleases
 the reconstruction network. The labels must be the network's readings of the **whole** images (``gen-pairs``
 without self-alignment), the way image mode reads the edited ones. The logged held-out evaluation stays T's view
@@ -77,6 +79,7 @@ from .t_training import labels_sha256, split_indices
 EXPORT_FILE = "manipulator.safetensors"
 LOSS_MODES = ("param", "render")
 THROUGH = ("T", "image")
+DELTA_FROM = ("T", "labels")
 LOSS_TERMS = ("rec", "render", "landmark", "edge")
 DEFAULT_WEIGHTS = {"rec": 1.0, "render": 10.0, "landmark": 0.05, "edge": 1.0}
 MOUTH = slice(48, 68)
@@ -102,7 +105,8 @@ class FTrainConfig:
     ``val_fraction``: share of the pairs held out for the logged T-view evaluation (``eval_every`` steps,
     ``eval_max`` pairs). ``through``: ``"T"`` (the paper: P_hat = T(s_hat)) or ``"image"`` (P_hat read from the
     generated image; module docstring). ``edit_weight``: weight (>= 0, finite) of the edit half of the render and
-    landmark terms against the consistency half (module docstring)."""
+    landmark terms against the consistency half (module docstring). ``delta_from``: ``"T"`` (the editor's input
+    delta from T's predictions, as the paper) or ``"labels"`` (from the labels; image mode only)."""
 
     attribute: str
     edit_layers: list
@@ -118,6 +122,7 @@ class FTrainConfig:
     weights: dict = field(default_factory=dict)
     through: str = "T"
     edit_weight: float = 1.0
+    delta_from: str = "T"
     val_fraction: float = 0.05
     eval_every: int = 250
     eval_max: int = 512
@@ -140,6 +145,10 @@ class FTrainConfig:
                              f"{self.activation!r}")
         if self.through not in THROUGH:
             raise ValueError(f"FTrainConfig.through must be one of {THROUGH}, found {self.through!r}")
+        if self.delta_from not in DELTA_FROM or (self.delta_from == "labels" and self.through != "image"):
+            raise ValueError(f"FTrainConfig.delta_from must be one of {DELTA_FROM} ('labels' only with "
+                             f"through='image', whose references are the labels), found {self.delta_from!r} with "
+                             f"through={self.through!r}")
         if (isinstance(self.edit_weight, bool) or not isinstance(self.edit_weight, (int, float))
                 or not 0 <= self.edit_weight < float("inf")):
             raise ValueError(f"FTrainConfig.edit_weight must be a finite number >= 0, found {self.edit_weight!r}")
@@ -211,7 +220,8 @@ class FTrainer(ScheduledRun):
 
     name = "train-f"
     export_file = EXPORT_FILE
-    arch_keys = ("attribute", "edit_layers", "code_dim", "activation", "val_fraction", "seed", "through")
+    arch_keys = ("attribute", "edit_layers", "code_dim", "activation", "val_fraction", "seed", "through",
+                 "delta_from")
 
     def __init__(self, config: FTrainConfig, T: torch.nn.Module, styles: torch.Tensor, labels: torch.Tensor,
                  layer_channels, out_dir, images: torch.Tensor | None = None, model: MorphableModel | None = None,
@@ -381,7 +391,9 @@ class FTrainer(ScheduledRun):
         std = self.net.net.style_std[self.edited]
         zero = torch.zeros(len(s_w), self.net.p_dim, device=dev)
         terms["rec"] = (self.net.offset(s_w, zero)[:, self.edited] / std).square().mean()
-        s_hat = self.net(s_w, (P_v - P_w)[:, sl])
+        D_w, D_v = ((self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)) if cfg.delta_from == "labels"
+                    else (P_w, P_v))
+        s_hat = self.net(s_w, (D_v - D_w)[:, sl])
         P_hat = self.read_edit(s_hat, w_rows)
         if cfg.through == "image":      # the references: the reconstruction network's readings of the images
             P_w, P_v = self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)
