@@ -126,6 +126,28 @@ def test_deltas_are_targets_minus_T_and_offsets_as_given(nets, editor, sources):
     assert torch.equal(both["light"][:, 0], torch.tensor(0.3) - P[:, la])
 
 
+def test_edit_takes_targets_from_a_given_P_s_and_refuses_a_bad_one(nets, editor, sources):
+    """edit(..., P_s=...) is F of (target - P_s) (e.g. P_s read from the source image); offsets ignore P_s."""
+    T = nets[1]
+    s = sources
+    with torch.no_grad():
+        P = T(s)
+    read = P + 0.3 * torch.randn(P.shape, generator=torch.Generator().manual_seed(5))
+    a, b = LAYOUT["shape"]
+    goal = torch.full((b - a,), 0.5)
+    got = editor.edit(s, {"shape": {"target": goal}}, P_s=read)
+    assert torch.equal(got, editor.apply(s, {"shape": goal - read[:, a:b]}))
+    assert not torch.equal(got, editor.edit(s, {"shape": {"target": goal}}))
+    assert torch.equal(editor.edit(s, {"shape": {"target": goal}}, P_s=P), editor.edit(s, {"shape": {"target": goal}}))
+    offset = {"light": {"delta": {1: 0.2}}}
+    assert torch.equal(editor.edit(s, offset, P_s=read), editor.edit(s, offset))
+    assert torch.equal(editor.target_coeffs(s, {"shape": {"target": goal}}, P_s=read)[:, b:], read[:, b:])
+    for bad, found in ((read[:2], r"\(2, 257\)"), (read[:, :256], r"\(3, 256\)"),
+                       (read.long(), "torch.int64"), (read * float("nan"), r"\(3, 257\)"), ([0.0], "list")):
+        with pytest.raises(ValueError, match=r"P_s must be finite float coefficients \[3, 257\].*found .*" + found):
+            editor.edit(s, {"shape": {"target": goal}}, P_s=bad)
+
+
 # ----------------------------------------------------------------------------------------------- edits
 def test_untrained_F_does_not_edit(nets, sources):
     G, T, channels = nets[:3]

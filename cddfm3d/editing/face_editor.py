@@ -26,6 +26,7 @@ import torch
 
 from ..face3d.lighting import directional_light
 from ..face3d.measures import ATTRIBUTES
+from ..face3d.morphable import N_COEFFS
 from ..images import to_uint8
 from . import ATTRIBUTE_SLICES
 from .manipulator import LatentManipulator, attribute_width
@@ -115,10 +116,10 @@ class FaceEditor:
     # ----------------------------------------------------------------- editing
     def deltas(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None
                ) -> dict[str, torch.Tensor]:
-        """{attribute: delta [B, k_i]} of ``edits`` (see :meth:`edit`) against P_s = T(s): ``target - P_s`` where a
-        target is set, 0 elsewhere, plus the offsets (an offset alone is passed on exactly as given)."""
+        """{attribute: delta [B, k_i]} of ``edits`` (see :meth:`edit`) against P_s (default T(s)): ``target - P_s``
+        where a target is set, 0 elsewhere, plus the offsets (an offset alone is passed on exactly as given)."""
         s = self._check_styles(s)
-        P_s = self.predict(s) if P_s is None else P_s
+        P_s = self.predict(s) if P_s is None else self._check_coeffs(P_s, len(s))
         return {name: delta for name, (_, delta) in self._requests(edits, P_s).items()}
 
     def _requests(self, edits: Mapping[str, Mapping], P_s: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -147,7 +148,7 @@ class FaceEditor:
         return out
 
     @torch.no_grad()
-    def edit(self, s: torch.Tensor, edits: Mapping[str, Mapping]) -> torch.Tensor:
+    def edit(self, s: torch.Tensor, edits: Mapping[str, Mapping], P_s: torch.Tensor | None = None) -> torch.Tensor:
         """Edited styles [B, D] of styles ``s`` [B, D] (any float dtype; computed and returned in G's dtype).
 
         ``edits``: {attribute: {"target": T, "delta": d}} with either or both keys; each value is a tensor
@@ -155,10 +156,16 @@ class FaceEditor:
         number} (the others unchanged). "target" sets absolute values, "delta" adds to them (after the target).
         The attributes are applied in :data:`ATTRIBUTES` order, each by its F^i on its own layers.
 
+        ``P_s``: the source's coefficients [B, 257] that targets are measured from; default T(s) (the official
+        ``forward_test``). Offsets do not depend on it. Absolute targets are reached more closely with P_s read
+        from the source image by the reconstruction network (``label_images(recon, self.synthesize(s, seeds),
+        model)``): T's error on the source then no longer enters the delta (``benchmarks/README.md``, evaluate
+        ``--read-deltas``).
+
         Raises ``ValueError`` for an attribute without a network, a bad edit spec (unknown key, index out of range,
-        non-finite value, wrong shape) or styles of the wrong shape."""
+        non-finite value, wrong shape), styles of the wrong shape or a ``P_s`` that is not finite [B, 257]."""
         s = self._check_styles(s)
-        return self.apply(s, self.deltas(s, edits))
+        return self.apply(s, self.deltas(s, edits, P_s))
 
     def apply(self, s: torch.Tensor, deltas: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The chain of :meth:`edit` for given deltas: each F^i of ``deltas`` ({attribute: delta [B, k_i] or [k_i]
@@ -203,7 +210,7 @@ class FaceEditor:
         offsets added; the others kept): what the edited face should show, e.g. to render the 3DMM next to the
         edit."""
         s = self._check_styles(s)
-        P_t = (self.predict(s) if P_s is None else P_s).clone()
+        P_t = (self.predict(s) if P_s is None else self._check_coeffs(P_s, len(s))).clone()
         for name, (goal, _) in self._requests(edits, P_t.clone()).items():
             P_t[:, ATTRIBUTE_SLICES[name]] = goal       # a target exactly as given (not P_s + (target - P_s))
         return P_t
@@ -270,6 +277,14 @@ class FaceEditor:
         if bad:
             raise ValueError(f"FaceEditor.synthesize: noise seeds must be ints, found {bad[:3]}")
         return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=noise_for(G, seeds, self.device)))
+
+    def _check_coeffs(self, P_s, b: int) -> torch.Tensor:
+        if (not isinstance(P_s, torch.Tensor) or tuple(P_s.shape) != (b, N_COEFFS) or not P_s.is_floating_point()
+                or not bool(torch.isfinite(P_s).all())):
+            found = f"{tuple(P_s.shape)} {P_s.dtype}" if isinstance(P_s, torch.Tensor) else type(P_s).__name__
+            raise ValueError(f"FaceEditor: P_s must be finite float coefficients [{b}, {N_COEFFS}] (one row per "
+                             f"source), found {found}")
+        return P_s.to(self.device, self.G.w_avg.dtype)
 
     def _check_styles(self, s) -> torch.Tensor:
         D = self.G.style_dim
