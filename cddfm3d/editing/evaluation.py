@@ -27,10 +27,12 @@ the source's noise**: only the styles change.
 **Where P_s comes from** (``delta_readers``). By default T gives both ends of the editors' delta, as the official
 ``forward_test`` does (P_s = T(s)). A method named in ``delta_readers`` instead takes P_s, and the swap target
 P_v, from an evaluator's readings of the unedited source images (the readings every measure starts from), so its
-delta is what that evaluator sees: ``P_v^i - P_n^i`` (swap) or ``P_prior^i - P_n^i`` (prior). The same editors
-under both kinds of delta separate the editors' own error from T's error in reading the source: with T's delta an
-exact editor still misses the target by T's error on both faces. The measures are unchanged; a method read by
-evaluator e may please e, so judge it by the other evaluators too.
+delta is what that evaluator sees: ``P_v^i - P_n^i`` (swap) or ``P_prior^i - P_n^i`` (prior). With T's delta an
+exact editor misses the measured target by T's deviation from the evaluator on both faces; with the evaluator's
+own readings it does not, but the delta then carries that evaluator's per-image reading errors, which the edit
+reproduces and the same evaluator reads back. The measures are unchanged; judge such a method by the other
+evaluators (on the mini world the gain is large as the recon reads it and small as the independent evaluator
+reads it: ``benchmarks/README.md``).
 
 **Measures** (per method, evaluator, target kind and edited attribute i; ``d_j`` is
 :func:`cddfm3d.face3d.measures.attribute_distance`: vertex RMS in dm for shape and expression, RGB 0-1 for albedo
