@@ -236,9 +236,10 @@ if "light" in grids:
 # `FaceEditor.edit(..., P_s=...)` in your own code). It does not matter for slider offsets (ΔP is the offset itself),
 # only for absolute targets. Read its gain with care: the reconstruction network that gives this P_s also reads
 # the result. On 500 held-out sources (`benchmarks/README.md`) the mean swap completion rises from 0.57 to 0.73 as
-# the recon reads it, but only from 0.39 to 0.40 as the independent evaluator reads it: T predicts the independent
-# evaluator's readings of the sources better than the recon's own readings do, so most of what separates T from the
-# recon is the recon's per-image reading noise, which the read delta asks the edit to reproduce.
+# the recon reads it, but only from 0.39 to 0.40 as the independent evaluator reads it. The gain lies in the part of
+# the recon's reading that the independent evaluator does not share: the recon's own reading errors, which a delta
+# built from its readings asks the edit to reproduce, or what the independent evaluator cannot see (generated faces
+# have no ground truth to tell). T's P_s stays the default.
 
 # %%
 N_EVAL = 32 if FAST else 200

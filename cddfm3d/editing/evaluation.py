@@ -30,7 +30,7 @@ P_v, from an evaluator's readings of the unedited source images (the readings ev
 delta is what that evaluator sees: ``P_v^i - P_n^i`` (swap) or ``P_prior^i - P_n^i`` (prior). With T's delta an
 exact editor misses the measured target by T's deviation from the evaluator on both faces; with the evaluator's
 own readings it does not, but the delta then carries that evaluator's per-image reading errors, which the edit
-reproduces and the same evaluator reads back. The measures are unchanged; judge such a method by the other
+may reproduce and the same evaluator reads back. The measures are unchanged; judge such a method by the other
 evaluators (on the mini world the gain is large as the recon reads it and small as the independent evaluator
 reads it: ``benchmarks/README.md``).
 
@@ -153,8 +153,9 @@ class EvaluationReadings:
 
     source: {evaluator: [N, 257]} readings of the source images; edited: {(method, evaluator, target, attribute):
     [N, 257]} readings of the edited images; prior: [N, 257] the prior targets (None without "prior");
-    deltas: {(target, attribute): [N, k]} the editors' input from T (a method in ``delta_readers`` got the difference
-    of ``source`` readings instead); pairing: [N] the swap partner of each source;
+    deltas: {(target, attribute): [N, k]} the editors' input from T (a method in ``delta_readers`` got, instead, its
+    evaluator's ``source`` readings: partner minus source for swap, prior draw minus source for prior; those deltas
+    are not kept here); pairing: [N] the swap partner of each source;
     reference_source: {evaluator: [N, 257]} readings of the perfect-edit reference's source renders (None without
     ``reference``; its edits are in ``edited`` under method :data:`PERFECT`)."""
 

@@ -36,11 +36,12 @@ pass per step. The references are then the reconstruction network's labels of th
 T's predictions (P_w, P_v in ``P_edit`` / ``P_cons``, the landmark and edge references); T still gives the
 editor's input ``delta = P_v^i - P_w^i``, as at inference with P_s = T(s) -- or, with ``delta_from="labels"``, the
 labels give it (the editor then learns the deltas of P_s read from the source image, ``evaluate(...,
-delta_readers=...)``). Meant as a fine-tuning of a T-trained F^i
-(``init``); the independent evaluator, which no training sees, tells a real gain from an edit that only pleases
-the reconstruction network. The labels must be the network's readings of the **whole** images (``gen-pairs``
-without self-alignment), the way image mode reads the edited ones. The logged held-out evaluation stays T's view
-(below) in both modes, so in image mode it is not what the run optimises.
+delta_readers=...)``; the network's input normalisation stays T's, so that ``--init`` networks fit, and the label
+deltas are somewhat wider). Meant as a fine-tuning of a T-trained F^i (``init``); the independent evaluator, which
+no training sees, tells a real gain from an edit that only pleases the reconstruction network. The labels must be
+the network's readings of the **whole** images (``gen-pairs`` without self-alignment), the way image mode reads the
+edited ones. The logged held-out evaluation stays T's view (below, T's deltas) in both modes, so in image mode it is
+not what the run optimises.
 
 ``edit_weight`` weighs the edit half (``P_edit`` against v) of the ``render`` and ``landmark`` terms against the
 consistency half (``P_cons`` against w): each term is (edit_weight x edit + consistency) / 2, the official recipe

@@ -158,9 +158,9 @@ class FaceEditor:
 
         ``P_s``: the source's coefficients [B, 257] that targets are measured from; default T(s) (the official
         ``forward_test``), or e.g. the reconstruction network's reading of the source image
-        (``label_images(recon, self.synthesize(s, seeds), model)``). Offsets do not depend on it. Measured on the
-        mini world (``evaluate --read-deltas``, ``benchmarks/README.md``): the recon's own P_s brings swap targets
-        much closer as the recon reads the edits, hardly at all as the independent evaluator reads them.
+        (``label_images(recon, editor.synthesize(s, seeds), model)[0]``). Offsets do not depend on it. Measured on
+        the mini world (``evaluate --read-deltas``, ``benchmarks/README.md``): the recon's own P_s brings swap
+        targets much closer as the recon reads the edits, hardly at all as the independent evaluator reads them.
 
         Raises ``ValueError`` for an attribute without a network, a bad edit spec (unknown key, index out of range,
         non-finite value, wrong shape), styles of the wrong shape or a ``P_s`` that is not finite [B, 257]."""

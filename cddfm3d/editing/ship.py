@@ -160,7 +160,9 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     pairs must come from the shipped generator and recon; the held-out pairs from another seed. The evaluation is
     :func:`cddfm3d.editing.evaluation.evaluate` on the first ``n_eval`` held-out sources, read by the shipped
     reconstruction network (and by ``mini/recon_independent`` when the assets have it), swap and prior targets;
-    each asset's metrics are its attribute's row. Returns {"evaluation": the report's dict, "seconds": s}.
+    each asset's metrics are its attribute's row. A ``train-f --delta-from labels`` run is evaluated like any other,
+    with T's deltas (how ``FaceEditor`` uses a shipped F^i by default); its recorded commands carry the option.
+    Returns {"evaluation": the report's dict, "seconds": s}.
 
     Raises ``FileNotFoundError`` for a missing run file or ``commands.txt``, ``ValueError`` for two runs of one
     attribute, a run trained on other pairs or another T, a layer set that is not the shipped one, pairs from

@@ -8,7 +8,11 @@ and the independent evaluator (I, I'), and predicts the styles' coefficients wit
 variance (:func:`cddfm3d.face3d.measures.explained_variance`, in the space where each attribute is seen) of one
 reading predicting another: R -> I and T -> I (which of the two describes what a network that never saw the recon's
 readings sees), T -> R (T's accuracy against its labels) and R' -> R, I' -> I (each network against itself under
-other noise: its per-image reading noise). Used in ``benchmarks/README.md`` ("Where P_s comes from").
+other noise: its per-image reading noise). The networks disagree on generated images by offsets and scales (both
+were trained on renders), so it prints the same after removing each reading's mean and fitting one least-squares
+scale per attribute (``affine EV``: what one reading says about the other's variation), and the share of T's miss
+of R that R's own per-image noise explains, (1 - EV(R' -> R)) / 2 / (1 - EV(T -> R)) (R' and R each carry that noise
+once). Used in ``benchmarks/README.md`` ("Where P_s comes from").
 """
 from __future__ import annotations
 
@@ -26,6 +30,13 @@ from cddfm3d.face3d.morphable import MorphableModel
 from cddfm3d.world.domains import mini_model
 
 PAIRS = (("R", "I"), ("T", "I"), ("T", "R"), ("R'", "R"), ("I'", "I"))
+
+
+def affine_ev(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """1 - SSE / SST after centring both [B, K] feature sets and scaling ``pred`` by one least-squares factor."""
+    p, t = pred - pred.mean(0), true - true.mean(0)
+    a = (p * t).sum() / (p * p).sum().clamp_min(1e-30)
+    return float(1 - (t - a * p).square().sum() / t.square().sum().clamp_min(1e-30))
 
 
 def main(argv=None) -> None:
@@ -56,11 +67,18 @@ def main(argv=None) -> None:
     readings = {k: torch.cat(v).double() for k, v in got.items()}
     fm64 = MorphableModel.mini(dtype=torch.float64)
     print(f"{len(s)} sources of {args.heldout}\n")
-    print("| attribute | " + " | ".join(f"{a} -> {b}" for a, b in PAIRS) + " |")
-    print("|---|" + "---|" * len(PAIRS))
-    for attr in ATTRIBUTES:
-        f = {k: attribute_features(fm64, v, attr) for k, v in readings.items()}
-        print(f"| {attr} | " + " | ".join(f"{explained_variance(f[a], f[b]):.3f}" for a, b in PAIRS) + " |")
+    feats = {attr: {k: attribute_features(fm64, v, attr) for k, v in readings.items()} for attr in ATTRIBUTES}
+    for title, ev in (("explained variance", explained_variance), ("affine explained variance", affine_ev)):
+        print(f"{title}:\n\n| attribute | " + " | ".join(f"{a} -> {b}" for a, b in PAIRS) + " |")
+        print("|---|" + "---|" * len(PAIRS))
+        for attr, f in feats.items():
+            print(f"| {attr} | " + " | ".join(f"{ev(f[a], f[b]):.3f}" for a, b in PAIRS) + " |")
+        print()
+    shares = []
+    for attr, f in feats.items():
+        own_noise = (1 - explained_variance(f["R'"], f["R"])) / 2
+        shares.append(f"{attr} {own_noise / (1 - explained_variance(f['T'], f['R'])):.2f}")
+    print("share of T's miss of R explained by R's per-image noise: " + ", ".join(shares))
 
 
 if __name__ == "__main__":
