@@ -1,6 +1,7 @@
 """The albedo-light brightness ambiguity of the mini world, in numbers (explained-variance ceilings).
 
     python tools/analysis/brightness_ambiguity.py --n 2000            # ~30 s
+    python tools/analysis/brightness_ambiguity.py --n 2000 --ambient-std 0.02 --tint-std 0.01   # another world
 
 A vertex's colour is albedo x irradiance per channel, so dividing the albedo of channel c by a gain g_c and
 multiplying that channel's SH light (DC 0.8 included) by g_c leaves the face's colours unchanged -- up to the part
@@ -48,7 +49,14 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=2000, help="faces drawn from the prior (default 2000)")
     p.add_argument("--renders", type=int, default=64, help="faces rendered to measure the image change (default 64)")
     p.add_argument("--seed", type=int, default=4242, help="coefficient seed (default 4242)")
+    p.add_argument("--ambient-std", type=float, default=None, help="draw the light with this ambient std instead of "
+                   "the world prior's (cddfm3d.world.priors.AMBIENT_STD): what a changed world would allow")
+    p.add_argument("--tint-std", type=float, default=None, help="the same for the light's tint (TINT_STD)")
     args = p.parse_args(argv)
+    from cddfm3d.world import priors
+    for name, value in (("AMBIENT_STD", args.ambient_std), ("TINT_STD", args.tint_std)):
+        if value is not None:
+            setattr(priors, name, value)    # read by priors.light_gamma at each draw
     torch.set_num_threads(1)
     fm = MorphableModel.mini(dtype=torch.float64)
     c = sample_coeffs(args.n, seed=args.seed).double()
