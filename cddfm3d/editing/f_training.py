@@ -61,8 +61,8 @@ with reconstruction networks (:mod:`cddfm3d.editing.evaluation`).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -392,12 +392,13 @@ class FTrainer(ScheduledRun):
         std = self.net.net.style_std[self.edited]
         zero = torch.zeros(len(s_w), self.net.p_dim, device=dev)
         terms["rec"] = (self.net.offset(s_w, zero)[:, self.edited] / std).square().mean()
-        D_w, D_v = ((self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)) if cfg.delta_from == "labels"
-                    else (P_w, P_v))
+        if cfg.through == "image":      # the labels: the reconstruction network's readings of the images
+            L_w, L_v = self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)
+        D_w, D_v = (L_w, L_v) if cfg.delta_from == "labels" else (P_w, P_v)
         s_hat = self.net(s_w, (D_v - D_w)[:, sl])
         P_hat = self.read_edit(s_hat, w_rows)
-        if cfg.through == "image":      # the references: the reconstruction network's readings of the images
-            P_w, P_v = self.labels[w_rows].to(dev), self.labels[v_rows].to(dev)
+        if cfg.through == "image":      # ... are the references too
+            P_w, P_v = L_w, L_v
         P_edit = torch.cat([P_v[:, :sl.start], P_hat[:, sl], P_v[:, sl.stop:]], 1)
         P_cons = torch.cat([P_hat[:, :sl.start], P_w[:, sl], P_hat[:, sl.stop:]], 1)
         size = self.image_size
