@@ -167,7 +167,8 @@ def _train_recon(args) -> int:
                            lr=args.lr, seed=args.seed, photo_batch=args.photo_batch, norm=args.norm,
                            attribute_weights=dict(args.attribute_weights))
     trainer = train_recon(ds.images, ds.coeffs, cfg, args.out, device=config.device(args.device),
-                          resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv)
+                          resume=not args.no_resume, stop_at_step=args.stop_at_step, command=args.argv,
+                          init=args.init)
     print(f"step {trainer.step}; network: {args.out}/recon.safetensors")
     return 0
 
@@ -817,6 +818,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--attribute-weights", nargs="+", type=_attribute_weight, default=[], metavar="NAME=W",
                    help="losses in the space where each attribute is seen, e.g. shape=1 expression=1 albedo=1 "
                         "light=1 pose=1 (attributes: shape, expression, albedo, light, pose; default: none)")
+    r.add_argument("--init", type=_existing_file, default=None, metavar="FILE",
+                   help="fine-tune: start from this network file (train-recon's recon.safetensors, of the same "
+                        "--width and --norm), with a fresh optimizer and schedule; used only when the run starts "
+                        "afresh, and a resume must give the same file or none")
     _run_options(r)
     r.set_defaults(func=_train_recon)
 

@@ -2,6 +2,7 @@
 format/version header of the package's JSON files."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -129,3 +130,14 @@ def state_dict_problems(module: torch.nn.Module, state_dict: Mapping[str, torch.
     if shapes:
         parts.append(f"{len(shapes)} shape mismatch(es) {shapes[:5]}")
     return parts
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict: for each entry in key order, the key, dtype, shape and the raw bytes of the
+    CPU tensor. Equal weights give equal hashes whatever file (or none) they came from."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -16,6 +16,7 @@ from cddfm3d.face3d.recon import ReconNet
 from cddfm3d.face3d.recon_training import (ReconTrainConfig, ReconTrainer, coefficient_scale, evaluate_recon,
                                            train_recon)
 from cddfm3d.face3d.render import render
+from cddfm3d.serialization import state_sha256
 from cddfm3d.world import mini_model
 from cddfm3d.world.datasets import WorldDataset, write_dataset
 
@@ -492,3 +493,90 @@ def test_cli_norm_group_builds_group_norm_layers_and_resume_refuses_another_norm
     assert str(batch / "checkpoint.pt") in err and "norm='batch' in the checkpoint, norm='group' requested" in err
     assert cli.main(["train-recon", "--out", str(tmp_path / "x"), "--norm", "layer"] + common) == 2
     assert "invalid choice: 'layer'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ --init (fine-tuning)
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_starts_from_its_weights_with_a_fresh_optimizer_and_resumes_exactly(data, fm, tmp_path):
+    """A run with init starts from exactly the init's weights (its step-0 network is the init's), not from a fresh
+    network; training from there equals training a copy of the init by hand with a fresh AdamW and the run's own
+    batches (the same steps as the uninterrupted run); an interrupted run resumed with the same init ends where the
+    uninterrupted one does, and the checkpoint names the init file and its state hash."""
+    images, coeffs = data
+    train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=3)), tmp_path / "start", model=fm,
+                progress=False)
+    init_file = tmp_path / "start" / "recon.safetensors"
+    init_net = ReconNet.load(init_file)
+    cfg = ReconTrainConfig(**dict(TINY, steps=4, seed=5))
+    tr = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path / "ft", init=init_file).start()
+    assert _same_state(tr.net, init_net) and not _same_state(tr.net, ReconTrainer(
+        cfg, fm, coefficient_scale(coeffs), tmp_path / "fresh").net)
+    assert tr.opt.state_dict()["state"] == {}   # a fresh optimizer: no moments carried over
+    straight = train_recon(images, coeffs, cfg, tmp_path / "ft", model=fm, progress=False, init=init_file)
+    assert straight.step == 4
+    # an independent replay: the init's weights in a run without init, loaded by hand before the first step
+    by_hand = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path / "hand").start()
+    by_hand.net.load_state_dict(init_net.state_dict())
+    by_hand.train(images, coeffs, progress=False)
+    assert _same_state(straight.net, by_hand.net)
+    state = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)
+    assert state["init_file"] == str(init_file) and state["init_sha256"] == state_sha256(init_net)
+    assert "init_file" not in torch.load(tmp_path / "hand" / "checkpoint.pt", weights_only=True)
+
+    part = train_recon(images, coeffs, cfg, tmp_path / "part", model=fm, progress=False, init=init_file, max_steps=2)
+    assert part.step == 2
+    resumed = train_recon(images, coeffs, cfg, tmp_path / "part", model=fm, progress=False, init=init_file)
+    assert resumed.step == 4 and _same_state(resumed.net, straight.net)
+    # a resume without --init continues the run's own start and keeps its record
+    again = train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=5, seed=5)), tmp_path / "part",
+                        model=fm, progress=False)
+    assert again.step == 5
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["init_file"] == str(init_file)
+
+
+def test_init_of_another_architecture_or_start_is_refused(data, fm, tmp_path):
+    images, coeffs = data
+    train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=1)), tmp_path / "a", model=fm, progress=False)
+    train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=1, seed=1)), tmp_path / "b", model=fm,
+                progress=False)
+    wide = ReconNet("small", image_size=SIZE, width=8, input_range="-1_1")
+    with pytest.raises(ValueError, match=r"differs from this run's network in width \(init 8, run 4\)"):
+        ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x", init=wide)
+    grouped = ReconNet("small", image_size=SIZE, width=4, norm="group", input_range="-1_1")
+    with pytest.raises(ValueError, match="norm"):
+        ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x", init=grouped)
+    with pytest.raises(ValueError, match="must be a ReconNet"):
+        ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x", init=nn.Linear(2, 2))
+    with pytest.raises(FileNotFoundError):
+        ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x",
+                     init=tmp_path / "missing.safetensors")
+    a, b = tmp_path / "a" / "recon.safetensors", tmp_path / "b" / "recon.safetensors"
+    cfg = ReconTrainConfig(**dict(TINY, steps=3))
+    train_recon(images, coeffs, cfg, tmp_path / "ft", model=fm, progress=False, init=a, max_steps=1)
+    with pytest.raises(ValueError, match="field 'init_sha256' is [0-9a-f]{12}\\.\\.\\., the init given is") as err:
+        train_recon(images, coeffs, cfg, tmp_path / "ft", model=fm, progress=False, init=b)
+    assert str(tmp_path / "ft" / "checkpoint.pt") in str(err.value)
+    train_recon(images, coeffs, cfg, tmp_path / "plain", model=fm, progress=False, max_steps=1)
+    with pytest.raises(ValueError, match=r"is none \(the run started afresh\)"):
+        train_recon(images, coeffs, cfg, tmp_path / "plain", model=fm, progress=False, init=a)
+
+
+def test_cli_init(tmp_path, capsys):
+    """train-recon --init FILE: the run's step-0 network is the file's; the checkpoint records the path as given;
+    a missing file is a usage error naming it."""
+    from cddfm3d import cli
+
+    data = write_dataset(tmp_path / "w", 8, size=SIZE, progress=False)
+    common = ["--data", str(data), "--batch", "4", "--width", "4", "--photo-batch", "0", "--device", "cpu"]
+    assert cli.main(["train-recon", "--out", str(tmp_path / "a"), "--steps", "1"] + common) == 0
+    init = str(tmp_path / "a" / "recon.safetensors")
+    assert cli.main(["train-recon", "--out", str(tmp_path / "b"), "--steps", "1", "--init", init] + common) == 0
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert state["init_file"] == init and state["init_sha256"] == state_sha256(ReconNet.load(init))
+    assert not _same_state(ReconNet.load(tmp_path / "b" / "recon.safetensors"), ReconNet.load(init))  # it trained
+    assert cli.main(["train-recon", "--out", str(tmp_path / "c"), "--init", str(tmp_path / "nope")] + common) == 2
+    assert "nope" in capsys.readouterr().err

@@ -342,3 +342,55 @@ def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator
     start.write_bytes(b"not the shipped generator")
     with pytest.raises(ValueError, match="not the shipped mini/generator"):
         init_provenance(gan2)
+
+
+def test_fine_tuned_recon_records_its_start_file(world, assets_root, tmp_path):
+    """A recon run started from the shipped recon (train-recon --init, which keeps ``init_file`` in its checkpoint)
+    gets, in mini/recon's manifest command, the lines that recreate its start from git before the run's own
+    commands; the generator's command is untouched, and a start file that is not the shipped recon is refused."""
+    import subprocess
+
+    from cddfm3d.world.ship import init_provenance
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    d = world["dirs"]
+    ship(world)
+    repo = assets_root.parent
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "assets"], check=True)
+    subprocess.run(git + ["commit", "-qm", "ship"], check=True)
+    commit = subprocess.run(git + ["log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+    start = tmp_path / "prev" / "recon.safetensors"
+    start.parent.mkdir()
+    shutil.copy(assets_root / "mini" / "recon.safetensors", start)
+    recon2 = tmp_path / "recon2"
+    recon2.mkdir()
+    torch.manual_seed(9)
+    ReconNet("small", image_size=SIZE, width=4, input_range="-1_1").eval().save(recon2 / "recon.safetensors")
+    argv = ["train-recon", "--data", str(d["train"]), "--out", str(recon2), "--init", str(start)]
+    record_command(recon2, argv)
+    torch.save({"step": 3, "init_file": str(start), "config": json.dumps({"width": 4})}, recon2 / "checkpoint.pt")
+    old = assets.entry("mini/recon")
+    gen_before = assets.entry("mini/generator")["command"]
+    lines = init_provenance(recon2, "mini/recon")
+    assert lines[0].startswith(f"# {start}: mini/recon sha256 {old['sha256']}, shipped at commit {commit[:12]}")
+    assert [ln[4:] for ln in lines[1:-1]] == old["command"].splitlines()
+    assert lines[-1] == f"git show {commit[:12]}:assets/mini/recon.safetensors > {start}"
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"{commit[:12]}:assets/mini/recon.safetensors"],
+                           capture_output=True, check=True).stdout
+    assert shown == start.read_bytes()
+
+    ship(world, recon_dir=recon2)
+    cmds = assets.entry("mini/recon")["command"].splitlines()
+    n_train = len(world["cmds"]["train"])
+    assert cmds[:n_train] == world["cmds"]["train"]
+    assert cmds[n_train:n_train + len(lines)] == lines and cmds[n_train + len(lines)] == line(argv)
+    assert assets.entry("mini/generator")["command"] == gen_before
+    # re-shipping the same run: the start recorded the first time still holds (the shipped recon has changed)
+    assert init_provenance(recon2, "mini/recon") == lines
+
+    start.write_bytes(b"not the shipped recon")
+    with pytest.raises(ValueError, match="not the shipped mini/recon"):
+        init_provenance(recon2, "mini/recon")

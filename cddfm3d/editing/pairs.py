@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from ..assets.integrity import sha256_file
 from ..images import to_uint8
-from ..serialization import atomic_write, check_json_header, save_safetensors
+from ..serialization import atomic_write, check_json_header, save_safetensors, state_sha256
 from ..stylegan2.stylespace import layer_table
 from ..training import dist_info
 from .labels import ALIGNS, SELF_ALIGN_ROUNDS, label_images
@@ -105,17 +105,6 @@ def resynthesize(G, styles: torch.Tensor, noise_seeds, device=None) -> torch.Ten
 
 
 # -------------------------------------------------------------------------------------------------- provenance
-def state_sha256(module: torch.nn.Module) -> str:
-    """sha256 of a module's state dict: for each entry in key order, the key, dtype, shape and the raw bytes of the
-    CPU tensor. Equal weights give equal hashes whatever file (or none) they came from."""
-    h = hashlib.sha256()
-    for key, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def network_record(module: torch.nn.Module, source: str | None = None, sha256: str | None = None) -> dict:
     """``{"sha256", "state_sha256", "source"}`` of a network: ``sha256`` is the file's (or the asset manifest's) when
     given, else the state-dict hash; ``state_sha256`` (always the state-dict hash) decides whether a folder may be

@@ -14,17 +14,25 @@ Supervision (available only because the data is rendered from coefficients we kn
 Resumable like every trainer here (:mod:`cddfm3d.training`): the full state (network, optimizer, step, every
 random state) is saved atomically every ``checkpoint_every`` steps and when the run is interrupted, and a second
 call continues exactly where it stopped.
+
+Fine-tuning: a run can start from the weights of another network of the same architecture (``init``, e.g. the
+shipped ``mini/recon`` on renders of a changed world) with a fresh optimizer and learning-rate schedule. The start
+file's path and its state sha256 are kept in the checkpoint (``init_file``, ``init_sha256``), so that shipping can
+record how the start was made (:func:`cddfm3d.world.ship.init_provenance`) and a resume cannot silently switch
+starts.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from ..progress import progress_bar
 
 from ..images import from_uint8, to_range
+from ..serialization import state_sha256
 from ..training import ScheduledRun
 from .losses import landmark_loss, photometric_loss
 from .measures import ATTRIBUTES, ExplainedVariance, attribute_features, coefficient_scale
@@ -72,14 +80,20 @@ def attribute_scale(model: MorphableModel, coeffs: torch.Tensor, n: int = 2000) 
 class ReconTrainer(ScheduledRun):
     """Trains ``ReconNet("small")`` on ``(images [-1, 1], coeffs)`` pairs (see the module docstring) on the shared
     resumable run: the network, its optimizer and the batch generator are the run's named state, the coefficient
-    scale is extra state, the export is ``recon.safetensors``."""
+    scale is extra state, the export is ``recon.safetensors``.
+
+    ``init``: start weights, the path of a ``ReconNet.save`` file (recorded as ``init_file``) or a
+    :class:`~.recon.ReconNet`; used when the run starts afresh (a resumed run continues from its checkpoint).
+    Raises ``ValueError`` for an init of another architecture (``backbone``, ``image_size``, ``width``, ``norm``,
+    ``input_range``: the run's network config), and on resume for a checkpoint that started from other weights
+    than the init given (or from none); ``FileNotFoundError`` / ``ReconCheckpointError`` for an unreadable file."""
 
     name = "train-recon"
     export_file = "recon.safetensors"
     arch_keys = ("image_size", "width", "norm")
 
     def __init__(self, config: ReconTrainConfig, model: MorphableModel, coeff_scale: torch.Tensor, out_dir,
-                 device=None, attr_scale: torch.Tensor | None = None):
+                 device=None, attr_scale: torch.Tensor | None = None, init: ReconNet | str | Path | None = None):
         bad = {a: w for a, w in config.attribute_weights.items()
                if a not in ATTRIBUTES or isinstance(w, bool) or not isinstance(w, (int, float))
                or not math.isfinite(w) or w < 0}
@@ -99,15 +113,52 @@ class ReconTrainer(ScheduledRun):
         self.rng = torch.Generator().manual_seed(config.seed)
         self.track(net=self.net, opt=self.opt, rng=self.rng)
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.init_file = str(init) if isinstance(init, (str, Path)) else None
+        self._init = ReconNet.load(init) if isinstance(init, (str, Path)) else init
+        if self._init is not None:
+            self._check_init(self._init)
+        self.init_sha256 = self._given_init_sha256 = None if self._init is None else state_sha256(self._init)
+
+    def _check_init(self, init: ReconNet) -> None:
+        if not isinstance(init, ReconNet):
+            raise ValueError(f"ReconTrainer: init must be a ReconNet or the path of its file, found "
+                             f"{type(init).__name__}")
+        mine, theirs = self.net.config, init.config
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            where = self.init_file or "init"
+            raise ValueError(f"ReconTrainer: {where} differs from this run's network in "
+                             + ", ".join(f"{k} (init {a!r}, run {b!r})" for k, (a, b) in diff.items()))
+
+    def start(self, resume: bool = True, stop_at_step: int | None = None,
+              command: list[str] | None = None) -> ReconTrainer:
+        """As :meth:`ResumableRun.start`; a run that starts afresh first loads ``init``'s weights, if given."""
+        super().start(resume, stop_at_step, command)
+        if self.step == 0 and self._init is not None:
+            self.net.load_state_dict(self._init.state_dict())
+            self.init_sha256, self.init_file = self._given_init_sha256, self.init_file
+        return self
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
-        return {"scale": self.scale.cpu(), "attr_scale": self.attr_scale.cpu()}
+        out = {"scale": self.scale.cpu(), "attr_scale": self.attr_scale.cpu()}
+        if self.init_sha256 is not None:
+            out["init_sha256"] = self.init_sha256
+        if self.init_file is not None:
+            out["init_file"] = self.init_file
+        return out
 
     def load_extra_state(self, state: dict) -> None:
+        saved_init = state.get("init_sha256")
+        if self._given_init_sha256 is not None and self._given_init_sha256 != saved_init:
+            was = f"{saved_init[:12]}..." if saved_init else "none (the run started afresh)"
+            raise ValueError(f"{self.checkpoint_path}: field 'init_sha256' is {was}, the init given is "
+                             f"{self._given_init_sha256[:12]}...: a run continues from its own start; resume it "
+                             f"with the same --init file (or none), or start the new init in another directory")
         self.scale = state["scale"].to(self.device)
         if "attr_scale" in state:   # (absent in checkpoints written before the attribute losses)
             self.attr_scale = state["attr_scale"].to(self.device)
+        self.init_sha256, self.init_file = saved_init, state.get("init_file")   # the run's own start
 
     # ----------------------------------------------------------- one iteration
     def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
@@ -162,12 +213,13 @@ class ReconTrainer(ScheduledRun):
 def train_recon(images_u8: torch.Tensor, coeffs: torch.Tensor, config: ReconTrainConfig, out_dir,
                 model: MorphableModel | None = None, device=None, resume: bool = True, progress: bool = True,
                 max_steps: int | None = None, stop_at_step: int | None = None,
-                command: list[str] | None = None) -> ReconTrainer:
+                command: list[str] | None = None, init: ReconNet | str | Path | None = None) -> ReconTrainer:
     """Train (or resume) a small ReconNet; writes ``out_dir/{checkpoint.pt, recon.safetensors, log.json}``.
-    ``stop_at_step`` ends the run at that absolute step (the learning-rate schedule stays that of ``steps``)."""
+    ``stop_at_step`` ends the run at that absolute step (the learning-rate schedule stays that of ``steps``);
+    ``init``: start weights (:class:`ReconTrainer`)."""
     fm = model or MorphableModel.mini()
     attr = attribute_scale(fm, coeffs) if any(config.attribute_weights.values()) else None
-    trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device, attr_scale=attr)
+    trainer = ReconTrainer(config, fm, coefficient_scale(coeffs), out_dir, device, attr_scale=attr, init=init)
     trainer.start(resume, stop_at_step, command)
     trainer.train(images_u8, coeffs, progress=progress, max_steps=max_steps)
     return trainer

@@ -7,11 +7,11 @@ registers the files (sha256, size, config, the commands that produced them, metr
 stopped): the manifest records the commands that rebuild the shipped files
 (:func:`cddfm3d.training.rebuild_commands`).
 
-A GAN run fine-tuned from start weights (``train-gan --init-generator FILE``) depends on that file too. When FILE
-is the generator shipped now (same sha256 as the manifest's ``mini/generator``), its recipe is carried over: the
-commands get a ``git show COMMIT:assets/mini/generator.safetensors > FILE`` line (COMMIT: the last commit that
-changed the shipped file) preceded by comment lines with the recipe recorded for it then. Any other start file
-must be rebuilt by the user; ship refuses it (it could not say how it was made).
+A run fine-tuned from start weights (``train-gan --init-generator FILE``, ``train-recon --init FILE``) depends on
+that file too. When FILE is the network shipped now (same sha256 as the manifest's ``mini/generator`` or
+``mini/recon``), its recipe is carried over: the commands get a ``git show COMMIT:assets/mini/<file> > FILE`` line
+(COMMIT: the last commit that changed the shipped file) preceded by comment lines with the recipe recorded for it
+then. Any other start file must be rebuilt by the user; ship refuses it (it could not say how it was made).
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
     # Provenance first: a missing commands.txt must fail before the long evaluation and before assets/ changes.
     data_cmds = rebuild_commands(train_data)
     eval_cmds = rebuild_commands(heldout_data, floor_data)
-    gan_cmds, recon_cmds = init_provenance(gan_dir) + rebuild_commands(gan_dir), rebuild_commands(recon_dir)
+    gan_cmds = init_provenance(gan_dir, "mini/generator") + rebuild_commands(gan_dir)
+    recon_cmds = init_provenance(recon_dir, "mini/recon") + rebuild_commands(recon_dir)
     if n_photo < 1:
         raise ValueError(f"n_photo must be >= 1, found {n_photo}")
     heldout = WorldDataset(heldout_data, "human", limit=n_fd)
@@ -243,42 +244,44 @@ def _shipped_recon_seeds() -> set[int]:
     return seeds
 
 
-def init_provenance(gan_dir) -> list[str]:
-    """The lines that recreate a GAN run's start weights (``init_generator`` of its checkpoint's config), [] for a
-    run trained from scratch or a folder without its checkpoint (its ``commands.txt`` still shows any
-    ``--init-generator``). See the module docstring; raises ``ValueError`` for a start file that is not the
-    shipped generator."""
-    ckpt = Path(gan_dir) / "checkpoint.pt"
+def init_provenance(run_dir, name: str = "mini/generator") -> list[str]:
+    """The lines that recreate a run's start weights, [] for a run trained from scratch or a folder without its
+    checkpoint (its ``commands.txt`` still shows the start option). The start file is the checkpoint's
+    ``init_file`` (train-recon) or its config's ``init_generator`` (train-gan); ``name`` is the shipped asset it
+    must be (``mini/generator``, ``mini/recon``). See the module docstring; raises ``ValueError`` for a start file
+    that is not that shipped network."""
+    ckpt = Path(run_dir) / "checkpoint.pt"
     if not ckpt.is_file():
         return []
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    init = json.loads(state["config"]).get("init_generator") if "config" in state else None
+    init = state.get("init_file") or (json.loads(state["config"]).get("init_generator") if "config" in state
+                                      else None)
     if not init:
         return []
-    entry = assets.entry("mini/generator")
-    again = _recorded_init(entry, init)
-    if again is not None:   # re-shipping the run that made the shipped generator: its recorded start still holds
+    entry = assets.entry(name)
+    again = _recorded_init(entry, name, init)
+    if again is not None:   # re-shipping the run that made the shipped network: its recorded start still holds
         return again
     if not Path(init).is_file() or sha256_file(Path(init)) != entry["sha256"]:
-        raise ValueError(f"{gan_dir}: the run started from {init}, which is not the shipped mini/generator "
+        raise ValueError(f"{run_dir}: the run started from {init}, which is not the shipped {name} "
                          f"(sha256 {entry['sha256'][:12]}...): ship cannot record how it was made")
     rel = "assets/" + entry["file"]
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", rel], capture_output=True, text=True,
                             cwd=assets.assets_dir().parent).stdout.strip()
     if not commit:
         raise ValueError(f"cannot find the git commit of {rel} (ship runs in a git checkout of the repository)")
-    lines = [f"# {init}: mini/generator sha256 {entry['sha256']}, shipped at commit {commit[:12]}, made by:"]
+    lines = [f"# {init}: {name} sha256 {entry['sha256']}, shipped at commit {commit[:12]}, made by:"]
     lines += ["#   " + ln for ln in entry["command"].splitlines()]
     return lines + [f"git show {commit[:12]}:{rel} > {shlex.quote(str(init))}"]
 
 
-def _recorded_init(entry: dict, init: str) -> list[str] | None:
+def _recorded_init(entry: dict, name: str, init: str) -> list[str] | None:
     """The start-file lines (header comment, the start's recipe as comments, ``git show ... > init``) that the
-    shipped generator's manifest command records for ``init``, when the file at ``init`` has the sha256 recorded
-    there; else None. A run fine-tuned from a generator shipped before, and shipped itself, is re-shipped (e.g. with
+    shipped network's manifest command records for ``init``, when the file at ``init`` has the sha256 recorded
+    there; else None. A run fine-tuned from a network shipped before, and shipped itself, is re-shipped (e.g. with
     a new reconstruction network) with the provenance recorded the first time."""
     lines = entry.get("command", "").splitlines()
-    head = f"# {init}: mini/generator sha256 "
+    head = f"# {init}: {name} sha256 "
     for i, line in enumerate(lines):
         if not line.startswith(head):
             continue
