@@ -414,7 +414,7 @@ def test_evaluate_bad_input(nets, sources):
         evaluate(G, T, {}, styles, seeds, ev)
     with pytest.raises(ValueError, match="the editor must be callable"):
         evaluate(G, T, {"m": {"pose": 3}}, styles, seeds, ev)
-    with pytest.raises(ValueError, match=r"prior\(n, seed\) must return finite float coefficients \[5, 257\]"):
+    with pytest.raises(ValueError, match=r"prior\(n, seed\)'s result must be finite float coefficients \[5, 257\]"):
         evaluate(G, T, ok, styles, seeds, ev, prior=lambda n, s: torch.zeros(n, 256))
     R.train()
     try:

@@ -406,3 +406,20 @@ def test_cuda_forward_matches_cpu(bfm_file):
     assert out.colors.device.type == "cuda"
     torch.testing.assert_close(out.screen.cpu(), ref.screen, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(out.colors.cpu(), ref.colors, rtol=1e-4, atol=1e-5)
+
+
+def test_check_coeff_rows_accepts_finite_float_rows_and_names_what_it_refuses():
+    from cddfm3d.face3d.morphable import check_coeff_rows
+
+    good = torch.zeros(3, 257, dtype=torch.float64)
+    assert check_coeff_rows(good, 3, "who", "P") is good
+    nan = torch.zeros(3, 257)
+    nan[1, 200] = float("nan")
+    inf = torch.zeros(3, 257)
+    inf[0, 0] = float("-inf")
+    for bad, found in ((torch.zeros(2, 257), r"\(2, 257\) torch.float32"), (torch.zeros(3, 256), r"\(3, 256\)"),
+                       (torch.zeros(3, 257, dtype=torch.int64), r"\(3, 257\) torch.int64"), (nan, r"\(3, 257\)"),
+                       (inf, r"\(3, 257\)"), ([[0.0] * 257] * 3, "list"), (torch.zeros(1, 3, 257), r"\(1, 3, 257\)")):
+        with pytest.raises(ValueError, match=r"^who: P must be finite float coefficients \[3, 257\] \(one row per "
+                                             r"source\), found " + found):
+            check_coeff_rows(bad, 3, "who", "P")

@@ -84,7 +84,7 @@ import numpy as np
 import torch
 
 from ..face3d.measures import ATTRIBUTES, attribute_distance
-from ..face3d.morphable import N_COEFFS
+from ..face3d.morphable import check_coeff_rows
 from ..images import to_uint8
 from ..serialization import check_json_header
 from ..world.quality import feature_stats, frechet_distance, recon_features
@@ -490,12 +490,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
         if PERFECT in methods:
             raise ValueError(f"{who}: the method name {PERFECT!r} is the perfect-edit reference's (reference=...); "
                              f"rename that method")
-        if (not isinstance(reference, torch.Tensor) or tuple(reference.shape) != (n, N_COEFFS)
-                or not reference.is_floating_point() or not bool(torch.isfinite(reference).all())):
-            found = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
-            raise ValueError(f"{who}: reference must be finite float coefficients [{n}, {N_COEFFS}] (one row per "
-                             f"source), found {found}")
-        reference = reference.detach().float().cpu()
+        reference = check_coeff_rows(reference, n, who, "reference").detach().float().cpu()
         if render_fn is None:
             from ..world.domains import render as world_render
 
@@ -512,13 +507,7 @@ def evaluate(G, T, methods: Mapping[str, Mapping[str, Editor]], styles: torch.Te
     if "prior" in targets:
         if prior is None:
             from ..world.priors import sample_coeffs as prior
-        prior_coeffs = prior(n, seed)
-        if (not isinstance(prior_coeffs, torch.Tensor) or tuple(prior_coeffs.shape) != (n, N_COEFFS)
-                or not prior_coeffs.is_floating_point() or not bool(torch.isfinite(prior_coeffs).all())):
-            found = (tuple(prior_coeffs.shape) if isinstance(prior_coeffs, torch.Tensor)
-                     else type(prior_coeffs).__name__)
-            raise ValueError(f"{who}: prior(n, seed) must return finite float coefficients [{n}, {N_COEFFS}], "
-                             f"found {found}")
+        prior_coeffs = check_coeff_rows(prior(n, seed), n, who, "prior(n, seed)'s result")
         prior_coeffs = prior_coeffs.detach().float().to(dev)
 
     readers = {}

@@ -26,7 +26,7 @@ import torch
 
 from ..face3d.lighting import directional_light
 from ..face3d.measures import ATTRIBUTES
-from ..face3d.morphable import N_COEFFS
+from ..face3d.morphable import check_coeff_rows
 from ..images import to_uint8
 from . import ATTRIBUTE_SLICES
 from .manipulator import LatentManipulator, attribute_width
@@ -279,12 +279,7 @@ class FaceEditor:
         return to_uint8(G.synthesis_from_styles(G.unflatten_styles(s), noise=noise_for(G, seeds, self.device)))
 
     def _check_coeffs(self, P_s, b: int) -> torch.Tensor:
-        if (not isinstance(P_s, torch.Tensor) or tuple(P_s.shape) != (b, N_COEFFS) or not P_s.is_floating_point()
-                or not bool(torch.isfinite(P_s).all())):
-            found = f"{tuple(P_s.shape)} {P_s.dtype}" if isinstance(P_s, torch.Tensor) else type(P_s).__name__
-            raise ValueError(f"FaceEditor: P_s must be finite float coefficients [{b}, {N_COEFFS}] (one row per "
-                             f"source), found {found}")
-        return P_s.to(self.device, self.G.w_avg.dtype)
+        return check_coeff_rows(P_s, b, "FaceEditor", "P_s").to(self.device, self.G.w_avg.dtype)
 
     def _check_styles(self, s) -> torch.Tensor:
         D = self.G.style_dim
