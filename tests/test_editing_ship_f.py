@@ -134,6 +134,10 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
             assert sc["leakage"][a] is None
             assert sc["completion"] == pytest.approx(1 - sc["target_distance"] / sc["source_distance"], abs=1e-9)
         assert m["goal_failures"] == [x for x in reference.goal_failures("cddfm3d") if f" / {a}:" in x]
+        saved = json.loads(torch.load(t / "runs" / a / "checkpoint.pt", weights_only=True)["config"])
+        assert m["training"] == {k: saved[k] for k in ("through", "delta_from", "loss_mode", "edit_weight", "steps",
+                                                       "batch_size", "lr", "weights")}
+        assert m["training"]["through"] == "T" and m["training"]["delta_from"] == "T"
 
         F = assets.load(f"mini/manipulator/{a}")           # the asset is the run's network
         g = torch.Generator().manual_seed(0)
@@ -155,6 +159,18 @@ def test_ship_f_records_the_commands_of_the_init_run_before_the_fine_tuning(made
     init = LatentManipulator.load(t / "runs" / "pose" / "manipulator.safetensors")
     assert state["init_sha256"] == state_sha256(init)
     assert json.loads(state["config"])["through"] == "image" and json.loads(state["config"])["edit_weight"] == 2
+    assert e["metrics"]["training"]["through"] == "image" and e["metrics"]["training"]["edit_weight"] == 2
+
+
+def test_training_record_reads_older_checkpoints_as_the_defaults():
+    """A checkpoint written before a field existed counts as that field's FTrainConfig default (what the run did)."""
+    from cddfm3d.editing.ship import training_record
+
+    old = {"through": "image", "steps": 400, "batch_size": 32, "lr": 0.001, "loss_mode": "param", "weights": {}}
+    rec = training_record(old)
+    assert rec["delta_from"] == "T" and rec["edit_weight"] == 1.0 and rec["through"] == "image"
+    assert training_record(dict(old, delta_from="labels", weights={"rec": 2.0}))["delta_from"] == "labels"
+    assert training_record({})["weights"] == {} and training_record({})["through"] == "T"
 
 
 def test_ship_f_refuses_a_fine_tuning_whose_init_file_changed(made, world, tmp_path):

@@ -12,6 +12,7 @@ line first names the generator and recon they read.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -151,6 +152,20 @@ def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
     return _commands_with_init(init.parent, init_state) + own
 
 
+TRAINING_FIELDS = ("through", "delta_from", "loss_mode", "edit_weight", "steps", "batch_size", "lr", "weights")
+
+
+def training_record(config: dict) -> dict:
+    """The fields of a train-f run's config (``FTrainConfig`` as saved in its checkpoint) that say how its F^i
+    learnt: :data:`TRAINING_FIELDS`, a field absent from an older checkpoint taking ``FTrainConfig``'s default
+    (what that run did)."""
+    from .f_training import FTrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FTrainConfig)}
+    defaults["weights"] = {}
+    return {k: config.get(k, defaults[k]) for k in TRAINING_FIELDS}
+
+
 def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500, ship_command: str = "",
                       device=None, batch: int = 64) -> dict:
     """Evaluate the F^i of ``train-f`` run folders on held-out pairs and ship them as ``mini/manipulator/<attribute>``.
@@ -160,8 +175,9 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     pairs must come from the shipped generator and recon; the held-out pairs from another seed. The evaluation is
     :func:`cddfm3d.editing.evaluation.evaluate` on the first ``n_eval`` held-out sources, read by the shipped
     reconstruction network (and by ``mini/recon_independent`` when the assets have it), swap and prior targets;
-    each asset's metrics are its attribute's row. A ``train-f --delta-from labels`` run is evaluated like any other,
-    with T's deltas (how ``FaceEditor`` uses a shipped F^i by default); its recorded commands carry the option.
+    each asset's metrics are its attribute's row, and ``training`` (:func:`training_record`: how the last stage
+    trained it). A ``train-f --delta-from labels`` run is evaluated like any other, with T's deltas (how
+    ``FaceEditor`` uses a shipped F^i by default); ``training`` and the recorded commands name the option.
     Returns {"evaluation": the report's dict, "seconds": s}.
 
     Raises ``FileNotFoundError`` for a missing run file or ``commands.txt``, ``ValueError`` for two runs of one
@@ -186,6 +202,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     nets: dict[str, LatentManipulator] = {}
     files: dict[str, Path] = {}
     run_commands: dict[str, list[str]] = {}
+    trainings: dict[str, dict] = {}
     for d in map(Path, run_dirs):
         f, ckpt = d / "manipulator.safetensors", d / CHECKPOINT_FILE
         for x in (f, ckpt):
@@ -213,6 +230,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
         if F.edit_layers != sorted(sets[a]):
             raise ValueError(f"{f}: edits layers {F.edit_layers}, the shipped layer set of {a!r} is {sorted(sets[a])}")
         run_commands[a] = _commands_with_init(d, state)
+        trainings[a] = training_record(json.loads(state["config"]))
         nets[a], files[a] = F, f
     if not nets:
         raise ValueError("ship-f: no run folders given")
@@ -239,6 +257,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
                 sc = report.score("cddfm3d", e, t, a)
                 metrics["scores"][f"{e}/{t}"] = None if sc is None else sc.to_dict()
         metrics["goal_failures"] = [x for x in report.goal_failures("cddfm3d") if f" / {a}:" in x]
+        metrics["training"] = trainings[a]
         shutil.copyfile(files[a], dest / f"manipulator_{a}.safetensors")
         assets.register(
             f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
