@@ -79,7 +79,7 @@ def _device(text: str) -> str:
 
 def _attribute_weight(text: str) -> tuple[str, float]:
     """``NAME=W`` with an attribute name and a weight >= 0."""
-    from .face3d.measures import ATTRIBUTES
+    from ..face3d.measures import ATTRIBUTES
 
     name, sep, value = text.partition("=")
     if not sep or name not in ATTRIBUTES:
@@ -114,7 +114,7 @@ POSITIVE = _int_at_least(1)
 
 # ------------------------------------------------------------------------------------------------ commands
 def _demo(args) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     report = run_demo(args.out, generator=args.generator, n_samples=args.n, n_channels=args.channels,
                       seed=args.seed, truncation_psi=args.truncation, device=args.device)
@@ -124,8 +124,8 @@ def _demo(args) -> int:
 
 
 def _make_world(args) -> int:
-    from .training import record_command
-    from .world.datasets import write_dataset
+    from ..training import record_command
+    from ..world.datasets import write_dataset
 
     out = write_dataset(args.out, args.n, seed=args.seed, domains=args.domains, size=args.size,
                         shard_size=args.shard_size)
@@ -138,8 +138,8 @@ def _make_world(args) -> int:
 
 def _training_images(path, resolution: int, domain: str = "human"):
     """A mini-world dataset folder (dataset.json) or a folder of image files."""
-    from .stylegan2.data import ImageFolderDataset
-    from .world.datasets import META_FILE, WorldDataset
+    from ..stylegan2.data import ImageFolderDataset
+    from ..world.datasets import META_FILE, WorldDataset
 
     if (Path(path) / META_FILE).is_file():
         ds = WorldDataset(path, domain=domain)
@@ -157,9 +157,9 @@ def _check_batch(args, n: int) -> None:
 
 
 def _train_recon(args) -> int:
-    from . import config
-    from .face3d.recon_training import ReconTrainConfig, train_recon
-    from .world.datasets import WorldDataset
+    from .. import config
+    from ..face3d.recon_training import ReconTrainConfig, train_recon
+    from ..world.datasets import WorldDataset
 
     ds = WorldDataset(args.data, domain=args.domain)
     _check_batch(args, len(ds))
@@ -174,7 +174,7 @@ def _train_recon(args) -> int:
 
 
 def _ship_mini(args) -> int:
-    from .world.ship import ship_mini_assets
+    from ..world.ship import ship_mini_assets
 
     report = ship_mini_assets(args.gan, args.recon, args.train_data, args.heldout, args.floor, n_fd=args.n_fd,
                               n_photo=args.n_photo, ship_command="python -m cddfm3d " + shlex.join(args.argv))
@@ -183,7 +183,7 @@ def _ship_mini(args) -> int:
 
 
 def _ship_evaluator(args) -> int:
-    from .world.ship import ship_evaluator
+    from ..world.ship import ship_evaluator
 
     report = ship_evaluator(args.recon, args.train_data, args.heldout, domain=args.domain, n_eval=args.n,
                             ship_command="python -m cddfm3d " + shlex.join(args.argv))
@@ -192,7 +192,7 @@ def _ship_evaluator(args) -> int:
 
 
 def _ship_domain(args) -> int:
-    from .adapt.ship import ship_domain_generator
+    from ..adapt.ship import ship_domain_generator
 
     report = ship_domain_generator(args.run, args.domain, args.train_data, args.heldout, n_fd=args.n_fd,
                                    n_consistency=args.n_consistency, precision=args.precision,
@@ -202,7 +202,7 @@ def _ship_domain(args) -> int:
 
 
 def _ship_editing(args) -> int:
-    from .editing.ship import ship_editing_assets
+    from ..editing.ship import ship_editing_assets
 
     report = ship_editing_assets(args.pairs, args.t, args.heldout_pairs, args.layer_sets, device=args.device,
                                  ship_command="python -m cddfm3d " + shlex.join(args.argv))
@@ -211,12 +211,12 @@ def _ship_editing(args) -> int:
 
 
 def _ship_f(args) -> int:
-    from .editing.ship import ship_manipulators
+    from ..editing.ship import ship_manipulators
 
     report = ship_manipulators(args.runs, args.pairs, args.heldout_pairs, n_eval=args.n, device=args.device,
                                ship_command="python -m cddfm3d " + shlex.join(args.argv))
     print(json.dumps({"seconds": report["seconds"]}, indent=2))
-    from .editing.evaluation import EditingEvaluation
+    from ..editing.evaluation import EditingEvaluation
 
     print(EditingEvaluation.from_dict(report["evaluation"]).table())
     return 0
@@ -224,13 +224,13 @@ def _ship_f(args) -> int:
 
 def _evaluate(args) -> int:
     """evaluate: the editing methods on held-out pairs, read from the generated images (one table)."""
-    from . import assets
-    from .editing.baselines import fit_linear_baseline
-    from .editing.evaluation import evaluate
-    from .editing.manipulator import LatentManipulator
-    from .editing.pairs import PairDataset
-    from .face3d import ReconNet
-    from .stylespace.rig import predict_all
+    from .. import assets
+    from ..editing.baselines import fit_linear_baseline
+    from ..editing.evaluation import evaluate
+    from ..editing.manipulator import LatentManipulator
+    from ..editing.pairs import PairDataset
+    from ..face3d import ReconNet
+    from ..stylespace.rig import predict_all
 
     dev = args.device
     G = assets.load("mini/generator", dev).eval()
@@ -289,7 +289,7 @@ def _evaluate(args) -> int:
                       progress=True)
     print(report.table())
     if args.out:
-        from .serialization import atomic_write
+        from ..serialization import atomic_write
 
         doc = report.to_dict() | {"command": "python -m cddfm3d " + shlex.join(args.argv)}
         atomic_write(Path(args.out), lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
@@ -300,7 +300,7 @@ def _evaluate(args) -> int:
 
 
 def _editor(args) -> int:
-    from .ui.app import serve
+    from ..ui.app import serve
 
     return serve(port=args.port, open_browser=not args.no_browser)
 
@@ -315,7 +315,7 @@ def _named_path(text: str) -> tuple[str, str]:
 
 
 def _train_gan(args) -> int:
-    from .stylegan2.training import TrainConfig, train_gan
+    from ..stylegan2.training import TrainConfig, train_gan
 
     cfg = TrainConfig(resolution=args.resolution, batch_size=args.batch, total_kimg=args.kimg,
                       snapshot_kimg=args.snapshot_kimg, r1_gamma=args.gamma, lr=args.lr, augment=args.augment,
@@ -328,7 +328,7 @@ def _train_gan(args) -> int:
 
 def _run_gan(args, run, cfg, dataset, n_images: int, what: str) -> int:
     """Start (or resume) a GAN run (train_gan or finetune) from the parsed options and say where its generator is."""
-    from .training import init_distributed
+    from ..training import init_distributed
 
     _check_batch(args, n_images)
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
@@ -339,8 +339,8 @@ def _run_gan(args, run, cfg, dataset, n_images: int, what: str) -> int:
 
 
 def _finetune(args) -> int:
-    from . import assets
-    from .adapt.finetuning import FinetuneConfig, finetune
+    from .. import assets
+    from ..adapt.finetuning import FinetuneConfig, finetune
 
     init = args.generator
     if not Path(init).is_file():  # an asset name such as mini/generator
@@ -361,10 +361,10 @@ def _invert(args) -> int:
     import imageio.v3 as iio
     import torch
 
-    from . import assets
-    from .adapt.inversion import embed_image, read_input, save_embedding
-    from .images import to_uint8
-    from .stylegan2 import load_generator
+    from .. import assets
+    from ..adapt.inversion import embed_image, read_input, save_embedding
+    from ..images import to_uint8
+    from ..stylegan2 import load_generator
 
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     src = args.generator
@@ -383,7 +383,7 @@ def _invert(args) -> int:
     mini = G.config == assets.load("mini/generator").config       # the mini world's architecture (any weights)
     editor = None
     if args.method == "pie":
-        from .editing import FaceEditor
+        from ..editing import FaceEditor
 
         if not mini:
             raise ValueError(f"--method pie uses the mini world's T and F^i, which do not fit the generator {src} "
@@ -410,7 +410,7 @@ def _invert(args) -> int:
                "perceptual": r.perceptual, "perceptual_distance": round(float(r.perceptual_distance[0]), 5),
                "seconds": round(r.seconds, 2)}
         if landmarks is not None:
-            from .photo import identity_distance
+            from ..photo import identity_distance
 
             a, b = (im.permute(1, 2, 0).numpy() for im in pair)
             row["dlib_distance"] = round(identity_distance(a, b, landmarks), 4)
@@ -434,13 +434,13 @@ def _select_layers(args) -> int:
     the layer-set file (cddfm3d.stylespace)."""
     import torch
 
-    from . import assets, config
-    from .assets import sha256_file
-    from .editing.pairs import default_model
-    from .face3d.recon import ReconNet
-    from .stylegan2.checkpoints import load_generator
-    from .stylespace import layer_set_report, save_layer_sets
-    from .stylespace.response import layer_response, sample_styles
+    from .. import assets, config
+    from ..assets import sha256_file
+    from ..editing.pairs import default_model
+    from ..face3d.recon import ReconNet
+    from ..stylegan2.checkpoints import load_generator
+    from ..stylespace import layer_set_report, save_layer_sets
+    from ..stylespace.response import layer_response, sample_styles
 
     device = torch.device(config.device(args.device))
     gen_path = Path(args.generator) if args.generator else assets.path("mini/generator")
@@ -456,8 +456,8 @@ def _select_layers(args) -> int:
         responses["recon"] = layer_response(G, recon, model, n=args.n, seed=args.seed, amount=args.amount,
                                              direction=args.direction, batch_size=args.batch, progress=True)
     if args.method in ("rig", "both"):
-        from .editing.predictor import load_attribute_predictor
-        from .stylespace.rig import RigConfig, rig_response
+        from ..editing.predictor import load_attribute_predictor
+        from ..stylespace.rig import RigConfig, rig_response
 
         if args.predictor:
             pred_path = Path(args.predictor)
@@ -481,7 +481,7 @@ def _select_layers(args) -> int:
                                         config=RigConfig(steps=args.rig_steps, seed=args.seed), n=args.n,
                                         seed=args.seed, progress=True)
     if args.method == "paper":
-        from .stylespace import paper_layer_sets
+        from ..stylespace import paper_layer_sets
 
         sets, dropped = paper_layer_sets(names)
         empty = [a for a, v in sets.items() if not v]
@@ -510,10 +510,10 @@ def _gen_pairs(args) -> int:
     (cddfm3d.editing.pairs), sharded and resumable; torchrun ranks write disjoint shards."""
     import torch
 
-    from . import assets
-    from .editing.pairs import default_model, file_record, generate_pairs, network_record
-    from .stylegan2.checkpoints import load_generator
-    from .training import init_distributed
+    from .. import assets
+    from ..editing.pairs import default_model, file_record, generate_pairs, network_record
+    from ..stylegan2.checkpoints import load_generator
+    from ..training import init_distributed
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -549,7 +549,7 @@ def _gen_pairs(args) -> int:
 
 def _loss_weight(text: str) -> tuple[str, float]:
     """``NAME`` or ``NAME=W``: a loss of train-t (pdc, vdc, wpdc, feature, official) and its weight (default 1)."""
-    from .editing.losses import LOSS_NAMES
+    from ..editing.losses import LOSS_NAMES
 
     name, sep, value = text.partition("=")
     if name not in LOSS_NAMES:
@@ -569,9 +569,9 @@ def _open_fraction(text: str) -> float:
 def _train_t(args) -> int:
     """train-t: train (or resume) the attribute predictor T on a gen-pairs folder, then print its evaluation on
     the held-out split."""
-    from .editing.pairs import PairDataset
-    from .editing.t_training import EXPORT_FILE, TTrainConfig, check_goals, train_t
-    from .training import init_distributed, is_main_process
+    from ..editing.pairs import PairDataset
+    from ..editing.t_training import EXPORT_FILE, TTrainConfig, check_goals, train_t
+    from ..training import init_distributed, is_main_process
 
     ds = PairDataset(args.pairs, fields=("styles", "coeffs"))
     data = ds.load_fields(["styles", "coeffs"])
@@ -579,11 +579,11 @@ def _train_t(args) -> int:
     world = args.world if args.world != "auto" else ("mini" if labels_model == "MiniFace" else "real")
     device = init_distributed(args.device or "cuda") if args.device != "cpu" else init_distributed("cpu")
     if world == "mini":
-        from .world.domains import mini_model
+        from ..world.domains import mini_model
 
         model = mini_model(device)
     else:
-        from . import assets
+        from .. import assets
 
         model = assets.load("real/bfm", device)
     weights: dict[str, float] = {}
@@ -606,12 +606,12 @@ def _train_t(args) -> int:
 def _train_f(args) -> int:
     """train-f: train (or resume) the latent manipulation network F^i of one attribute on a gen-pairs folder with
     the frozen T, then print T's view of it on the held-out split."""
-    from . import assets
-    from .editing.f_training import EXPORT_FILE, FTrainConfig, train_f
-    from .editing.pairs import PairDataset
-    from .editing.predictor import load_attribute_predictor
-    from .stylespace.selection import read_layer_sets
-    from .training import init_distributed, is_main_process
+    from .. import assets
+    from ..editing.f_training import EXPORT_FILE, FTrainConfig, train_f
+    from ..editing.pairs import PairDataset
+    from ..editing.predictor import load_attribute_predictor
+    from ..stylespace.selection import read_layer_sets
+    from ..training import init_distributed, is_main_process
 
     image = args.through == "image"
     if args.recon and not image:
@@ -659,7 +659,7 @@ def _train_f(args) -> int:
 
 def _load_recon(path, device):
     """A reconstruction network file: train-recon's .safetensors, or Deep3DFaceRecon's checkpoint (epoch_20.pth)."""
-    from .face3d import ReconNet
+    from ..face3d import ReconNet
 
     load = ReconNet.load if Path(path).suffix == ".safetensors" else ReconNet.from_deep3d
     return load(path, device=device)
@@ -669,9 +669,9 @@ def _pairs_network(ds, what: str, path, device):
     """The generator or reconstruction network (``what``) a gen-pairs folder was made with: ``path`` (a file) or the
     shipped ``mini/<what>``; its state sha256 must be the one ``pairs.json`` records (as gen-pairs checks on
     resume)."""
-    from . import assets
-    from .editing.pairs import state_sha256
-    from .stylegan2 import load_generator
+    from .. import assets
+    from ..editing.pairs import state_sha256
+    from ..stylegan2 import load_generator
 
     if path:
         net = load_generator(path, device) if what == "generator" else _load_recon(path, device)
@@ -688,15 +688,15 @@ def _pairs_network(ds, what: str, path, device):
 
 def _layer_channels(args) -> list[int]:
     """Channels of every style layer of the generator the pairs were made with (the shipped one, or --generator)."""
-    from . import assets
-    from .stylegan2 import load_generator
+    from .. import assets
+    from ..stylegan2 import load_generator
 
     G = load_generator(args.generator) if args.generator else assets.load("mini/generator")
     return [m.channels for m in G.style_layers]
 
 
 def _term_weight(text: str) -> tuple[str, float]:
-    from .editing.f_training import LOSS_TERMS
+    from ..editing.f_training import LOSS_TERMS
 
     name, sep, value = text.partition("=")
     if not sep or name not in LOSS_TERMS:
@@ -714,7 +714,7 @@ def _term_weight(text: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------------ parser
 def _data_options(p: argparse.ArgumentParser, data: str, export: str) -> None:
     """--data, --domain and --out of a training command."""
-    from .world.domains import DOMAINS
+    from ..world.domains import DOMAINS
 
     p.add_argument("--data", type=_existing_dir, required=True, help=data)
     p.add_argument("--domain", default="human", choices=DOMAINS, help="domain to read from a mini-world "
@@ -773,7 +773,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--out", type=_out_dir, default="out", help="output folder (default: out)")
     d.add_argument("--generator", type=_existing_file, default=None, help="generator checkpoint (.pt, .pkl or "
                    ".safetensors) at the mini world's 64 px; default: the shipped one")
-    from .demo import MAX_CHANNELS, MAX_SAMPLES
+    from ..demo import MAX_CHANNELS, MAX_SAMPLES
 
     d.add_argument("--n", type=_int_at_least(1, MAX_SAMPLES), default=16, help=f"number of samples in the grid, "
                    f"1-{MAX_SAMPLES} (default: 16)")
@@ -785,8 +785,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cpu)")
     d.set_defaults(func=_demo)
 
-    from .adapt.delta import DELTA_PRECISIONS
-    from .world.domains import DOMAINS, MAX_SIZE, MIN_SIZE
+    from ..adapt.delta import DELTA_PRECISIONS
+    from ..world.domains import DOMAINS, MAX_SIZE, MIN_SIZE
 
     w = sub.add_parser("make-world", help="render a mini-world dataset (sharded, resumable)")
     w.add_argument("--out", type=_out_dir, required=True, help="dataset folder")
@@ -869,7 +869,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "float16, or int8 with one scale per output channel (half the size; default: float16)")
     sd.set_defaults(func=_ship_domain)
 
-    from .face3d.measures import ATTRIBUTES
+    from ..face3d.measures import ATTRIBUTES
 
     e = sub.add_parser("ship-editing", help="evaluate the attribute predictor T on held-out pairs and ship it and "
                        "the layer sets into assets/ (mini/attribute_predictor, mini/layer_sets)")
@@ -932,7 +932,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _run_options(t)
     t.set_defaults(func=_train_gan)
 
-    from .adapt.finetuning import FREEZE_MODES
+    from ..adapt.finetuning import FREEZE_MODES
 
     invert_help = ("embed image files (or photographs: --photo) into a generator with PIE (default) or the StyleGAN2 "
                    "projector; writes DIR/<name>.safetensors (styles, W+, noise maps, image: "
@@ -1148,7 +1148,7 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .training import RunInterrupted
+    from ..training import RunInterrupted
 
     try:
         return args.func(args)
