@@ -13,6 +13,7 @@ import torch
 from scipy.stats import truncnorm
 
 from cddfm3d import cli
+from cddfm3d.cli import world as cli_world
 from cddfm3d.face3d.morphable import SLICES
 from cddfm3d.face3d.render import render as render_face
 from cddfm3d.serialization import read_safetensors
@@ -645,7 +646,7 @@ def test_cli_make_world_and_train_gan_size_check(tmp_path, capsys):
     meta = read_meta(out)
     assert meta["config"] == {"n": 5, "seed": 0, "size": 32, "domains": ["human"], "shard_size": 1000,
                               "render_batch": 250}
-    ds = cli._training_images(out, 32)
+    ds = cli_world._training_images(out, 32)
     assert isinstance(ds, WorldDataset) and len(ds) == 5 and ds[0].shape == (3, 32, 32)
     assert torch.equal(ds.coeffs, sample_coeffs(5, seed=shard_seed(0, 0)))
     run = tmp_path / "run"
