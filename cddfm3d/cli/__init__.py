@@ -33,7 +33,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     stage = {name: module for module in STAGES for name in module.PARSERS}
     assert sorted(stage) == sorted(COMMANDS), "every command of a stage module is listed in COMMANDS, once"
     for name in COMMANDS:
-        stage[name].add_parsers(sub, [name])
+        stage[name].PARSERS[name](sub)
     return p
 
 

@@ -188,15 +188,9 @@ def _add_finetune(sub) -> None:
     ft.set_defaults(func=_finetune)
 
 
+# command -> the function that adds its subparser (build_parser calls them in the order of cli.COMMANDS)
 PARSERS = {
     "ship-domain": _add_ship_domain,
     "invert": _add_invert,
     "finetune": _add_finetune,
 }
-
-
-def add_parsers(sub, names=None) -> None:
-    """Register this module's commands on ``sub`` (the subparsers of ``build_parser``): the ``names`` given, in
-    that order, or all of them."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

@@ -305,16 +305,10 @@ def _add_train_t(sub) -> None:
     tt.set_defaults(func=_train_t)
 
 
+# command -> the function that adds its subparser (build_parser calls them in the order of cli.COMMANDS)
 PARSERS = {
     "ship-editing": _add_ship_editing,
     "gen-pairs": _add_gen_pairs,
     "select-layers": _add_select_layers,
     "train-t": _add_train_t,
 }
-
-
-def add_parsers(sub, names=None) -> None:
-    """Register this module's commands on ``sub`` (the subparsers of ``build_parser``): the ``names`` given, in
-    that order, or all of them."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

@@ -304,16 +304,10 @@ def _add_editor(sub) -> None:
     ed.set_defaults(func=_editor)
 
 
+# command -> the function that adds its subparser (build_parser calls them in the order of cli.COMMANDS)
 PARSERS = {
     "ship-f": _add_ship_f,
     "evaluate": _add_evaluate,
     "train-f": _add_train_f,
     "editor": _add_editor,
 }
-
-
-def add_parsers(sub, names=None) -> None:
-    """Register this module's commands on ``sub`` (the subparsers of ``build_parser``): the ``names`` given, in
-    that order, or all of them."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)

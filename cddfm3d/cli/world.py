@@ -227,6 +227,7 @@ def _add_train_gan(sub) -> None:
     t.set_defaults(func=_train_gan)
 
 
+# command -> the function that adds its subparser (build_parser calls them in the order of cli.COMMANDS)
 PARSERS = {
     "demo": _add_demo,
     "make-world": _add_make_world,
@@ -235,10 +236,3 @@ PARSERS = {
     "ship-evaluator": _add_ship_evaluator,
     "train-gan": _add_train_gan,
 }
-
-
-def add_parsers(sub, names=None) -> None:
-    """Register this module's commands on ``sub`` (the subparsers of ``build_parser``): the ``names`` given, in
-    that order, or all of them."""
-    for name in PARSERS if names is None else names:
-        PARSERS[name](sub)
