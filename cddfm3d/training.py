@@ -381,6 +381,19 @@ class ResumableRun:
             torch.set_rng_state(state["torch_rng"])
         self.load_extra_state(state)
 
+    def resumed_start(self, state: dict, given_sha256: str | None) -> tuple[str | None, str | None]:
+        """``(init_sha256, init_file)`` recorded in a checkpoint ``state`` by a run that started from other weights
+        (fine-tuning: ``train-recon --init``, ``train-f --init``; ``(None, None)`` for a run started afresh), after
+        checking that the start given to this call (its state sha256, None for none) is that run's own: a resumed
+        run continues from its own start. Raises ``ValueError`` naming the checkpoint otherwise."""
+        saved = state.get("init_sha256")
+        if given_sha256 is not None and given_sha256 != saved:
+            was = f"{saved[:12]}..." if saved else "none (the run started afresh)"
+            raise ValueError(f"{self.checkpoint_path}: field 'init_sha256' is {was}, the init given is "
+                             f"{given_sha256[:12]}...: a run continues from its own start; resume it with the same "
+                             f"--init file (or none), or start the new init in another directory")
+        return saved, state.get("init_file")
+
     def check_compatible(self, saved: dict) -> None:
         """Raise ``ValueError`` naming the checkpoint and the first differing architecture field. A field the saved
         config lacks (a checkpoint written before the field existed) counts as the field's default, which is what

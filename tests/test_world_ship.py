@@ -87,6 +87,20 @@ def ship(world, **kw):
     return ship_mini_assets(**args)
 
 
+def commit_assets(assets_root):
+    """Make the folder above ``assets_root`` a git repository with ``assets/`` committed (ship records the commit
+    that last changed a shipped file); returns (repository folder, commit hash)."""
+    import subprocess
+
+    repo = assets_root.parent
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "assets"], check=True)
+    subprocess.run(git + ["commit", "-qm", "ship"], check=True)
+    commit = subprocess.run(git + ["log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+    return repo, commit
+
+
 def assert_same_module(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -300,12 +314,7 @@ def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator
         pytest.skip("needs git")
     d = world["dirs"]
     ship(world)                                            # the generator now shipped: the fine-tune's start
-    repo = assets_root.parent
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["add", "assets"], check=True)
-    subprocess.run(git + ["commit", "-qm", "ship"], check=True)
-    commit = subprocess.run(git + ["log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+    repo, commit = commit_assets(assets_root)
     start = tmp_path / "prev" / "generator.safetensors"
     start.parent.mkdir()
     shutil.copy(assets_root / "mini" / "generator.safetensors", start)
@@ -356,12 +365,7 @@ def test_fine_tuned_recon_records_its_start_file(world, assets_root, tmp_path):
         pytest.skip("needs git")
     d = world["dirs"]
     ship(world)
-    repo = assets_root.parent
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["add", "assets"], check=True)
-    subprocess.run(git + ["commit", "-qm", "ship"], check=True)
-    commit = subprocess.run(git + ["log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+    repo, commit = commit_assets(assets_root)
     start = tmp_path / "prev" / "recon.safetensors"
     start.parent.mkdir()
     shutil.copy(assets_root / "mini" / "recon.safetensors", start)

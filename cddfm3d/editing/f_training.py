@@ -373,14 +373,7 @@ class FTrainer(ScheduledRun):
             if saved is not None and saved != now:
                 raise ValueError(f"{self.checkpoint_path}: field {key!r} is {saved[:12]}... in the checkpoint, "
                                  f"{now[:12]}... given (other {what}); {again}")
-        saved_init = state.get("init_sha256")
-        if self._given_init_sha256 is not None and self._given_init_sha256 != saved_init:
-            was = f"{saved_init[:12]}..." if saved_init else "none (the run started afresh)"
-            raise ValueError(f"{self.checkpoint_path}: field 'init_sha256' is {was}, the init given is "
-                             f"{self._given_init_sha256[:12]}...: a run continues from its own start; resume it "
-                             f"with the same --init file (or none), or start the new init in another directory")
-        self.init_sha256 = saved_init     # the resumed network continues the run's own start
-        self.init_file = state.get("init_file")
+        self.init_sha256, self.init_file = self.resumed_start(state, self._given_init_sha256)
 
     # ----------------------------------------------------------- losses
     def losses(self, w_rows: torch.Tensor, v_rows: torch.Tensor) -> dict:

@@ -136,7 +136,6 @@ class ReconTrainer(ScheduledRun):
         super().start(resume, stop_at_step, command)
         if self.step == 0 and self._init is not None:
             self.net.load_state_dict(self._init.state_dict())
-            self.init_sha256, self.init_file = self._given_init_sha256, self.init_file
         return self
 
     # ----------------------------------------------------------- run state
@@ -149,16 +148,11 @@ class ReconTrainer(ScheduledRun):
         return out
 
     def load_extra_state(self, state: dict) -> None:
-        saved_init = state.get("init_sha256")
-        if self._given_init_sha256 is not None and self._given_init_sha256 != saved_init:
-            was = f"{saved_init[:12]}..." if saved_init else "none (the run started afresh)"
-            raise ValueError(f"{self.checkpoint_path}: field 'init_sha256' is {was}, the init given is "
-                             f"{self._given_init_sha256[:12]}...: a run continues from its own start; resume it "
-                             f"with the same --init file (or none), or start the new init in another directory")
+        init = self.resumed_start(state, self._given_init_sha256)
         self.scale = state["scale"].to(self.device)
         if "attr_scale" in state:   # (absent in checkpoints written before the attribute losses)
             self.attr_scale = state["attr_scale"].to(self.device)
-        self.init_sha256, self.init_file = saved_init, state.get("init_file")   # the run's own start
+        self.init_sha256, self.init_file = init
 
     # ----------------------------------------------------------- one iteration
     def losses(self, images: torch.Tensor, target: torch.Tensor) -> dict:
