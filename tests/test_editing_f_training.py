@@ -20,7 +20,8 @@ from cddfm3d.editing.f_training import (DENSE_GEOMETRY_WEIGHT, EDGE_SCALE, EXPOR
 from cddfm3d.editing.latents import sample_latents
 from cddfm3d.editing.manipulator import LatentManipulator
 from cddfm3d.editing.labels import label_images
-from cddfm3d.editing.pairs import noise_for, resynthesize, state_sha256
+from cddfm3d.editing.pairs import noise_for, resynthesize
+from cddfm3d.serialization import state_sha256
 from cddfm3d.face3d import ReconNet
 from cddfm3d.face3d.measures import attribute_distance
 from cddfm3d.face3d.morphable import MorphableModel

@@ -298,7 +298,7 @@ def test_stored_labels_are_the_network_on_the_stored_images(pairs_a, mini_recon,
 
 
 def test_pair_dataset_items_and_provenance(pairs_a, tiny_g, mini_recon):
-    from cddfm3d.editing.pairs import state_sha256
+    from cddfm3d.serialization import state_sha256
 
     ds = PairDataset(pairs_a)
     assert len(ds) == 10 and set(ds[3]) == {"styles", "coeffs"}

@@ -24,7 +24,9 @@ from cddfm3d.editing.baselines import fit_linear_baseline
 from cddfm3d.editing.evaluation import EditingEvaluation, evaluate
 from cddfm3d.editing.face_editor import FaceEditor
 from cddfm3d.editing.manipulator import LatentManipulator
-from cddfm3d.editing.pairs import PairDataset, state_sha256
+from cddfm3d.editing.f_training import FTrainConfig
+from cddfm3d.editing.pairs import PairDataset
+from cddfm3d.serialization import state_sha256
 from cddfm3d.editing.ship import _commands_with_init, ship_manipulators
 
 TRAINED = ("pose", "expression")
@@ -135,9 +137,13 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
             assert sc["completion"] == pytest.approx(1 - sc["target_distance"] / sc["source_distance"], abs=1e-9)
         assert m["goal_failures"] == [x for x in reference.goal_failures("cddfm3d") if f" / {a}:" in x]
         saved = json.loads(torch.load(t / "runs" / a / "checkpoint.pt", weights_only=True)["config"])
-        assert m["training"] == {k: saved[k] for k in ("through", "delta_from", "loss_mode", "edit_weight", "steps",
-                                                       "batch_size", "lr", "weights")}
+        fields = ("through", "delta_from", "loss_mode", "edit_weight", "steps", "batch_size", "lr", "warmup",
+                  "weight_decay", "render_batch", "seed")
+        assert {k: m["training"][k] for k in fields} == {k: saved[k] for k in fields}
         assert m["training"]["through"] == "T" and m["training"]["delta_from"] == "T"
+        run_cfg = FTrainConfig(**saved)
+        assert m["training"]["weights"] == {term: run_cfg.weight(term) for term in ("rec", "render", "landmark",
+                                                                                   "edge")}
 
         F = assets.load(f"mini/manipulator/{a}")           # the asset is the run's network
         g = torch.Generator().manual_seed(0)
@@ -163,14 +169,22 @@ def test_ship_f_records_the_commands_of_the_init_run_before_the_fine_tuning(made
 
 
 def test_training_record_reads_older_checkpoints_as_the_defaults():
-    """A checkpoint written before a field existed counts as that field's FTrainConfig default (what the run did)."""
+    """A checkpoint written before a field existed counts as that field's FTrainConfig default (what the run did);
+    the weights are those the run used: the defaults with its overrides, no jaw-edge term but for shape."""
+    import dataclasses
+
+    from cddfm3d.editing.f_training import DEFAULT_WEIGHTS
     from cddfm3d.editing.ship import training_record
 
-    old = {"through": "image", "steps": 400, "batch_size": 32, "lr": 0.001, "loss_mode": "param", "weights": {}}
+    defaults = {f.name: f.default for f in dataclasses.fields(FTrainConfig)}
+    old = {"attribute": "pose", "edit_layers": [1], "through": "image", "steps": 400, "batch_size": 32, "lr": 0.001}
     rec = training_record(old)
-    assert rec["delta_from"] == "T" and rec["edit_weight"] == 1.0 and rec["through"] == "image"
-    assert training_record(dict(old, delta_from="labels", weights={"rec": 2.0}))["delta_from"] == "labels"
-    assert training_record({})["weights"] == {} and training_record({})["through"] == "T"
+    assert rec["delta_from"] == defaults["delta_from"] and rec["edit_weight"] == defaults["edit_weight"]
+    assert rec["through"] == "image" and rec["steps"] == 400 and rec["seed"] == defaults["seed"]
+    assert rec["weights"] == dict(DEFAULT_WEIGHTS, edge=0.0)
+    new = training_record(dict(old, attribute="shape", delta_from="labels", weights={"rec": 2.0}))
+    assert new["delta_from"] == "labels" and new["weights"] == dict(DEFAULT_WEIGHTS, rec=2.0)
+
 
 
 def test_ship_f_refuses_a_fine_tuning_whose_init_file_changed(made, world, tmp_path):

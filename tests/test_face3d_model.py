@@ -417,9 +417,11 @@ def test_check_coeff_rows_accepts_finite_float_rows_and_names_what_it_refuses():
     nan[1, 200] = float("nan")
     inf = torch.zeros(3, 257)
     inf[0, 0] = float("-inf")
-    for bad, found in ((torch.zeros(2, 257), r"\(2, 257\) torch.float32"), (torch.zeros(3, 256), r"\(3, 256\)"),
-                       (torch.zeros(3, 257, dtype=torch.int64), r"\(3, 257\) torch.int64"), (nan, r"\(3, 257\)"),
-                       (inf, r"\(3, 257\)"), ([[0.0] * 257] * 3, "list"), (torch.zeros(1, 3, 257), r"\(1, 3, 257\)")):
+    non_finite = r"\(3, 257\) torch.float32 with 1 NaN/Inf values"
+    cases = ((torch.zeros(2, 257), r"\(2, 257\) torch.float32"), (torch.zeros(3, 256), r"\(3, 256\)"),
+             (torch.zeros(3, 257, dtype=torch.int64), r"\(3, 257\) torch.int64"), (nan, non_finite),
+             (inf, non_finite), ([[0.0] * 257] * 3, "list"), (torch.zeros(1, 3, 257), r"\(1, 3, 257\)"))
+    for bad, found in cases:
         with pytest.raises(ValueError, match=r"^who: P must be finite float coefficients \[3, 257\] \(one row per "
                                              r"source\), found " + found):
             check_coeff_rows(bad, 3, "who", "P")

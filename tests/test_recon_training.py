@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cddfm3d.face3d.morphable import SLICES
-from cddfm3d.face3d.recon import ReconNet
+from cddfm3d.face3d.recon import ReconCheckpointError, ReconNet
 from cddfm3d.face3d.recon_training import (ReconTrainConfig, ReconTrainer, coefficient_scale, evaluate_recon,
                                            train_recon)
 from cddfm3d.face3d.render import render
@@ -502,10 +502,11 @@ def _same_state(a: nn.Module, b: nn.Module) -> bool:
 
 
 def test_init_starts_from_its_weights_with_a_fresh_optimizer_and_resumes_exactly(data, fm, tmp_path):
-    """A run with init starts from exactly the init's weights (its step-0 network is the init's), not from a fresh
-    network; training from there equals training a copy of the init by hand with a fresh AdamW and the run's own
-    batches (the same steps as the uninterrupted run); an interrupted run resumed with the same init ends where the
-    uninterrupted one does, and the checkpoint names the init file and its state hash."""
+    """A run with init starts from exactly the init's weights (its step-0 network is the init's, also when train()
+    is called without start()), not from a fresh network; training from there equals training a copy of the init by
+    hand with a fresh AdamW and the run's own batches; an interrupted run resumed with the same init (also under
+    another spelling of its path) ends where the uninterrupted one does, and the checkpoint names the init file as
+    first given and its state hash."""
     images, coeffs = data
     train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=3)), tmp_path / "start", model=fm,
                 progress=False)
@@ -515,7 +516,6 @@ def test_init_starts_from_its_weights_with_a_fresh_optimizer_and_resumes_exactly
     tr = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path / "ft", init=init_file).start()
     assert _same_state(tr.net, init_net) and not _same_state(tr.net, ReconTrainer(
         cfg, fm, coefficient_scale(coeffs), tmp_path / "fresh").net)
-    assert tr.opt.state_dict()["state"] == {}   # a fresh optimizer: no moments carried over
     straight = train_recon(images, coeffs, cfg, tmp_path / "ft", model=fm, progress=False, init=init_file)
     assert straight.step == 4
     # an independent replay: the init's weights in a run without init, loaded by hand before the first step
@@ -527,10 +527,16 @@ def test_init_starts_from_its_weights_with_a_fresh_optimizer_and_resumes_exactly
     assert state["init_file"] == str(init_file) and state["init_sha256"] == state_sha256(init_net)
     assert "init_file" not in torch.load(tmp_path / "hand" / "checkpoint.pt", weights_only=True)
 
+    no_start = ReconTrainer(cfg, fm, coefficient_scale(coeffs), tmp_path / "no_start", init=init_file)
+    no_start.train(images, coeffs, progress=False)
+    assert _same_state(no_start.net, straight.net)
+
     part = train_recon(images, coeffs, cfg, tmp_path / "part", model=fm, progress=False, init=init_file, max_steps=2)
     assert part.step == 2
-    resumed = train_recon(images, coeffs, cfg, tmp_path / "part", model=fm, progress=False, init=init_file)
+    other_spelling = tmp_path / "start" / ".." / "start" / "recon.safetensors"
+    resumed = train_recon(images, coeffs, cfg, tmp_path / "part", model=fm, progress=False, init=other_spelling)
     assert resumed.step == 4 and _same_state(resumed.net, straight.net)
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["init_file"] == str(init_file)
     # a resume without --init continues the run's own start and keeps its record
     again = train_recon(images, coeffs, ReconTrainConfig(**dict(TINY, steps=5, seed=5)), tmp_path / "part",
                         model=fm, progress=False)
@@ -551,9 +557,13 @@ def test_init_of_another_architecture_or_start_is_refused(data, fm, tmp_path):
         ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x", init=grouped)
     with pytest.raises(ValueError, match="must be a ReconNet"):
         ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x", init=nn.Linear(2, 2))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors does not exist"):
         ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x",
                      init=tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ReconCheckpointError, match="junk.safetensors"):
+        ReconTrainer(ReconTrainConfig(**TINY), fm, coefficient_scale(coeffs), tmp_path / "x",
+                     init=tmp_path / "junk.safetensors")
     a, b = tmp_path / "a" / "recon.safetensors", tmp_path / "b" / "recon.safetensors"
     cfg = ReconTrainConfig(**dict(TINY, steps=3))
     train_recon(images, coeffs, cfg, tmp_path / "ft", model=fm, progress=False, init=a, max_steps=1)
@@ -565,18 +575,32 @@ def test_init_of_another_architecture_or_start_is_refused(data, fm, tmp_path):
         train_recon(images, coeffs, cfg, tmp_path / "plain", model=fm, progress=False, init=a)
 
 
-def test_cli_init(tmp_path, capsys):
-    """train-recon --init FILE: the run's step-0 network is the file's; the checkpoint records the path as given;
-    a missing file is a usage error naming it."""
+def test_cli_init(tmp_path, capsys, monkeypatch):
+    """train-recon --init FILE (here a path relative to the working directory, recorded as typed): one step equals
+    one step of a run without init whose network was set to the file's by hand (the CLI's start is the file's
+    weights); an init of another width, or a missing file, is a usage error naming it (exit status 2)."""
     from cddfm3d import cli
 
     data = write_dataset(tmp_path / "w", 8, size=SIZE, progress=False)
     common = ["--data", str(data), "--batch", "4", "--width", "4", "--photo-batch", "0", "--device", "cpu"]
     assert cli.main(["train-recon", "--out", str(tmp_path / "a"), "--steps", "1"] + common) == 0
-    init = str(tmp_path / "a" / "recon.safetensors")
-    assert cli.main(["train-recon", "--out", str(tmp_path / "b"), "--steps", "1", "--init", init] + common) == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train-recon", "--out", str(tmp_path / "b"), "--steps", "1", "--init", "a/recon.safetensors"]
+                    + common) == 0
+    init = ReconNet.load(tmp_path / "a" / "recon.safetensors")
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
-    assert state["init_file"] == init and state["init_sha256"] == state_sha256(ReconNet.load(init))
-    assert not _same_state(ReconNet.load(tmp_path / "b" / "recon.safetensors"), ReconNet.load(init))  # it trained
+    assert state["init_file"] == "a/recon.safetensors" and state["init_sha256"] == state_sha256(init)
+    ds = WorldDataset(data)
+    cfg = ReconTrainConfig(image_size=SIZE, width=4, batch_size=4, photo_batch=0, steps=1)
+    by_hand = ReconTrainer(cfg, mini_model(), coefficient_scale(ds.coeffs), tmp_path / "hand").start()
+    by_hand.net.load_state_dict(init.state_dict())
+    by_hand.train(ds.images, ds.coeffs, progress=False)
+    assert _same_state(ReconNet.load(tmp_path / "b" / "recon.safetensors"), by_hand.net)
+    assert not _same_state(by_hand.net, init)                                        # the step did move it
+
+    wide = ["--data", str(data), "--batch", "4", "--width", "8", "--photo-batch", "0", "--device", "cpu"]
+    assert cli.main(["train-recon", "--out", str(tmp_path / "c"), "--steps", "1", "--init", "a/recon.safetensors"]
+                    + wide) == 2
+    assert "a/recon.safetensors differs from this run's network in width (init 4, run 8)" in capsys.readouterr().err
     assert cli.main(["train-recon", "--out", str(tmp_path / "c"), "--init", str(tmp_path / "nope")] + common) == 2
     assert "nope" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from cddfm3d.face3d.morphable import SLICES
 from cddfm3d.face3d.recon import ReconNet
 from cddfm3d.stylegan2.checkpoints import save_generator
 from cddfm3d.stylegan2.generator import Generator
+from cddfm3d.serialization import state_sha256
 from cddfm3d.training import COMMANDS_FILE, read_commands, record_command
 from cddfm3d.world import mini_model, quality
 from cddfm3d.world.datasets import WorldDataset, write_dataset
@@ -327,7 +328,7 @@ def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator
     torch.save({"images_seen": 10, "step": 1, "config": json.dumps({"init_generator": str(start)})},
                gan2 / "checkpoint.pt")
     old_entry = assets.entry("mini/generator")
-    lines = init_provenance(gan2)
+    lines = init_provenance(gan2, "mini/generator")
     assert lines[-1] == f"git show {commit[:12]}:assets/mini/generator.safetensors > {start}"
     assert lines[0].startswith(f"# {start}: mini/generator sha256 {old_entry['sha256']}")
     assert [ln[4:] for ln in lines[1:-1]] == old_entry["command"].splitlines()
@@ -344,38 +345,49 @@ def test_fine_tuned_generator_records_its_start_file_and_ships_the_discriminator
     assert assets.entry("mini/discriminator")["command"].splitlines() == [c for c in gen_cmds if c not in evaluated]
 
     # re-shipping the same run (e.g. with a new reconstruction network): the provenance recorded the first time holds
-    assert init_provenance(gan2) == lines
+    assert init_provenance(gan2, "mini/generator") == lines
     ship(world, gan_dir=gan2)
     assert assets.entry("mini/generator")["command"].splitlines() == gen_cmds
 
     start.write_bytes(b"not the shipped generator")
     with pytest.raises(ValueError, match="not the shipped mini/generator"):
-        init_provenance(gan2)
+        init_provenance(gan2, "mini/generator")
+
+
+def _fine_tune(world, out, init, steps: int = 1):
+    """A real train-recon fine-tuning (one step) of the world fixture's recon architecture on its 4 training renders,
+    started from ``init`` (a file path or a ReconNet), with the command line it would record."""
+    from cddfm3d.face3d.recon_training import ReconTrainConfig, train_recon
+
+    ds = WorldDataset(world["dirs"]["train"])
+    argv = ["train-recon", "--data", str(world["dirs"]["train"]), "--out", str(out), "--width", "4", "--batch", "4",
+            "--steps", str(steps), "--photo-batch", "0"]
+    if not isinstance(init, ReconNet):
+        argv += ["--init", str(init)]
+    cfg = ReconTrainConfig(image_size=SIZE, width=4, batch_size=4, photo_batch=0, steps=steps)
+    train_recon(ds.images, ds.coeffs, cfg, out, progress=False, init=init, command=argv)
+    return argv
 
 
 def test_fine_tuned_recon_records_its_start_file(world, assets_root, tmp_path):
-    """A recon run started from the shipped recon (train-recon --init, which keeps ``init_file`` in its checkpoint)
-    gets, in mini/recon's manifest command, the lines that recreate its start from git before the run's own
-    commands; the generator's command is untouched, and a start file that is not the shipped recon is refused."""
+    """A train-recon --init run from the shipped recon gets, in mini/recon's manifest command, the lines that
+    recreate its start from git before the run's own command; the generator's command is untouched; re-shipping the
+    same run keeps the recorded start."""
     import subprocess
 
     from cddfm3d.world.ship import init_provenance
 
     if shutil.which("git") is None:
         pytest.skip("needs git")
-    d = world["dirs"]
     ship(world)
     repo, commit = commit_assets(assets_root)
     start = tmp_path / "prev" / "recon.safetensors"
     start.parent.mkdir()
     shutil.copy(assets_root / "mini" / "recon.safetensors", start)
     recon2 = tmp_path / "recon2"
-    recon2.mkdir()
-    torch.manual_seed(9)
-    ReconNet("small", image_size=SIZE, width=4, input_range="-1_1").eval().save(recon2 / "recon.safetensors")
-    argv = ["train-recon", "--data", str(d["train"]), "--out", str(recon2), "--init", str(start)]
-    record_command(recon2, argv)
-    torch.save({"step": 3, "init_file": str(start), "config": json.dumps({"width": 4})}, recon2 / "checkpoint.pt")
+    argv = _fine_tune(world, recon2, start)
+    state = torch.load(recon2 / "checkpoint.pt", weights_only=True)
+    assert state["init_file"] == str(start) and state["init_sha256"] == state_sha256(ReconNet.load(start))
     old = assets.entry("mini/recon")
     gen_before = assets.entry("mini/generator")["command"]
     lines = init_provenance(recon2, "mini/recon")
@@ -391,10 +403,65 @@ def test_fine_tuned_recon_records_its_start_file(world, assets_root, tmp_path):
     n_train = len(world["cmds"]["train"])
     assert cmds[:n_train] == world["cmds"]["train"]
     assert cmds[n_train:n_train + len(lines)] == lines and cmds[n_train + len(lines)] == line(argv)
+    assert_same_module(assets.load("mini/recon"), ReconNet.load(recon2 / "recon.safetensors"))
     assert assets.entry("mini/generator")["command"] == gen_before
-    # re-shipping the same run: the start recorded the first time still holds (the shipped recon has changed)
+    # re-shipping the same run (the shipped recon has changed): the start recorded the first time still holds
     assert init_provenance(recon2, "mini/recon") == lines
+    ship(world, recon_dir=recon2)
+    assert assets.entry("mini/recon")["command"].splitlines() == cmds
 
-    start.write_bytes(b"not the shipped recon")
+
+def test_recon_start_provenance_refusals(world, assets_root, tmp_path):
+    """ship-mini refuses to record a start it cannot vouch for: a start file that is not the shipped recon, one
+    that changed since the run (also the start that ship itself overwrote), a start given in memory, a missing
+    start file, a fine-tuning whose checkpoint is gone, and a shipped recon not committed yet; the first refusal
+    before assets/ changes."""
+    from cddfm3d.world.ship import init_provenance
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    ship(world)
+    commit_assets(assets_root)
+    manifest = (assets_root / "MANIFEST.json").read_text()
+    start = tmp_path / "start.safetensors"
+
+    torch.manual_seed(3)      # a start that is not the shipped recon
+    ReconNet("small", image_size=SIZE, width=4, input_range="-1_1").save(start)
+    _fine_tune(world, tmp_path / "other", start)
     with pytest.raises(ValueError, match="not the shipped mini/recon"):
-        init_provenance(recon2, "mini/recon")
+        ship(world, recon_dir=tmp_path / "other")
+    assert (assets_root / "MANIFEST.json").read_text() == manifest
+
+    shutil.copy(assets_root / "mini" / "recon.safetensors", start)     # started from the shipped recon ...
+    _fine_tune(world, tmp_path / "stale", start)
+    torch.manual_seed(4)                                                # ... which then changed
+    ReconNet("small", image_size=SIZE, width=4, input_range="-1_1").save(start)
+    with pytest.raises(ValueError, match=r"no longer holds the run's start \(field 'init_sha256'"):
+        init_provenance(tmp_path / "stale", "mini/recon")
+    start.unlink()
+    with pytest.raises(ValueError, match="does not exist: ship in the directory the run was started in"):
+        init_provenance(tmp_path / "stale", "mini/recon")
+
+    _fine_tune(world, tmp_path / "memory", assets.load("mini/recon"))
+    with pytest.raises(ValueError, match="given in memory"):
+        init_provenance(tmp_path / "memory", "mini/recon")
+
+    shutil.copy(assets_root / "mini" / "recon.safetensors", start)
+    _fine_tune(world, tmp_path / "gone", start)
+    (tmp_path / "gone" / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="checkpoint.pt does not exist, and .* shows a fine-tuning"):
+        init_provenance(tmp_path / "gone", "mini/recon")
+
+    _fine_tune(world, tmp_path / "ok", start)
+    assert init_provenance(tmp_path / "ok", "mini/recon")[-1].endswith(f"> {start}")
+    # a start inside assets/: the first ship overwrites it, so the same run cannot be shipped again
+    inside = assets_root / "mini" / "recon.safetensors"
+    _fine_tune(world, tmp_path / "inside", inside)
+    ship(world, recon_dir=tmp_path / "inside")
+    with pytest.raises(ValueError, match="no longer holds the run's start"):
+        init_provenance(tmp_path / "inside", "mini/recon")
+    # the recon shipped just now is not committed: a start copied from it cannot be recreated by git show
+    shutil.copy(inside, start)
+    _fine_tune(world, tmp_path / "uncommitted", start)
+    with pytest.raises(ValueError, match="its last commit [0-9a-f]{12} holds another file"):
+        init_provenance(tmp_path / "uncommitted", "mini/recon")

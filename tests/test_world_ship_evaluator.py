@@ -426,3 +426,17 @@ def test_evaluate_reads_the_edits_with_the_shipped_independent_evaluator(made, w
     # two networks read the same images differently
     assert report.score("mine", "independent", "swap", "pose").completion != \
         report.score("mine", "recon", "swap", "pose").completion
+
+
+def test_ship_evaluator_refuses_a_fine_tuned_run(made, world, tmp_path):
+    """An evaluator judges the networks independently, so it is trained from scratch: a train-recon --init run is
+    refused (naming the checkpoint and its start) before assets/ changes."""
+    t = made[0]
+    start = t / "group_seed1" / "recon.safetensors"
+    run(["train-recon", "--data", t / "train", "--batch", 4, "--photo-batch", 0, "--device", "cpu", "--width", 4,
+         "--norm", "group", "--seed", 1, "--steps", 1, "--out", tmp_path / "ft", "--init", start])
+    manifest_before = (world / "MANIFEST.json").read_bytes()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'ft' / 'checkpoint.pt'}: the run was fine-tuned from "
+                                                   f"{start} (field 'init_sha256')") + ".*from scratch"):
+        ship_evaluator(tmp_path / "ft", t / "train", t / "heldout", n_eval=N_HELD)
+    assert shipped_nothing(world, manifest_before)

@@ -31,7 +31,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                 "with 3D guidance. Each command is one stage of the pipeline.")
     sub = p.add_subparsers(dest="command", metavar="<command>")
     stage = {name: module for module in STAGES for name in module.PARSERS}
-    assert sorted(stage) == sorted(COMMANDS), "every command of a stage module is listed in COMMANDS, once"
+    if sorted(stage) != sorted(COMMANDS):     # a command added to a stage module but not listed (or listed twice)
+        raise RuntimeError(f"cddfm3d.cli: COMMANDS {sorted(COMMANDS)} differ from the stage modules' commands "
+                           f"{sorted(stage)}")
     for name in COMMANDS:
         stage[name].PARSERS[name](sub)
     return p

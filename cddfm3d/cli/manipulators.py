@@ -166,7 +166,7 @@ def _pairs_network(ds, what: str, path, device):
     shipped ``mini/<what>``; its state sha256 must be the one ``pairs.json`` records (as gen-pairs checks on
     resume)."""
     from .. import assets
-    from ..editing.pairs import state_sha256
+    from ..serialization import state_sha256
     from ..stylegan2 import load_generator
 
     if path:

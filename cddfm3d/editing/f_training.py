@@ -74,7 +74,8 @@ from ..images import from_uint8, to_range
 from ..training import ScheduledRun, allreduce_gradients
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
-from .pairs import noise_for, state_sha256
+from ..serialization import state_sha256
+from .pairs import noise_for
 from .t_training import labels_sha256, split_indices
 
 EXPORT_FILE = "manipulator.safetensors"

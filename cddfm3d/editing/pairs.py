@@ -459,5 +459,5 @@ class PairDataset(Dataset):
 
 
 __all__ = ["FORMAT", "VERSION", "META_FILE", "FIELDS", "PairDataset", "generate_pairs", "noise_for", "resynthesize",
-           "sample_seed", "to_uint8", "state_sha256", "network_record", "file_record", "read_meta",
+           "sample_seed", "to_uint8", "network_record", "file_record", "read_meta",
            "default_align", "default_model", "pairs_config"]

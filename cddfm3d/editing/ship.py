@@ -126,7 +126,7 @@ def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
     (``init_file``, relative to train-f's working directory); the file must still hold that network, and its folder
     must be a train-f run folder (``commands.txt``, ``checkpoint.pt``)."""
     from .manipulator import LatentManipulator
-    from .pairs import state_sha256
+    from ..serialization import state_sha256
 
     own = rebuild_commands(run_dir)
     recorded = state.get("init_sha256")
@@ -152,18 +152,23 @@ def _commands_with_init(run_dir: Path, state: dict) -> list[str]:
     return _commands_with_init(init.parent, init_state) + own
 
 
-TRAINING_FIELDS = ("through", "delta_from", "loss_mode", "edit_weight", "steps", "batch_size", "lr", "weights")
+TRAINING_FIELDS = ("through", "delta_from", "loss_mode", "edit_weight", "steps", "batch_size", "lr", "warmup",
+                   "weight_decay", "render_batch", "seed")
 
 
 def training_record(config: dict) -> dict:
-    """The fields of a train-f run's config (``FTrainConfig`` as saved in its checkpoint) that say how its F^i
-    learnt: :data:`TRAINING_FIELDS`, a field absent from an older checkpoint taking ``FTrainConfig``'s default
-    (what that run did)."""
-    from .f_training import FTrainConfig
+    """How a train-f run's F^i learnt, from its config as saved in the checkpoint (``FTrainConfig`` fields):
+    :data:`TRAINING_FIELDS`, a field absent from an older checkpoint taking ``FTrainConfig``'s default (what that
+    run did), and ``weights``: the weight each loss term had (``FTrainConfig.weight``: the defaults, the run's
+    overrides, no jaw-edge term but for shape)."""
+    from .f_training import LOSS_TERMS, FTrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(FTrainConfig)}
-    defaults["weights"] = {}
-    return {k: config.get(k, defaults[k]) for k in TRAINING_FIELDS}
+    cfg = FTrainConfig(attribute=config["attribute"], edit_layers=config.get("edit_layers", [0]),
+                       weights=config.get("weights", {}))
+    out = {k: config.get(k, defaults[k]) for k in TRAINING_FIELDS}
+    out["weights"] = {t: cfg.weight(t) for t in LOSS_TERMS}
+    return out
 
 
 def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500, ship_command: str = "",
@@ -185,7 +190,7 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     another world, held-out pairs of the training seed."""
     from .evaluation import evaluate
     from .manipulator import LatentManipulator
-    from .pairs import state_sha256
+    from ..serialization import state_sha256
 
     t0 = time.perf_counter()
     train, heldout = PairDataset(pairs_dir), PairDataset(heldout_pairs_dir, fields=("styles", "noise_seed"))

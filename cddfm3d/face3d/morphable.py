@@ -275,11 +275,14 @@ class MorphableModel(nn.Module):
 def check_coeff_rows(x, n: int, who: str, what: str) -> torch.Tensor:
     """``x`` itself when it is a finite floating-point tensor of ``n`` coefficient rows [n, 257]; otherwise
     ``ValueError("{who}: {what} must be finite float coefficients [n, 257] (one row per source), found ...")``
-    with the shape and dtype found (or the type of a non-tensor). For inputs given per source (a target, a reading,
-    a reference); :class:`MorphableModel` itself checks any batch size and names the first NaN/Inf."""
+    with the shape and dtype found (or the type of a non-tensor) and the number of NaN/Inf values. For inputs
+    given per source (a target, a reading, a reference); :class:`MorphableModel` itself checks any batch size and
+    names the first NaN/Inf."""
     if (not isinstance(x, torch.Tensor) or tuple(x.shape) != (n, N_COEFFS) or not x.is_floating_point()
             or not bool(torch.isfinite(x).all())):
         found = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            found += f" with {int((~torch.isfinite(x)).sum())} NaN/Inf values"
         raise ValueError(f"{who}: {what} must be finite float coefficients [{n}, {N_COEFFS}] (one row per source), "
                          f"found {found}")
     return x

@@ -17,9 +17,9 @@ call continues exactly where it stopped.
 
 Fine-tuning: a run can start from the weights of another network of the same architecture (``init``, e.g. the
 shipped ``mini/recon`` on renders of a changed world) with a fresh optimizer and learning-rate schedule. The start
-file's path and its state sha256 are kept in the checkpoint (``init_file``, ``init_sha256``), so that shipping can
-record how the start was made (:func:`cddfm3d.world.ship.init_provenance`) and a resume cannot silently switch
-starts.
+file's path and its state sha256 are kept in the checkpoint (``init_file``, ``init_sha256``): a resume cannot
+silently switch starts, and shipping checks that the file still holds that start before it records how the start
+was made (:func:`cddfm3d.world.ship.init_provenance`).
 """
 from __future__ import annotations
 
@@ -82,11 +82,13 @@ class ReconTrainer(ScheduledRun):
     resumable run: the network, its optimizer and the batch generator are the run's named state, the coefficient
     scale is extra state, the export is ``recon.safetensors``.
 
-    ``init``: start weights, the path of a ``ReconNet.save`` file (recorded as ``init_file``) or a
-    :class:`~.recon.ReconNet`; used when the run starts afresh (a resumed run continues from its checkpoint).
-    Raises ``ValueError`` for an init of another architecture (``backbone``, ``image_size``, ``width``, ``norm``,
-    ``input_range``: the run's network config), and on resume for a checkpoint that started from other weights
-    than the init given (or from none); ``FileNotFoundError`` / ``ReconCheckpointError`` for an unreadable file."""
+    ``init``: start weights, the path of a ``ReconNet.save`` file (recorded as ``init_file``, as given: relative
+    paths are relative to the working directory, and ``ship-mini`` must run in the same one) or a
+    :class:`~.recon.ReconNet` (recorded by its state sha256 only, which ship refuses); loaded here, and replaced by
+    the checkpoint's weights when the run resumes. Raises ``ValueError`` for an init of another architecture (any
+    field of the run's network config: ``backbone``, ``image_size``, ``width``, ``n_stages``, ``norm``,
+    ``input_range``), and on resume for a checkpoint that started from other weights than the init given (or from
+    none); ``FileNotFoundError`` / ``ReconCheckpointError`` for a missing or unreadable file."""
 
     name = "train-recon"
     export_file = "recon.safetensors"
@@ -114,10 +116,12 @@ class ReconTrainer(ScheduledRun):
         self.track(net=self.net, opt=self.opt, rng=self.rng)
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
         self.init_file = str(init) if isinstance(init, (str, Path)) else None
-        self._init = ReconNet.load(init) if isinstance(init, (str, Path)) else init
-        if self._init is not None:
-            self._check_init(self._init)
-        self.init_sha256 = self._given_init_sha256 = None if self._init is None else state_sha256(self._init)
+        self.init_sha256 = self._given_init_sha256 = None
+        if init is not None:      # a resumed run overwrites these weights with its checkpoint's
+            start = ReconNet.load(init) if isinstance(init, (str, Path)) else init
+            self._check_init(start)
+            self.net.load_state_dict(start.state_dict())
+            self.init_sha256 = self._given_init_sha256 = state_sha256(self.net)   # the weights as trained (float32)
 
     def _check_init(self, init: ReconNet) -> None:
         if not isinstance(init, ReconNet):
@@ -129,14 +133,6 @@ class ReconTrainer(ScheduledRun):
             where = self.init_file or "init"
             raise ValueError(f"ReconTrainer: {where} differs from this run's network in "
                              + ", ".join(f"{k} (init {a!r}, run {b!r})" for k, (a, b) in diff.items()))
-
-    def start(self, resume: bool = True, stop_at_step: int | None = None,
-              command: list[str] | None = None) -> ReconTrainer:
-        """As :meth:`ResumableRun.start`; a run that starts afresh first loads ``init``'s weights, if given."""
-        super().start(resume, stop_at_step, command)
-        if self.step == 0 and self._init is not None:
-            self.net.load_state_dict(self._init.state_dict())
-        return self
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:

@@ -15,6 +15,7 @@ then. Any other start file must be rebuilt by the user; ship refuses it (it coul
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import shutil
@@ -30,7 +31,7 @@ from ..face3d.recon import ReconNet
 from ..face3d.recon_training import evaluate_recon
 from ..assets.integrity import sha256_file
 from ..stylegan2.checkpoints import load_discriminator, load_generator
-from ..serialization import copy_as_float16
+from ..serialization import copy_as_float16, state_sha256
 from ..training import COMMANDS_FILE, rebuild_commands
 from .datasets import META_FILE, WorldDataset, read_meta
 from .domains import DOMAINS, mini_model
@@ -155,6 +156,7 @@ def ship_evaluator(recon_dir, train_data, heldout_data, domain: str = "human", n
     if domain not in train_meta["config"]["domains"]:
         raise ValueError(f"{Path(train_data) / META_FILE}: field 'config.domains' is "
                          f"{train_meta['config']['domains']}, expected it to hold {domain!r}")
+    _check_trained_from_scratch(d)
     cmds = rebuild_commands(train_data) + rebuild_commands(d) + rebuild_commands(heldout_data)
     heldout = WorldDataset(heldout_data, domain, limit=n_eval)
     if len(heldout) < n_eval:
@@ -204,6 +206,17 @@ def _check_independent(net: ReconNet, d: Path) -> None:
                          f"the independent evaluator with another --seed")
 
 
+def _check_trained_from_scratch(d: Path) -> None:
+    """An evaluator is trained from scratch: a run started from other weights (``train-recon --init``; checkpoint
+    field ``init_sha256``) would carry their errors into what it is meant to judge independently."""
+    ckpt = d / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.is_file() else {}
+    if state.get("init_sha256"):
+        raise ValueError(f"{ckpt}: the run was fine-tuned from {state.get('init_file', 'a network in memory')} "
+                         f"(field 'init_sha256'): an evaluator must be trained from scratch (train-recon without "
+                         f"--init)")
+
+
 def _trained_domains(run_dir: Path) -> set[str]:
     """The ``--domain`` of every train-recon line in a run's ``commands.txt`` (human where absent: the default),
     read as argparse reads it. Raises ``FileNotFoundError`` without the file or without any train-recon line."""
@@ -244,32 +257,63 @@ def _shipped_recon_seeds() -> set[int]:
     return seeds
 
 
-def init_provenance(run_dir, name: str = "mini/generator") -> list[str]:
-    """The lines that recreate a run's start weights, [] for a run trained from scratch or a folder without its
-    checkpoint (its ``commands.txt`` still shows the start option). The start file is the checkpoint's
-    ``init_file`` (train-recon) or its config's ``init_generator`` (train-gan); ``name`` is the shipped asset it
-    must be (``mini/generator``, ``mini/recon``). See the module docstring; raises ``ValueError`` for a start file
-    that is not that shipped network."""
-    ckpt = Path(run_dir) / "checkpoint.pt"
+START_OPTIONS = ("--init-generator", "--init")   # train-gan's and train-recon's start-file options
+
+
+def init_provenance(run_dir, name: str) -> list[str]:
+    """The lines that recreate a run's start weights, [] for a run trained from scratch. The start file is the
+    checkpoint's ``init_file`` (train-recon, with its state sha256 ``init_sha256``) or its config's
+    ``init_generator`` (train-gan); ``name`` is the shipped asset it must be (``mini/generator``, ``mini/recon``).
+    See the module docstring.
+
+    Raises ``ValueError`` naming the file and field for: a start file that is missing (paths are relative to the
+    directory the run was started in: ship there), that no longer holds the recorded start (``init_sha256``), or
+    that is not that shipped network; a start given in memory (``init_sha256`` without ``init_file``); a run folder
+    without ``checkpoint.pt`` whose ``commands.txt`` shows a start option; a shipped file whose last commit does not
+    hold the manifest's sha256 (commit it first)."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoint.pt"
     if not ckpt.is_file():
+        started = [ln for ln in rebuild_commands(run_dir) if any(o in shlex.split(ln) or any(
+            w.startswith(o + "=") for w in shlex.split(ln)) for o in START_OPTIONS)]
+        if started:
+            raise ValueError(f"{ckpt} does not exist, and {run_dir / COMMANDS_FILE} shows a fine-tuning "
+                             f"({started[0]!r}): ship needs the checkpoint to check the start it records")
         return []
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     init = state.get("init_file") or (json.loads(state["config"]).get("init_generator") if "config" in state
                                       else None)
+    recorded = state.get("init_sha256")
+    if recorded and not init:
+        raise ValueError(f"{ckpt}: the run started from a network given in memory (field 'init_sha256' without "
+                         f"'init_file'): ship records how every shipped network was made; start the run with "
+                         f"--init FILE")
     if not init:
         return []
+    where = f"{init} (field 'init_file' of {ckpt}, read from {Path.cwd()})"
+    if not Path(init).is_file():
+        raise ValueError(f"{where} does not exist: ship in the directory the run was started in, or restore the file")
+    if recorded and state_sha256(ReconNet.load(init)) != recorded:
+        raise ValueError(f"{where} no longer holds the run's start (field 'init_sha256' {recorded[:12]}...): it "
+                         f"changed since the run started (e.g. a start file inside assets/ that ship overwrote); "
+                         f"restore it, or re-run the fine-tuning from a copy outside assets/")
     entry = assets.entry(name)
     again = _recorded_init(entry, name, init)
     if again is not None:   # re-shipping the run that made the shipped network: its recorded start still holds
         return again
-    if not Path(init).is_file() or sha256_file(Path(init)) != entry["sha256"]:
+    if sha256_file(Path(init)) != entry["sha256"]:
         raise ValueError(f"{run_dir}: the run started from {init}, which is not the shipped {name} "
                          f"(sha256 {entry['sha256'][:12]}...): ship cannot record how it was made")
     rel = "assets/" + entry["file"]
+    repo = assets.assets_dir().parent
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", rel], capture_output=True, text=True,
-                            cwd=assets.assets_dir().parent).stdout.strip()
+                            cwd=repo).stdout.strip()
     if not commit:
         raise ValueError(f"cannot find the git commit of {rel} (ship runs in a git checkout of the repository)")
+    shown = subprocess.run(["git", "show", f"{commit}:{rel}"], capture_output=True, cwd=repo).stdout
+    if hashlib.sha256(shown).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{rel}: its last commit {commit[:12]} holds another file than the one shipped now (sha256 "
+                         f"{entry['sha256'][:12]}...): commit the shipped {name} before shipping a run started from it")
     lines = [f"# {init}: {name} sha256 {entry['sha256']}, shipped at commit {commit[:12]}, made by:"]
     lines += ["#   " + ln for ln in entry["command"].splitlines()]
     return lines + [f"git show {commit[:12]}:{rel} > {shlex.quote(str(init))}"]
