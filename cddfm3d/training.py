@@ -541,6 +541,12 @@ class ResumableRun:
         return stop.requested is not None
 
 
+def config_differences(run: dict, init: dict) -> str:
+    """The fields where a start network's config ``init`` differs from the run's network config ``run``, as
+    ``"k (init a, run b), ..."`` ("" when none): the message of a fine-tuning start of another architecture."""
+    return ", ".join(f"{k} (init {init.get(k)!r}, run {v!r})" for k, v in run.items() if init.get(k) != v)
+
+
 def _field_defaults(config) -> dict:
     """The defaults of a dataclass config's fields, JSON-normalised as :func:`config_json` writes them (fields
     without a default are left out)."""
@@ -586,7 +592,8 @@ class ScheduledRun(ResumableRun):
         return {"lr": self.lr_at(self.step - 1)}
 
 
-__all__ = ["ResumableRun", "RunInterrupted", "config_json", "dist_info", "allreduce_gradients", "init_distributed",
+__all__ = ["ResumableRun", "RunInterrupted", "config_json", "config_differences", "dist_info", "allreduce_gradients",
+           "init_distributed",
            "is_main_process", "global_rng_state", "set_global_rng_state", "record_command", "read_commands",
            "rebuild_commands", "warmup_cosine", "ScheduledRun", "CHECKPOINT_FILE", "LOG_FILE", "COMMANDS_FILE",
            "STOP_OPTION"]

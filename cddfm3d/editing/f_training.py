@@ -71,7 +71,7 @@ from ..face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES, attribute_distance
 from ..face3d.morphable import N_COEFFS, SLICES, MorphableModel
 from ..face3d.render import render
 from ..images import from_uint8, to_range
-from ..training import ScheduledRun, allreduce_gradients
+from ..training import ScheduledRun, allreduce_gradients, config_differences
 from .labels import project_landmarks
 from .manipulator import ACTIVATIONS, LatentManipulator
 from ..serialization import state_sha256
@@ -300,11 +300,9 @@ class FTrainer(ScheduledRun):
         """Start from ``init``'s weights (class docstring); records its state sha256."""
         if not isinstance(init, LatentManipulator):
             raise ValueError(f"FTrainer: init must be a LatentManipulator, found {type(init).__name__}")
-        mine, theirs = self.net.config, init.config
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        diff = config_differences(self.net.config, init.config)
         if diff:
-            raise ValueError("FTrainer: init differs from this run's network in "
-                             + ", ".join(f"{k} (init {a!r}, run {b!r})" for k, (a, b) in diff.items()))
+            raise ValueError(f"FTrainer: init differs from this run's network in {diff}")
         own = self.net.state_dict()
         for key, value in init.state_dict().items():
             if key in own and not key.endswith(("weight", "bias")) and not torch.allclose(

@@ -33,7 +33,7 @@ from ..progress import progress_bar
 
 from ..images import from_uint8, to_range
 from ..serialization import state_sha256
-from ..training import ScheduledRun
+from ..training import ScheduledRun, config_differences
 from .losses import landmark_loss, photometric_loss
 from .measures import ATTRIBUTES, ExplainedVariance, attribute_features, coefficient_scale
 from .morphable import SLICES, MorphableModel
@@ -127,12 +127,9 @@ class ReconTrainer(ScheduledRun):
         if not isinstance(init, ReconNet):
             raise ValueError(f"ReconTrainer: init must be a ReconNet or the path of its file, found "
                              f"{type(init).__name__}")
-        mine, theirs = self.net.config, init.config
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        diff = config_differences(self.net.config, init.config)
         if diff:
-            where = self.init_file or "init"
-            raise ValueError(f"ReconTrainer: {where} differs from this run's network in "
-                             + ", ".join(f"{k} (init {a!r}, run {b!r})" for k, (a, b) in diff.items()))
+            raise ValueError(f"ReconTrainer: {self.init_file or 'init'} differs from this run's network in {diff}")
 
     # ----------------------------------------------------------- run state
     def extra_state(self) -> dict:
