@@ -149,8 +149,8 @@ def test_pie_embedding_edits_better_than_its_w_plus_projection(world):
     cost in reconstruction."""
     G, editor, recon, model, images = world
     x = images[:1]
-    p = project(G, x, space="w+", steps=40, n_stats=500, progress=False)
-    q = pie_embed(G, x, steps=40, weights={"edit": 1.0, "invariance": 1.0}, editor=editor, recon=recon,
+    p = project(G, x, space="w+", steps=80, n_stats=500, progress=False)
+    q = pie_embed(G, x, steps=80, weights={"edit": 1.0, "invariance": 1.0}, editor=editor, recon=recon,
                   model=model, n_stats=500, progress=False)
     rig = PIEEnergies(editor, recon_reader(recon), model, x, {"edit": 1.0, "invariance": 1.0}, seeds=[0],
                       pool_size=16, pool_seed=99)                       # other pool faces than the optimisation's
