@@ -30,10 +30,12 @@ POSE_DEG = {"pitch": (10.0, 20.0), "yaw": (18.0, 35.0), "roll": (4.0, 8.0)}
 LIGHT_ELEVATION_DEG = (25.0, 15.0)   # mean, std (positive: from above)
 LIGHT_AZIMUTH_DEG = (0.0, 30.0)      # mean, std (positive: from the face's left, the viewer's right)
 LIGHT_STRENGTH = (0.35, 0.10)        # first-order magnitude (in units of the DC term), mean, std
-AMBIENT_STD = 0.05                   # std of the DC offset added to Deep3D's 0.8 (small: a darker light and a
-                                     # darker skin look alike at 64 px; the skin tone carries overall brightness)
-TINT_STD = 0.02                      # per-channel colour variation of the light
-SECOND_ORDER_STD = 0.03
+AMBIENT_STD = 0.02                   # std of the DC offset added to Deep3D's 0.8 (small: a darker light and a
+                                     # darker skin look alike at 64 px; the skin tone carries overall brightness;
+                                     # 0.05 before the world-v2 re-ship, when no network could split the two)
+TINT_STD = 0.01                      # per-channel colour variation of the light (0.02 before world-v2)
+SECOND_ORDER_STD = 0.01              # second-order SH terms (0.03 before world-v2: 15-19 % of the light's variance
+                                     # that a 64 px network did not read; benchmarks/README.md, light at 0.80)
 TRANS_STD = (0.06, 0.06, 0.25)       # dm: x, y (about 1.7 px at 64 px per 0.06) and z (2.5 % scale per 0.25)
 TRANS_LIMIT = (0.15, 0.15, 0.6)
 
