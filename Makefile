@@ -51,29 +51,32 @@ clean-notebooks: $(STAMP)
 sync-notebooks: $(STAMP)
 	$(PY) tools/sync_notebooks.py notebooks
 
-# Rebuild the shipped mini-world weights (assets/) : render the datasets, fine-tune the generator and train the
+# Rebuild the shipped mini-world weights (assets/) : render the datasets, fine-tune the generator and the
 # reconstruction network (resumable: re-run after an interruption), evaluate and register them in
 # assets/MANIFEST.json. These are exactly the commands the manifest records for the shipped files
-# (tests/test_makefile.py checks it). The generator is fine-tuned on the current world's renders from the one shipped
-# at commit $(GAN_INIT_COMMIT) (trained on the previous MiniFace; its own recipe is in that commit's manifest and in
-# the comment lines of today's): `git show` recreates that start file. The fine-tune stopped at step $(GAN_STOP)
-# of a 200-kimg schedule; the reconstruction network ran 1256 steps of a 10000-step schedule, then was resumed with
-# a 7000-step one. Hours on 2 CPU cores; DEVICE=cuda takes minutes on one GPU.
+# (tests/test_makefile.py checks it). Both networks are fine-tuned on the renders of today's world (v2: the light
+# prior of issue 9) from the ones shipped at commits $(GAN_INIT_COMMIT) and $(RECON_INIT_COMMIT) (trained on the
+# previous world; their own recipes are in those commits' manifests and in the comment lines of today's): `git show`
+# recreates the start files. The generator's fine-tune ran to step 5542 and was restored to its step-$(GAN_STOP)
+# snapshot, the best by Frechet distance to 2000 training renders (benchmarks/README.md); resuming is exact, so
+# --stop-at-step $(GAN_STOP) reproduces it. Hours on 2 CPU cores; DEVICE=cuda takes minutes on one GPU.
 WORLD_DIR ?= out/world
 DEVICE ?= cpu
-GAN_INIT_COMMIT := 39703abc269f
-GAN_INIT := out/prev/mini-generator-4708df5e.safetensors
-GAN_STOP ?= 1763
+GAN_INIT_COMMIT := ac5b37b68413
+GAN_INIT := out/prev/mini-generator-7d4114e4.safetensors
+GAN_STOP ?= 5000
+RECON_INIT_COMMIT := 310859b6f599
+RECON_INIT := out/prev/mini-recon-e73d8ab6.safetensors
 mini-assets: $(STAMP)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/train --n 50000 --seed 0 --domains human
 	mkdir -p $(dir $(GAN_INIT))
 	git show $(GAN_INIT_COMMIT):assets/mini/generator.safetensors > $(GAN_INIT)
-	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan --resolution 64 --batch 16 --kimg 200 --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --init-generator $(GAN_INIT) --d-warmup-steps 200 --stop-at-step $(GAN_STOP)
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon32 --steps 12000 --width 32 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE) --stop-at-step 3616
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon32 --steps 8000 --width 32 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan_v2 --resolution 64 --batch 16 --kimg 400 --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --init-generator $(GAN_INIT) --d-warmup-steps 200 --stop-at-step $(GAN_STOP)
+	git show $(RECON_INIT_COMMIT):assets/mini/recon.safetensors > $(RECON_INIT)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_v2 --steps 16000 --width 32 --lr 0.001 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --init $(RECON_INIT) --device $(DEVICE)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
-	$(PY) -m cddfm3d ship-mini --gan out/gan --recon out/recon32 --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
+	$(PY) -m cddfm3d ship-mini --gan out/gan_v2 --recon out/recon_v2 --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
 
 # The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, layer_sets.json,
 # recon_independent.safetensors, manipulator_<attribute>.safetensors), from the shipped generator and recon:
@@ -87,8 +90,8 @@ editing-assets: $(STAMP)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
 	$(PY) -m cddfm3d select-layers --out out/layer_sets3.json --method both --predictor out/t150wd/attribute_predictor.safetensors --device $(DEVICE)
 	$(PY) -m cddfm3d ship-editing --pairs out/pairs150 --t out/t150wd --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets3.json
-	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_ind --steps 6000 --width 24 --norm group --seed 1 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
-	$(PY) -m cddfm3d ship-evaluator --recon out/recon_ind --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_ind_v2 --steps 6000 --width 24 --norm group --seed 1 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --device $(DEVICE)
+	$(PY) -m cddfm3d ship-evaluator --recon out/recon_ind_v2 --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout
 	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs150 --out out/f3/shape --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs150 --out out/f3/expression --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs150 --out out/f3/albedo --batch 32 --device $(DEVICE)
