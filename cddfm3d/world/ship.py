@@ -1,11 +1,11 @@
 """Evaluate trained mini-world networks and ship them into ``assets/`` with their manifest entries.
 
-``ship_mini_assets`` copies ``<gan>/generator.safetensors``, ``<gan>/discriminator.safetensors`` (when the run
-wrote one) and ``<recon>/recon.safetensors`` to ``assets/mini/``, measures the metrics the manifest reports, and
-registers the files (sha256, size, config, the commands that produced them, metrics). The commands come from the
-``commands.txt`` that every dataset and training command appends its own command line to (and every run where it
-stopped): the manifest records the commands that rebuild the shipped files
-(:func:`cddfm3d.training.rebuild_commands`).
+``ship_mini_assets`` copies ``<gan>/generator.safetensors`` and ``<recon>/recon.safetensors`` to ``assets/mini/``
+(not the run's discriminator: it does not fit the assets budget, and the domain fine-tunings start from a fresh
+one), measures the metrics the manifest reports, and registers the files (sha256, size, config, the commands that
+produced them, metrics). The commands come from the ``commands.txt`` that every dataset and training command appends
+its own command line to (and every run where it stopped): the manifest records the commands that rebuild the
+shipped files (:func:`cddfm3d.training.rebuild_commands`).
 
 A run fine-tuned from start weights (``train-gan --init-generator FILE``, ``train-recon --init FILE``) depends on
 that file too. When FILE is the network shipped now (same sha256 as the manifest's ``mini/generator`` or
@@ -30,7 +30,7 @@ from .. import assets
 from ..face3d.recon import ReconNet
 from ..face3d.recon_training import evaluate_recon
 from ..assets.integrity import sha256_file
-from ..stylegan2.checkpoints import load_discriminator, load_generator
+from ..stylegan2.checkpoints import load_generator
 from ..serialization import copy_as_float16, state_sha256
 from ..training import COMMANDS_FILE, rebuild_commands
 from .datasets import META_FILE, WorldDataset, read_meta
@@ -89,15 +89,6 @@ def ship_mini_assets(gan_dir, recon_dir, train_data, heldout_data, floor_data, n
         "mini/generator", "mini/generator.safetensors", "stylegan2.Generator", G.config,
         "\n".join(data_cmds + gan_cmds + eval_cmds + ship), gen_metrics,
         description="StyleGAN2 (EMA weights) trained on 64 px renders of the mini world's human domain")
-    d_file = Path(gan_dir) / "discriminator.safetensors"
-    if d_file.is_file():   # runs since the fine-tuning options export D too; older run folders have none
-        D = load_discriminator(d_file)
-        shutil.copyfile(d_file, dest / "discriminator.safetensors")
-        assets.register(
-            "mini/discriminator", "mini/discriminator.safetensors", "stylegan2.Discriminator", D.config,
-            "\n".join(data_cmds + gan_cmds + ship), {k: gen_metrics[k] for k in ("train_kimg", "train_steps")
-                                                      if k in gen_metrics},
-            description="the StyleGAN2 discriminator of the same run (a start for fine-tuning to other domains)")
     assets.register(
         "mini/recon", "mini/recon.safetensors", "face3d.ReconNet", net.config,
         "\n".join(data_cmds + recon_cmds + eval_cmds + ship), recon_metrics,
