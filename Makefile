@@ -59,7 +59,8 @@ sync-notebooks: $(STAMP)
 # previous world; their own recipes are in those commits' manifests and in the comment lines of today's): `git show`
 # recreates the start files. The generator's fine-tune ran to step 5542 and was restored to its step-$(GAN_STOP)
 # snapshot, the best by Frechet distance to 2000 training renders (benchmarks/README.md); resuming is exact, so
-# --stop-at-step $(GAN_STOP) reproduces it. Hours on 2 CPU cores; DEVICE=cuda takes minutes on one GPU.
+# --stop-at-step $(GAN_STOP) reproduces it. The reconstruction network ran a 16000-step schedule, then was resumed with
+# a 20000-step one. Hours on 2 CPU cores; DEVICE=cuda takes minutes on one GPU.
 WORLD_DIR ?= out/world
 DEVICE ?= cpu
 GAN_INIT_COMMIT := ac5b37b68413
@@ -74,6 +75,7 @@ mini-assets: $(STAMP)
 	$(PY) -m cddfm3d train-gan --data $(WORLD_DIR)/train --out out/gan_v2 --resolution 64 --batch 16 --kimg 400 --snapshot-kimg 4 --gamma 0.1 --seed 0 --device $(DEVICE) --init-generator $(GAN_INIT) --d-warmup-steps 200 --stop-at-step $(GAN_STOP)
 	git show $(RECON_INIT_COMMIT):assets/mini/recon.safetensors > $(RECON_INIT)
 	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_v2 --steps 16000 --width 32 --lr 0.001 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --init $(RECON_INIT) --device $(DEVICE)
+	$(PY) -m cddfm3d train-recon --data $(WORLD_DIR)/train --out out/recon_v2 --steps 20000 --width 32 --lr 0.001 --photo-batch 0 --attribute-weights shape=1 expression=1 albedo=1 light=1 pose=1 --init $(RECON_INIT) --device $(DEVICE)
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/heldout --n 10000 --seed 1 --domains human toon
 	$(PY) -m cddfm3d make-world --out $(WORLD_DIR)/floor --n 10000 --seed 2 --domains human
 	$(PY) -m cddfm3d ship-mini --gan out/gan_v2 --recon out/recon_v2 --train-data $(WORLD_DIR)/train --heldout $(WORLD_DIR)/heldout --floor $(WORLD_DIR)/floor
