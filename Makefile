@@ -83,9 +83,10 @@ mini-assets: $(STAMP)
 # The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, layer_sets.json,
 # recon_independent.safetensors, manipulator_<attribute>.safetensors), from the shipped generator and recon:
 # exactly the commands their manifest entries record (tests/test_makefile.py). About 2 h on 2 CPU cores (gen-pairs
-# runs one torchrun rank per core, 150k pairs in about 26 min; T 8000 steps about 6 min; each F^i about 5 min through
-# T, then 5 min through the images (400 steps of --through image from the T-trained network); the independent
-# evaluator's train-recon takes the longest).
+# runs one torchrun rank per core, 150k pairs in about 21 min; T 8000 steps about 14 min on one thread; each F^i
+# about 5 min through T, then 5 min through the images (400 steps of --through image from the T-trained network, the
+# editor's input delta from the pairs' labels: less leakage, benchmarks/README.md); the independent evaluator's
+# train-recon takes the longest).
 editing-assets: $(STAMP)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs150 --count 150000 --seed 0 --threads 1 --device $(DEVICE)
 	$(PY) -m cddfm3d train-t --pairs out/pairs150 --out out/t150wd --loss pdc --steps 8000 --weight-decay 0.05 --device $(DEVICE)
@@ -99,11 +100,11 @@ editing-assets: $(STAMP)
 	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs150 --out out/f3/albedo --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs150 --out out/f3/pose --batch 32 --device $(DEVICE)
 	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs150 --out out/f3/light --batch 32 --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs150 --out out/f4/shape --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --init out/f3/shape/manipulator.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs150 --out out/f4/expression --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --init out/f3/expression/manipulator.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs150 --out out/f4/albedo --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --init out/f3/albedo/manipulator.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs150 --out out/f4/pose --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --init out/f3/pose/manipulator.safetensors --device $(DEVICE)
-	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs150 --out out/f4/light --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --init out/f3/light/manipulator.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute shape --pairs out/pairs150 --out out/f4/shape --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --delta-from labels --init out/f3/shape/manipulator.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute expression --pairs out/pairs150 --out out/f4/expression --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --delta-from labels --init out/f3/expression/manipulator.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute albedo --pairs out/pairs150 --out out/f4/albedo --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --delta-from labels --init out/f3/albedo/manipulator.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute pose --pairs out/pairs150 --out out/f4/pose --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --delta-from labels --init out/f3/pose/manipulator.safetensors --device $(DEVICE)
+	$(PY) -m cddfm3d train-f --attribute light --pairs out/pairs150 --out out/f4/light --batch 32 --steps 400 --lr 0.001 --warmup 20 --through image --edit-weight 3 --delta-from labels --init out/f3/light/manipulator.safetensors --device $(DEVICE)
 	$(PY) -m cddfm3d ship-f --runs out/f4/shape out/f4/expression out/f4/albedo out/f4/pose out/f4/light --pairs out/pairs150 --heldout-pairs out/pairs2_heldout
 
 # Cross-domain editing's shipped files (issue 12): per style (toon, sketch) a reconstruction network used only to
