@@ -235,8 +235,8 @@ if "light" in grids:
 # network from the source images instead (`delta_readers`; `evaluate --read-deltas recon`;
 # `FaceEditor.edit(..., P_s=...)` in your own code). It does not matter for slider offsets (ΔP is the offset itself),
 # only for absolute targets. Read its gain with care: the reconstruction network that gives this P_s also reads
-# the result. On 500 held-out sources (`benchmarks/README.md`) the mean swap completion rises from 0.57 to 0.73 as
-# the recon reads it, but only from 0.39 to 0.40 as the independent evaluator reads it. The gain lies in the part of
+# the result. On 500 held-out sources (`benchmarks/README.md`) the mean swap completion rises from 0.63 to 0.76 as
+# the recon reads it, but falls from 0.41 to 0.40 as the independent evaluator reads it. The gain lies in the part of
 # the recon's reading that the independent evaluator does not share: the recon's own reading errors, which a delta
 # built from its readings asks the edit to reproduce, or what the independent evaluator cannot see (generated faces
 # have no ground truth to tell). T's P_s stays the default.

@@ -169,8 +169,8 @@ for d in DOMAINS:
 # %% [markdown]
 # **Reading.** The fine-tuned generators draw the new style (the Fréchet distances to the style's renders fell from
 # the human generator's), but the same latent keeps only part of the face. Pose is carried (correlations of about
-# 0.8 in both styles), shape partly, expression and light hardly in the toon and somewhat better in the sketch, whose
-# frozen blocks keep the face's geometry (about 0.45 for shape, 0.35 for expression and 0.55 for light in the
+# 0.8-0.9 in both styles), shape partly, expression and light hardly in the toon and better in the sketch, whose
+# frozen blocks keep the face's geometry (about 0.6 for shape, 0.5 for expression and 0.55 for light in the
 # benchmark). The strict explained variance is negative: the styled readings are offset and scaled against the
 # human ones (toons read turned further), which the correlation forgives and the EV does not. The comparison of
 # fine-tuning modes — frozen affines (the paper), FreezeG, training everything (the official code), 500 against
@@ -225,7 +225,7 @@ for name, e in rows.items():
 
 # %% [markdown]
 # **Reading.** Pose edits carry over to the toons and to the sketches: the edited face turns toward the target
-# pose (completion about 0.5 for toons and 0.45 for sketches in the full benchmark, at a leakage of about 0.35–0.45).
+# pose (completion about 0.6 for toons and 0.5 for sketches in the full benchmark, at a leakage of about 0.3–0.35).
 # Expression and shape edits do not: T reads little but pose from the inverted faces (the EVs above; pose better
 # from sketches than from toons), so F^i is asked for the wrong change. In the benchmark W inversions give the best
 # pose edits and W+ / S the better reconstructions.

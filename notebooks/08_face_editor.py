@@ -181,13 +181,12 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The editing networks reach only part of each target (notebook 05 measures the completion: about 0.3–0.6 for the
+# The editing networks reach only part of each target (notebook 05 measures the completion: about 0.5–0.75 for the
 # shipped mini F^i), and some change leaks into other attributes: the shipped shape network, for one, also moves
-# the expression (its layer set shares most layers with expression's, notebook 03). Pose, light and the first
-# albedo and expression coefficients move their own attribute most. The later albedo coefficients (1–3) barely
-# move the face at all as the reconstruction network reads it: the mini generator's faces vary little there
-# (notebook 04), so F^i has little to learn from. These are the open goals of the editing networks, not of the
-# editor, which passes on exactly what F^i and G give it.
+# the expression (its layer set shares most layers with expression's, notebook 03). Every slider moves its own
+# attribute most as the reconstruction network reads it, but the last albedo coefficient (3) moves the face only a
+# little: the mini generator's faces vary little there (notebook 04), so F^i has little to learn from. These are the
+# open goals of the editing networks, not of the editor, which passes on exactly what F^i and G give it.
 #
 # ## 5. A clip of the edit
 #
