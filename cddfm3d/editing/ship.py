@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,14 +184,17 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     each asset's metrics are its attribute's row, and ``training`` (:func:`training_record`: how the last stage
     trained it). A ``train-f --delta-from labels`` run is evaluated like any other, with T's deltas (how
     ``FaceEditor`` uses a shipped F^i by default); ``training`` and the recorded commands name the option.
+    Each F^i is shipped with its float tensors rounded to float16
+    (:func:`cddfm3d.serialization.copy_as_float16`: half the size; it loads into float32 modules), and the
+    evaluation reads the stored networks, rounding included.
     Returns {"evaluation": the report's dict, "seconds": s}.
 
     Raises ``FileNotFoundError`` for a missing run file or ``commands.txt``, ``ValueError`` for two runs of one
     attribute, a run trained on other pairs or another T, a layer set that is not the shipped one, pairs from
-    another world, held-out pairs of the training seed."""
+    another world, held-out pairs of the training seed, or files that would take ``assets/`` beyond its budget."""
     from .evaluation import evaluate
     from .manipulator import LatentManipulator
-    from ..serialization import state_sha256
+    from ..serialization import copy_as_float16, state_sha256
 
     t0 = time.perf_counter()
     train, heldout = PairDataset(pairs_dir), PairDataset(heldout_pairs_dir, fields=("styles", "noise_seed"))
@@ -239,6 +243,11 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
         nets[a], files[a] = F, f
     if not nets:
         raise ValueError("ship-f: no run folders given")
+    dest = assets.assets_dir() / "mini"
+    tmp = tempfile.TemporaryDirectory()
+    stored = {a: copy_as_float16(files[a], Path(tmp.name) / f"manipulator_{a}.safetensors") for a in nets}
+    _check_budget_of_all(stored, dest)
+    nets = {a: LatentManipulator.load(stored[a], device) for a in nets}
     G = assets.load("mini/generator", device).eval()
     evaluators = {"recon": assets.load("mini/recon", device).eval()}
     if "mini/recon_independent" in assets.available():
@@ -253,7 +262,6 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
              f"{assets.entry('mini/attribute_predictor')['sha256']}")
     cmds_pairs, cmds_heldout = rebuild_commands(pairs_dir), rebuild_commands(heldout_pairs_dir)
     ship = [ship_command] if ship_command else []
-    dest = assets.assets_dir() / "mini"
     dest.mkdir(parents=True, exist_ok=True)
     for a, F in nets.items():
         metrics = {"n_sources": n, "heldout_pairs_seed": heldout.config["seed"], "scores": {}}
@@ -263,10 +271,25 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
                 metrics["scores"][f"{e}/{t}"] = None if sc is None else sc.to_dict()
         metrics["goal_failures"] = [x for x in report.goal_failures("cddfm3d") if f" / {a}:" in x]
         metrics["training"] = trainings[a]
-        shutil.copyfile(files[a], dest / f"manipulator_{a}.safetensors")
+        shutil.copyfile(stored[a], dest / f"manipulator_{a}.safetensors")
         assets.register(
             f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
             "\n".join([world] + cmds_pairs + cmds_heldout + run_commands[a] + ship), metrics,
             description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
-                        f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f")
+                        f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f; float "
+                        f"tensors stored as float16")
+    tmp.cleanup()
     return {"evaluation": doc, "seconds": time.perf_counter() - t0}
+
+
+def _check_budget_of_all(stored: dict[str, Path], dest: Path) -> None:
+    """Refuse (``ValueError``) new manipulator files that together would take ``assets/`` beyond its budget (each
+    replaces the shipped file of its attribute)."""
+    root = assets.assets_dir()
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+    for a, f in stored.items():
+        old = dest / f"manipulator_{a}.safetensors"
+        total += f.stat().st_size - (old.stat().st_size if old.is_file() else 0)
+    if total > assets.BUDGET_BYTES:
+        raise ValueError(f"ship-f: the {len(stored)} manipulator files would take {root} to {total} bytes, beyond "
+                         f"the budget of {assets.BUDGET_BYTES} bytes")
