@@ -9,6 +9,7 @@ called directly on the same held-out sources, and the provenance refusals by mes
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -26,7 +27,7 @@ from cddfm3d.editing.face_editor import FaceEditor
 from cddfm3d.editing.manipulator import LatentManipulator
 from cddfm3d.editing.f_training import FTrainConfig
 from cddfm3d.editing.pairs import PairDataset
-from cddfm3d.serialization import state_sha256
+from cddfm3d.serialization import read_safetensors, state_sha256
 from cddfm3d.editing.ship import _commands_with_init, ship_manipulators
 
 TRAINED = ("pose", "expression")
@@ -39,6 +40,26 @@ def run(*argv) -> None:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def float16_rounded(net: LatentManipulator) -> LatentManipulator:
+    """A copy of ``net`` with its weights rounded to float16 (kept in float32): what ship-f stores and measures."""
+    out = copy.deepcopy(net)
+    out.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
+    return out
+
+
+def assert_float16_copy(shipped: Path, run_file: Path) -> None:
+    """The shipped F^i holds the run's network with every tensor rounded to float16 (exactly torch's rounding), and
+    loads as that network; a smaller file than the run's float32 export."""
+    got, want = read_safetensors(shipped)[0], read_safetensors(run_file)[0]
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k].dtype == torch.float16 and torch.equal(got[k], v.to(torch.float16)), k
+    net, ref = LatentManipulator.load(shipped), LatentManipulator.load(run_file)
+    for (k, a), (_, b) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float()), k
+    assert shipped.stat().st_size < 0.6 * run_file.stat().st_size
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +130,7 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
     G = assets.load("mini/generator").eval()
     T = assets.load("mini/attribute_predictor").eval()
     held = PairDataset(t / "heldout", fields=("styles", "noise_seed")).load_fields(["styles", "noise_seed"])
-    nets = {a: LatentManipulator.load(t / "runs" / a / "manipulator.safetensors") for a in TRAINED}
+    nets = {a: float16_rounded(LatentManipulator.load(t / "runs" / a / "manipulator.safetensors")) for a in TRAINED}
     reference = evaluate(G, T, {"cddfm3d": nets}, held["styles"][:N_EVAL], held["noise_seed"][:N_EVAL],
                          evaluators(), attributes=list(TRAINED))
     world_line = (f"# reads mini/generator sha256 {sha256_of(world / 'mini' / 'generator.safetensors')}, mini/recon "
@@ -122,7 +143,7 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
         file = world / e["file"]
         assert e["file"] == f"mini/manipulator_{a}.safetensors" and e["kind"] == "editing.LatentManipulator"
         run_file = t / "runs" / a / "manipulator.safetensors"
-        assert file.read_bytes() == run_file.read_bytes()
+        assert_float16_copy(file, run_file)
         assert e["sha256"] == sha256_of(file) and e["size"] == file.stat().st_size
         assert e["config"] == nets[a].config and e["config"]["edit_layers"] == sorted(sets[a])
         assert e["command"].splitlines() == [world_line, cmds["pairs"], cmds["heldout"], cmds[a], ship_line]
@@ -145,12 +166,13 @@ def test_ship_f_registers_each_network_with_its_file_commands_and_held_out_score
         assert m["training"]["weights"] == {term: run_cfg.weight(term) for term in ("rec", "render", "landmark",
                                                                                    "edge")}
 
-        F = assets.load(f"mini/manipulator/{a}")           # the asset is the run's network
+        F = assets.load(f"mini/manipulator/{a}")           # the asset is the run's network, rounded to float16
+        ref = nets[a]
         g = torch.Generator().manual_seed(0)
         s, delta = held["styles"][:3], torch.randn(3, F.p_dim, generator=g)
         with torch.no_grad():
             got = F(s, delta)
-            assert torch.equal(got, nets[a](s, delta)) and not torch.equal(got, s)
+            assert torch.equal(got, ref(s, delta)) and not torch.equal(got, s)
 
     assert FaceEditor.load("mini").attributes == ["expression", "pose"]
 
@@ -160,7 +182,7 @@ def test_ship_f_records_the_commands_of_the_init_run_before_the_fine_tuning(made
     run("ship-f", "--runs", t / "image_run", "--pairs", t / "pairs", "--heldout-pairs", t / "heldout", "--n", 2)
     e = assets.entry("mini/manipulator/pose")
     assert e["command"].splitlines()[1:-1] == [cmds["pairs"], cmds["heldout"], cmds["pose"], cmds["image"]]
-    assert (world / e["file"]).read_bytes() == (t / "image_run" / "manipulator.safetensors").read_bytes()
+    assert_float16_copy(world / e["file"], t / "image_run" / "manipulator.safetensors")
     state = torch.load(t / "image_run" / "checkpoint.pt", weights_only=True)
     init = LatentManipulator.load(t / "runs" / "pose" / "manipulator.safetensors")
     assert state["init_sha256"] == state_sha256(init)
