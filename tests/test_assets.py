@@ -624,3 +624,21 @@ print(json.dumps({"before": before, "after": after, "type": type(net).__name__})
                          cwd=REPO_ASSETS.parent)
     assert out.returncode == 0, out.stderr
     assert set(BUILTIN_KINDS) <= set(eval(out.stdout.strip().splitlines()[-1]))
+
+
+def test_check_budget_counts_replaced_files_for_one_file_and_for_several(tmp_path, monkeypatch):
+    """A new file replaces the one at its path (its size is not counted twice); several files are checked together,
+    so two that each fit alone can be refused together."""
+    monkeypatch.setenv(assets.ASSETS_ENV, str(tmp_path))
+    (tmp_path / "mini").mkdir()
+    (tmp_path / "mini" / "a.bin").write_bytes(b"x" * 60)
+    (tmp_path / "b.json").write_bytes(b"y" * 20)                              # 80 bytes now
+    assets.check_budget(tmp_path / "mini" / "a.bin", 100, "t", budget=120)     # 80 - 60 + 100 = 120
+    with pytest.raises(ValueError, match=r"t: .*a\.bin \(101 bytes\) would take .* to 121 bytes, beyond the budget "
+                                         r"of 120 bytes \(80 now\)"):
+        assets.check_budget(tmp_path / "mini" / "a.bin", 101, "t", budget=120)
+    new = {tmp_path / "mini" / "a.bin": 70, tmp_path / "mini" / "c.bin": 30}   # 80 - 60 + 70 + 30 = 120
+    assets.check_budget(new, None, "t", budget=120)
+    with pytest.raises(ValueError, match=r"t: 2 files \(101 bytes\) would take .* to 121 bytes"):
+        assets.check_budget({**new, tmp_path / "mini" / "c.bin": 31}, None, "t", budget=120)
+    assets.check_budget(tmp_path / "mini" / "c.bin", 31, "t", budget=120)      # alone it fits: 111

@@ -168,17 +168,20 @@ def _verify(name: str, e: dict, file: Path) -> None:
                                   f"found {found} (from {manifest_path()}). {rebuild}")
 
 
-def check_budget(dest, new_size: int, who: str, budget: int | None = None) -> None:
-    """Refuse (``ValueError`` naming ``who``, the file and the sizes) a file of ``new_size`` bytes that would take
-    ``assets_dir()`` beyond ``budget`` (default :data:`BUDGET_BYTES`) once written to ``dest`` (replacing ``dest``
-    if present)."""
+def check_budget(dest, new_size, who: str, budget: int | None = None) -> None:
+    """Refuse (``ValueError`` naming ``who``, the file(s) and the sizes) new files that would take ``assets_dir()``
+    beyond ``budget`` (default :data:`BUDGET_BYTES`) once written, each replacing the file at its path if present:
+    one file ``dest`` of ``new_size`` bytes, or several as ``dest`` = {path: size} (``new_size`` None)."""
     budget = BUDGET_BYTES if budget is None else budget
-    root, dest = assets_dir(), Path(dest)
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    after = total - (dest.stat().st_size if dest.is_file() else 0) + new_size
+    files = {Path(k): int(v) for k, v in dest.items()} if isinstance(dest, dict) else {Path(dest): int(new_size)}
+    root = assets_dir()
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+    after = total + sum(size - (path.stat().st_size if path.is_file() else 0) for path, size in files.items())
     if after > budget:
-        raise ValueError(f"{who}: {dest} ({new_size} bytes) would take {root} to {after} bytes, beyond the budget of "
-                         f"{budget} bytes ({total} now)")
+        what = (f"{next(iter(files))} ({next(iter(files.values()))} bytes)" if len(files) == 1 else
+                f"{len(files)} files ({sum(files.values())} bytes)")
+        raise ValueError(f"{who}: {what} would take {root} to {after} bytes, beyond the budget of {budget} bytes "
+                         f"({total} now)")
 
 
 # ============================================================================================ registration

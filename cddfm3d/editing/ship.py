@@ -244,52 +244,39 @@ def ship_manipulators(run_dirs, pairs_dir, heldout_pairs_dir, n_eval: int = 500,
     if not nets:
         raise ValueError("ship-f: no run folders given")
     dest = assets.assets_dir() / "mini"
-    tmp = tempfile.TemporaryDirectory()
-    stored = {a: copy_as_float16(files[a], Path(tmp.name) / f"manipulator_{a}.safetensors") for a in nets}
-    _check_budget_of_all(stored, dest)
-    nets = {a: LatentManipulator.load(stored[a], device) for a in nets}
-    G = assets.load("mini/generator", device).eval()
-    evaluators = {"recon": assets.load("mini/recon", device).eval()}
-    if "mini/recon_independent" in assets.available():
-        evaluators["independent"] = assets.load("mini/recon_independent", device).eval()
-    data = heldout.load_fields(["styles", "noise_seed"])
-    n = min(int(n_eval), len(data["styles"]))
-    report = evaluate(G, T, {"cddfm3d": nets}, data["styles"][:n], data["noise_seed"][:n], evaluators,
-                      attributes=[a for a in nets], batch=batch, progress=True)
-    doc = report.to_dict()
-    world = (f"# reads mini/generator sha256 {assets.entry('mini/generator')['sha256']}, mini/recon sha256 "
-             f"{assets.entry('mini/recon')['sha256']} and mini/attribute_predictor sha256 "
-             f"{assets.entry('mini/attribute_predictor')['sha256']}")
-    cmds_pairs, cmds_heldout = rebuild_commands(pairs_dir), rebuild_commands(heldout_pairs_dir)
-    ship = [ship_command] if ship_command else []
-    dest.mkdir(parents=True, exist_ok=True)
-    for a, F in nets.items():
-        metrics = {"n_sources": n, "heldout_pairs_seed": heldout.config["seed"], "scores": {}}
-        for e in evaluators:
-            for t in report.targets:
-                sc = report.score("cddfm3d", e, t, a)
-                metrics["scores"][f"{e}/{t}"] = None if sc is None else sc.to_dict()
-        metrics["goal_failures"] = [x for x in report.goal_failures("cddfm3d") if f" / {a}:" in x]
-        metrics["training"] = trainings[a]
-        shutil.copyfile(stored[a], dest / f"manipulator_{a}.safetensors")
-        assets.register(
-            f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
-            "\n".join([world] + cmds_pairs + cmds_heldout + run_commands[a] + ship), metrics,
-            description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
-                        f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f; float "
-                        f"tensors stored as float16")
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = {a: copy_as_float16(files[a], Path(tmp) / f"manipulator_{a}.safetensors") for a in nets}
+        assets.check_budget({dest / p.name: p.stat().st_size for p in stored.values()}, None, "ship-f")
+        nets = {a: LatentManipulator.load(stored[a], device) for a in nets}
+        G = assets.load("mini/generator", device).eval()
+        evaluators = {"recon": assets.load("mini/recon", device).eval()}
+        if "mini/recon_independent" in assets.available():
+            evaluators["independent"] = assets.load("mini/recon_independent", device).eval()
+        data = heldout.load_fields(["styles", "noise_seed"])
+        n = min(int(n_eval), len(data["styles"]))
+        report = evaluate(G, T, {"cddfm3d": nets}, data["styles"][:n], data["noise_seed"][:n], evaluators,
+                          attributes=[a for a in nets], batch=batch, progress=True)
+        doc = report.to_dict()
+        world = (f"# reads mini/generator sha256 {assets.entry('mini/generator')['sha256']}, mini/recon sha256 "
+                 f"{assets.entry('mini/recon')['sha256']} and mini/attribute_predictor sha256 "
+                 f"{assets.entry('mini/attribute_predictor')['sha256']}")
+        cmds_pairs, cmds_heldout = rebuild_commands(pairs_dir), rebuild_commands(heldout_pairs_dir)
+        ship = [ship_command] if ship_command else []
+        dest.mkdir(parents=True, exist_ok=True)
+        for a, F in nets.items():
+            metrics = {"n_sources": n, "heldout_pairs_seed": heldout.config["seed"], "scores": {}}
+            for e in evaluators:
+                for t in report.targets:
+                    sc = report.score("cddfm3d", e, t, a)
+                    metrics["scores"][f"{e}/{t}"] = None if sc is None else sc.to_dict()
+            metrics["goal_failures"] = [x for x in report.goal_failures("cddfm3d") if f" / {a}:" in x]
+            metrics["training"] = trainings[a]
+            shutil.copyfile(stored[a], dest / f"manipulator_{a}.safetensors")
+            assets.register(
+                f"mini/manipulator/{a}", f"mini/manipulator_{a}.safetensors", "editing.LatentManipulator", F.config,
+                "\n".join([world] + cmds_pairs + cmds_heldout + run_commands[a] + ship), metrics,
+                description=f"the editing network F^{a}: F(s, delta) -> s_g on the {a} layer set of mini/generator "
+                            f"(delta = P_t - P_s of the {a} coefficients, T's units), trained with train-f; float "
+                            f"tensors stored as float16")
     return {"evaluation": doc, "seconds": time.perf_counter() - t0}
 
-
-def _check_budget_of_all(stored: dict[str, Path], dest: Path) -> None:
-    """Refuse (``ValueError``) new manipulator files that together would take ``assets/`` beyond its budget (each
-    replaces the shipped file of its attribute)."""
-    root = assets.assets_dir()
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
-    for a, f in stored.items():
-        old = dest / f"manipulator_{a}.safetensors"
-        total += f.stat().st_size - (old.stat().st_size if old.is_file() else 0)
-    if total > assets.BUDGET_BYTES:
-        raise ValueError(f"ship-f: the {len(stored)} manipulator files would take {root} to {total} bytes, beyond "
-                         f"the budget of {assets.BUDGET_BYTES} bytes")
