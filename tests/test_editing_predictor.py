@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from cddfm3d import assets
-from cddfm3d.editing.losses import (FEATURE_TERMS, TLoss, feature_scale, feature_terms, observation_scale,
-                                    official_wpdc_loss, pdc_loss, posed_vertices, vdc_loss, wpdc_distances,
-                                    wpdc_loss, wpdc_weights)
+from cddfm3d.editing.losses import (FEATURE_TERMS, TLoss, feature_metrics, feature_scale, feature_terms,
+                                    observation_scale, official_wpdc_loss, pdc_loss, posed_vertices, vdc_loss,
+                                    wpdc_distances, wpdc_loss, wpdc_weights)
 from cddfm3d.editing.predictor import AttributePredictor, PredictorFileError, scaled_hidden
 from cddfm3d.editing.t_training import (EXPORT_FILE, TTrainConfig, TTrainer, VarianceRatio, check_goals,
                                         evaluate_t, split_indices, train_t)
-from cddfm3d.face3d.measures import ATTRIBUTES, attribute_features
+from cddfm3d.face3d.measures import ATTRIBUTE_GROUPS, ATTRIBUTES, attribute_features, feature_metric
 from cddfm3d.face3d.morphable import SLICES, MorphableModel
 from cddfm3d.serialization import read_safetensors
 from cddfm3d.world.priors import prior_std, sample_coeffs
@@ -264,6 +264,36 @@ def test_feature_terms_are_one_minus_explained_variance(fm64):
     half = c.mean(0) + 0.5 * (c - c.mean(0))          # halfway to the mean: SSE = SST / 4
     for k, v in feature_terms(fm64, half, c, scale).items():
         assert math.isclose(float(v), 0.25, rel_tol=1e-6), k
+
+
+def test_feature_metric_gives_the_full_feature_distance(fm64):
+    # |f(a) - f(b)|^2 over the full features (21606 entries for shape) against |(a_g - b_g) @ M|^2 on k entries
+    a, b = coeff_pair(7, 12)
+    for attr in ATTRIBUTES:
+        m = feature_metric(fm64, attr)
+        group = SLICES[ATTRIBUTE_GROUPS[attr]]
+        assert m.dtype == torch.float64 and m.shape == (group.stop - group.start,) * 2
+        full = (attribute_features(fm64, a, attr) - attribute_features(fm64, b, attr)).square().sum(1)
+        compact = ((a[:, group] - b[:, group]) @ m).square().sum(1)
+        np.testing.assert_allclose(compact.numpy(), full.numpy(), rtol=1e-9, err_msg=attr)
+    with pytest.raises(ValueError, match="unknown attribute"):
+        feature_metric(fm64, "hair")
+
+
+def test_feature_terms_with_metrics_equal_the_full_features(fm64, fm):
+    c = sample_coeffs(50, seed=13).double()
+    p, g = coeff_pair(50, 14)
+    scale = feature_scale(fm64, c)
+    full = feature_terms(fm64, p, g, scale)
+    fast = feature_terms(fm64, p, g, scale, feature_metrics(fm64))
+    for k in FEATURE_TERMS:
+        assert math.isclose(float(fast[k]), float(full[k]), rel_tol=1e-9), k
+    # TLoss (float32 model and inputs) uses the metric form; it agrees with the float64 full features
+    stats = TLoss.label_stats(fm, c.float())
+    out = TLoss(fm, prior_std(), {"feature": 1.0}, stats)(p.float(), g.float())
+    ref = feature_terms(fm64, p, g, stats["feature_scale"])
+    for k in FEATURE_TERMS:
+        assert math.isclose(float(out[f"feature_{k}"]), float(ref[k]), rel_tol=1e-4), k
 
 
 def test_tloss_combines_weighted_terms(fm):

@@ -20,8 +20,10 @@ On these features: :func:`attribute_distance` (RMS over vertices / normals of th
 in the feature's units; degrees per axis for pose) and :func:`explained_variance` (1 - SSE / SST, pooled over
 the feature's entries: the share of the variation across faces that a prediction reproduces; 0 is predicting the
 average, 1 is exact). :class:`ExplainedVariance` accumulates it over batches (with :class:`Moments`, the one
-variance accumulator). :func:`coefficient_scale` is the per-coefficient spread of a coefficient sample, the unit
-in which the reconstruction network's coefficient loss and T's outputs are counted.
+variance accumulator). :func:`feature_metric` gives each attribute's squared feature distance as a small quadratic
+form of its coefficients (the fast form of a training loss in these spaces). :func:`coefficient_scale` is the
+per-coefficient spread of a coefficient sample, the unit in which the reconstruction network's coefficient loss and
+T's outputs are counted.
 
 How much each single component shows in an image: :func:`component_visibility` (the screen motion in pixels, or
 the colour change, of one prior standard deviation of each component, over the vertices :func:`visible_vertices`
@@ -89,6 +91,32 @@ def attribute_distance(model: MorphableModel, a: torch.Tensor, b: torch.Tensor, 
     d = attribute_features(model, a, attribute) - attribute_features(model, b, attribute)
     w = _width(attribute)
     return d.reshape(d.shape[0], -1, w).square().sum(-1).mean(-1).sqrt()
+
+
+@torch.no_grad()
+def feature_metric(model: MorphableModel, attribute: str) -> torch.Tensor:
+    """A matrix M [k, k] (float64; k = the attribute's coefficient count: 80 / 64 / 80 / 3 / 27) with
+
+        |f(a) - f(b)|^2 = |(a_g - b_g) @ M|^2
+
+    for the features f of :func:`attribute_features` and the attribute's coefficient group g of any coefficients
+    a, b [B, 257]. Every feature here is affine in its group (vertex / albedo bases, SH irradiance over fixed
+    normals, degrees), f(c) = f(0) + c_g @ J with J [k, K] (K = N * 3 or M * 3), so the squared distance is the
+    quadratic form of the Gram matrix J J^T = V diag(l) V^T, and M = V diag(sqrt(l)). J is read off
+    :func:`attribute_features` itself (one probe per coefficient, in the model's dtype) and the factorisation is
+    float64. ``c_g @ M`` are the attribute's features up to an isometry and a translation: distances and explained
+    variance on them equal those on the full features, at k instead of K entries (21606 for shape). Raises
+    ``ValueError`` for an unknown attribute."""
+    if attribute not in ATTRIBUTE_GROUPS:
+        raise ValueError(f"unknown attribute {attribute!r}; expected one of {ATTRIBUTES}")
+    group = SLICES[ATTRIBUTE_GROUPS[attribute]]
+    k = group.stop - group.start
+    probes = torch.zeros(k + 1, 257, dtype=model.mean_shape.dtype, device=model.mean_shape.device)
+    probes[1:, group] = torch.eye(k, dtype=probes.dtype, device=probes.device)
+    f = attribute_features(model, probes, attribute).double()
+    jac = (f[1:] - f[:1]).cpu()                                          # [k, K]
+    evals, evecs = torch.linalg.eigh(jac @ jac.T)
+    return evecs * evals.clamp_min(0).sqrt()
 
 
 def coefficient_scale(coeffs: torch.Tensor, floor: float = COEFF_STD_FLOOR) -> torch.Tensor:
@@ -332,6 +360,6 @@ def component_visibility(model: MorphableModel, group: str, std, image_size: int
 
 
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_GROUPS", "LIGHT_NORMALS", "camera_facing_normals", "attribute_features",
-           "attribute_distance", "coefficient_scale", "COEFF_STD_FLOOR", "Moments", "ExplainedVariance",
-           "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS", "QUANTITIES", "visible_vertices",
-           "component_visibility"]
+           "attribute_distance", "feature_metric", "coefficient_scale", "COEFF_STD_FLOOR", "Moments",
+           "ExplainedVariance", "explained_variance", "MOTION_GROUPS", "COLOUR_GROUPS", "QUANTITIES",
+           "visible_vertices", "component_visibility"]
