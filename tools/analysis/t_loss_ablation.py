@@ -1,7 +1,7 @@
 """Per-loss ablation of the attribute predictor T: the same pairs, steps and seed, one loss at a time.
 
     python tools/analysis/t_loss_ablation.py --pairs out/pairs --heldout out/pairs_heldout --out out/ablation \
-        [--steps 3000] [--losses pdc vdc wpdc official "feature pdc=0.1"]
+        [--steps 3000] [--losses pdc vdc wpdc official "feature pdc=0.1"] [--train-args "--weight-decay 0.05"]
 
 Each loss trains T with ``python -m cddfm3d train-t`` (resumable; re-running skips finished runs) into
 ``OUT/<loss>``, then :func:`cddfm3d.editing.evaluate_t` measures it on the held-out pairs (another seed) against the
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--losses", nargs="+", default=["pdc", "vdc", "wpdc", "official", "feature pdc=0.1"],
                    help="one train-t --loss value per run (quote several terms: 'feature pdc=0.1')")
+    p.add_argument("--train-args", default="", help="further train-t options shared by every run, one quoted "
+                   "string (e.g. '--weight-decay 0.05', the shipped recipe's)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     data = PairDataset(args.heldout).load_fields(["styles", "coeffs"])
@@ -44,7 +46,7 @@ def main(argv=None) -> None:
         terms = shlex.split(loss)
         run = Path(args.out) / "_".join(t.replace("=", "") for t in terms)
         cmd = [sys.executable, "-m", "cddfm3d", "train-t", "--pairs", args.pairs, "--out", str(run), "--steps",
-               str(args.steps), "--loss", *terms, "--device", "cpu"]
+               str(args.steps), "--loss", *terms, "--device", "cpu", *shlex.split(args.train_args)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
         seconds = time.perf_counter() - t0
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
             r = evaluate_t(T, data["styles"], data["coeffs"], fm)
         rows.append((loss, seconds, r))
         print(f"{loss}: done in {seconds:.0f} s", file=sys.stderr)
-    print(f"T per loss: {args.steps} steps on {args.pairs}, evaluated on {len(data['styles'])} pairs of "
+    print(f"T per loss: {args.steps} steps {args.train_args} on {args.pairs}, evaluated on {len(data['styles'])} pairs of "
           f"{args.heldout}; EV (variance ratio) per attribute, angle MAE pitch / yaw / roll in degrees\n")
     print("| loss | " + " | ".join(ATTRIBUTES) + " | angles (deg) | train time |")
     print("|---|" + "---:|" * (len(ATTRIBUTES) + 2))
