@@ -55,8 +55,8 @@ def main(argv=None) -> None:
             r = evaluate_t(T, data["styles"], data["coeffs"], fm)
         rows.append((loss, seconds, r))
         print(f"{loss}: done in {seconds:.0f} s", file=sys.stderr)
-    print(f"T per loss: {args.steps} steps {args.train_args} on {args.pairs}, evaluated on {len(data['styles'])} pairs of "
-          f"{args.heldout}; EV (variance ratio) per attribute, angle MAE pitch / yaw / roll in degrees\n")
+    print(f"T per loss: {args.steps} steps {args.train_args} on {args.pairs}, evaluated on {len(data['styles'])} "
+          f"pairs of {args.heldout}; EV (variance ratio) per attribute, angle MAE pitch / yaw / roll in degrees\n")
     print("| loss | " + " | ".join(ATTRIBUTES) + " | angles (deg) | train time |")
     print("|---|" + "---:|" * (len(ATTRIBUTES) + 2))
     for loss, seconds, r in rows:
