@@ -209,7 +209,7 @@ def feature_terms(model: MorphableModel, pred: torch.Tensor, target: torch.Tenso
 
     With ``metrics`` (:func:`feature_metrics` of ``model``) each squared distance is computed as
     ``|(pred_g - target_g) @ M|^2`` on the attribute's k coefficients, equal to the distance of the full features
-    (tests/test_editing_losses.py checks it in float64) at a fraction of the cost (shape: 80 instead of 21606
+    (tests/test_editing_predictor.py checks it in float64) at a fraction of the cost (shape: 80 instead of 21606
     entries per sample); without them, on the full features of
     :func:`~cddfm3d.face3d.measures.attribute_features`."""
     out = {}
