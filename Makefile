@@ -83,13 +83,13 @@ mini-assets: $(STAMP)
 # The editing stage's shipped files (assets/mini/attribute_predictor.safetensors, layer_sets.json,
 # recon_independent.safetensors, manipulator_<attribute>.safetensors), from the shipped generator and recon:
 # exactly the commands their manifest entries record (tests/test_makefile.py). About 2 h on 2 CPU cores (gen-pairs
-# runs one torchrun rank per core, 150k pairs in about 21 min; T 8000 steps about 14 min on one thread; each F^i
-# about 5 min through T, then 5 min through the images (400 steps of --through image from the T-trained network, the
-# editor's input delta from the pairs' labels: less leakage, benchmarks/README.md); the independent evaluator's
-# train-recon takes the longest).
+# runs one torchrun rank per core, 150k pairs in 21-52 min; T 8000 steps with the default loss, per-attribute feature
+# distances plus 0.1 PDC, 10-14 min on one thread; each F^i 5-7 min through T, then 5 min through the images (400
+# steps of --through image from the T-trained network, the editor's input delta from the pairs' labels: less
+# leakage, benchmarks/README.md); the independent evaluator's train-recon takes the longest).
 editing-assets: $(STAMP)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs150 --count 150000 --seed 0 --threads 1 --device $(DEVICE)
-	$(PY) -m cddfm3d train-t --pairs out/pairs150 --out out/t150wd --loss pdc --steps 8000 --weight-decay 0.05 --device $(DEVICE)
+	$(PY) -m cddfm3d train-t --pairs out/pairs150 --out out/t150wd --steps 8000 --weight-decay 0.05 --device $(DEVICE)
 	$(VENV)/bin/torchrun --nnodes 1 --nproc_per_node 2 -m cddfm3d gen-pairs --out out/pairs2_heldout --count 2000 --seed 1 --threads 1 --device $(DEVICE)
 	$(PY) -m cddfm3d select-layers --out out/layer_sets3.json --method both --predictor out/t150wd/attribute_predictor.safetensors --device $(DEVICE)
 	$(PY) -m cddfm3d ship-editing --pairs out/pairs150 --t out/t150wd --heldout-pairs out/pairs2_heldout --layer-sets out/layer_sets3.json

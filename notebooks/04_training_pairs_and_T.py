@@ -147,8 +147,8 @@ print("stored == re-synthesised:", torch.equal(again, data["images"][:4]))
 # Which loss? On the same 50k pairs and schedule (`tools/analysis/t_loss_ablation.py`, benchmarks/README.md "T per
 # loss") the default beats plain PDC on shape, expression, albedo and pose by 0.01-0.02 of explained variance and
 # loses 0.014 on light; 3DDFA's WPDC lands between them at three times the cost; VDC alone never learns albedo and
-# light (they move no vertex). The shipped T was trained with `--loss pdc`; the default loss on its recipe reaches
-# the shape goal (0.854 against 0.834) and is the loss of the next re-ship.
+# light (they move no vertex). The shipped T is trained with the default loss; on the same recipe it reaches the
+# shape goal that `--loss pdc` missed (explained variance 0.854 against 0.834 on the held-out pairs).
 #
 # FAST mode trains a few hundred steps on the few hundred pairs above, only to show the API and the loss going
 # down. The command line: `python -m cddfm3d train-t --pairs pairs --out t_run` (resumable, `torchrun`-ready).
