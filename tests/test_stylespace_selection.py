@@ -275,7 +275,8 @@ def test_layer_response_finds_the_layers_the_reading_depends_on(model):
     # a linear reading responds linearly: half the step, half the response (same seed: same faces and directions)
     r1 = layer_response(G, recon, model, n=16, seed=4, amount=1.0)
     r2 = layer_response(G, recon, model, n=16, seed=4, amount=0.5)
-    torch.testing.assert_close(r2.matrix[0, 3], r1.matrix[0, 3] / 2, rtol=1e-9, atol=0)
+    # (the styles are float32: s + step rounds differently for the two steps, up to 3e-9 relative seen on a Xeon)
+    torch.testing.assert_close(r2.matrix[0, 3], r1.matrix[0, 3] / 2, rtol=1e-6, atol=0)
 
 
 def test_select_layers_skips_unmeasured_rows(model):
